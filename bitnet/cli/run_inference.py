@@ -1,0 +1,256 @@
+"""`run_inference.py`: generate text or chat with a ternary model from the command line.
+
+bitnet.cpp's script, flag for flag (-m -p -n -t -c -temp -cnv), plus llama.cpp's long forms of
+the sampling flags. It talks to the engine only through `bitnet.Model`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bitnet.cli.common import (
+    ArgumentParser,
+    add_flag,
+    default_threads,
+    float_in,
+    int_at_least,
+    one_line,
+    run_main,
+)
+from bitnet.errors import BitnetError
+
+DESCRIPTION = """\
+Generate text from a prompt, or chat (-cnv), with a ternary (1.58-bit) model in GGUF format.
+
+Without -cnv the prompt is printed, then the generated text streams after it; a summary line
+(tokens and speed) goes to stderr. An empty prompt (no -p / -f) generates from the
+beginning-of-sequence token alone, as llama.cpp does.
+
+With -cnv (for instruct models) the program reads one user message per line from stdin and
+streams each reply, keeping the conversation. -p is then the system prompt, as in bitnet.cpp.
+Type /exit or end the input (Ctrl+D) to quit, /clear to forget the conversation so far.
+Ctrl+C stops a reply; at the `> ` prompt it quits."""
+
+EPILOG = """\
+examples:
+  python run_inference.py -m models/BitNet-b1.58-2B-4T/ggml-model-i2_s.gguf -p "The capital of France is" -n 32
+  python run_inference.py -m model.gguf -p "You are a helpful assistant." -cnv
+  python run_inference.py -m model.gguf -f prompt.txt -n -1 -temp 0 --seed 42
+
+exit status: 0 ok, 1 failure (missing or invalid model file, ...), 2 bad flags, 130 Ctrl+C."""
+
+CHAT_EXIT = "/exit"
+CHAT_CLEAR = "/clear"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="run_inference.py", description=DESCRIPTION, epilog=EPILOG)
+    p.add_flag("model", metavar="GGUF", required=True, help="path to the model file (.gguf)")
+    p.add_flag("prompt", metavar="TEXT", default=None,
+               help="prompt to continue; with -cnv, the system prompt (default: empty)")
+    p.add_flag("file", metavar="PATH", default=None,
+               help="read the prompt from a file instead of -p ('-' = stdin, not with -cnv)")
+    p.add_flag("n_predict", metavar="N", type=int_at_least(-1), default=128,
+               help="tokens to generate (per reply with -cnv); -1 = until the model ends the "
+                    "text or the context is full (default: 128)")
+    p.add_flag("threads", metavar="N", type=int_at_least(1), default=default_threads(),
+               help="threads to use (default: the cores available, %(default)s here)")
+    p.add_flag("ctx_size", metavar="N", type=int_at_least(1), default=2048,
+               help="context size in tokens: prompt + generated text (default: 2048)")
+    p.add_flag("temperature", metavar="T", type=float_in(lo=0.0), default=0.8,
+               help="sampling temperature; 0 = greedy, always the most likely token (default: 0.8)")
+    p.add_flag("conversation", action="store_true",
+               help="chat mode for instruct models: -p is the system prompt, messages come from stdin")
+    sampling = p.add_argument_group("sampling (llama.cpp's flags)")
+    add_flag(sampling, "top_k", metavar="K", type=int_at_least(0), default=40,
+             help="keep the K most likely tokens; 0 = all (default: 40)")
+    add_flag(sampling, "top_p", metavar="P", type=float_in(lo=0.0, hi=1.0, lo_open=True),
+             default=0.95, help="keep the most likely tokens up to probability mass P, "
+                                "in (0, 1]; 1 = off (default: 0.95)")
+    add_flag(sampling, "min_p", metavar="P", type=float_in(lo=0.0, hi=1.0), default=0.05,
+             help="drop tokens less likely than P x the top one; 0 = off (default: 0.05)")
+    add_flag(sampling, "repeat_penalty", metavar="X", type=float_in(lo=0.0, lo_open=True),
+             default=1.0, help="penalize tokens already seen; 1 = off (default: 1.0)")
+    add_flag(sampling, "seed", metavar="N", type=int_at_least(-1), default=-1,
+             help="random seed; -1 = a new one each run (default: -1)")
+    add_flag(sampling, "stop", metavar="TEXT", action="append", default=None,
+             help="stop when the text contains TEXT (not included); repeatable")
+    p.add_flag("no_display_prompt", action="store_true",
+               help="print only the generated text, not the prompt before it")
+    return p
+
+
+def read_prompt(args) -> str:
+    if args.file is not None and args.prompt is not None:
+        raise UsageError("give the prompt with -p or with -f, not both")
+    if args.file is None:
+        return args.prompt or ""
+    if args.file == "-":
+        if args.conversation:
+            raise UsageError("-f - reads stdin, which -cnv needs for the chat: use -p or a file")
+        return sys.stdin.read()
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"prompt file not found: {args.file}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"prompt file is not UTF-8 text: {args.file}") from None
+
+
+def check_model_path(path: str) -> None:
+    """Catch the common mistakes before the engine loads, with a hint at what to do."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path} (make one with "
+                                f"`python setup_env.py -hr REPO` or `-md DIR`)")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory: pass the .gguf file inside it with -m")
+
+
+class UsageError(Exception):
+    """A flag combination argparse cannot check; reported like a bad flag (exit 2)."""
+
+
+def sampling_kwargs(args) -> dict:
+    """The flags as keyword arguments of Model.generate / create_chat_completion."""
+    return dict(
+        max_tokens=args.n_predict if args.n_predict >= 0 else None,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty,
+        seed=None if args.seed < 0 else args.seed,
+        stop=args.stop,
+    )
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def complete(model, prompt: str, args) -> None:
+    """Print the prompt, stream the continuation, then one summary line on stderr."""
+    if not args.no_display_prompt:
+        write(prompt)
+    for piece in model.generate(prompt, stream=True, **sampling_kwargs(args)):
+        write(piece)
+    write("\n")
+    print(summary_line(model.last_timings, args.threads), file=sys.stderr)
+
+
+def summary_line(timings: dict | None, n_threads: int) -> str:
+    """`prompt: 12 tokens, 85.3 tok/s | generation: 128 tokens, 31.2 tok/s | 2 threads`."""
+    t = timings or {}
+
+    def part(name: str, n_key: str, tps_key: str) -> str:
+        n, tps = t.get(n_key) or 0, t.get(tps_key)
+        speed = f"{tps:.1f} tok/s" if n and tps else "- tok/s"
+        return f"{name}: {n} tokens, {speed}"
+
+    return " | ".join([part("prompt", "n_prompt", "prompt_tps"),
+                       part("generation", "n_gen", "gen_tps"),
+                       f"{n_threads} thread{'s' if n_threads != 1 else ''}"])
+
+
+def read_user_line(interactive: bool) -> str | None:
+    """One line of user input without its newline, or None at the end of the input."""
+    if interactive:
+        try:
+            return input("> ")
+        except EOFError:
+            write("\n")
+            return None
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n") if line else None
+
+
+def stream_reply(model, messages: list[dict], kwargs: dict) -> str:
+    """Stream one assistant reply to stdout and return its text (partial if Ctrl+C'd)."""
+    pieces: list[str] = []
+    chunks = model.create_chat_completion(messages, stream=True, **kwargs)
+    try:
+        for chunk in chunks:
+            content = chunk["choices"][0]["delta"].get("content")
+            if content:
+                pieces.append(content)
+                write(content)
+    except KeyboardInterrupt:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        if not sys.stdin.isatty():
+            raise
+        # Interactive: Ctrl+C ends this reply only, as in llama.cpp; at the prompt it quits.
+    write("\n")
+    return "".join(pieces)
+
+
+def chat(model, system_prompt: str, args) -> None:
+    """The interactive loop: one user line in, one streamed reply out, history kept."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        _enable_line_editing()
+        print(f"chat mode: type a message and press Enter; {CHAT_EXIT} or Ctrl+D quits, "
+              f"{CHAT_CLEAR} starts over", file=sys.stderr)
+    start = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages = list(start)
+    kwargs = sampling_kwargs(args)
+    while True:
+        line = read_user_line(interactive)
+        if line is None or line.strip() == CHAT_EXIT:
+            return
+        if line.strip() == CHAT_CLEAR:
+            messages = list(start)
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        try:
+            reply = stream_reply(model, messages, kwargs)
+        except (BitnetError, ValueError) as exc:
+            # Most often the conversation outgrew the context: say so and let the user go on.
+            messages.pop()
+            print(f"error: {one_line(str(exc))} (type {CHAT_CLEAR} to start over, or use a "
+                  f"larger -c)", file=sys.stderr)
+            continue
+        messages.append({"role": "assistant", "content": reply})
+
+
+def _enable_line_editing() -> None:
+    try:
+        import readline  # noqa: F401  (importing it gives input() history and editing)
+    except ImportError:
+        pass
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        prompt = read_prompt(args)
+    except UsageError as exc:
+        parser.error(str(exc))
+    check_model_path(args.model)
+    from bitnet import Model  # after parsing: --help and flag errors need no engine
+
+    model = Model(args.model, n_threads=args.threads, n_ctx=args.ctx_size,
+                  seed=None if args.seed < 0 else args.seed)
+    try:
+        if args.conversation:
+            chat(model, prompt, args)
+        else:
+            complete(model, prompt, args)
+    finally:
+        model.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: run(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""`setup_env.py`: build the engine, then optionally download and convert a model.
+
+bitnet.cpp's script and flags. Unlike bitnet.cpp, nothing is generated per model: the kernels
+are picked at run time from the CPU, so one build runs every model and I2_S is the only
+ternary format we produce (tl1/tl2 were bitnet.cpp's per-model LUT layouts).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import NamedTuple
+
+from bitnet.cli.common import (
+    ArgumentParser,
+    default_threads,
+    fail,
+    int_at_least,
+    one_line,
+    run_main,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class HFModel(NamedTuple):
+    name: str  # folder under the models directory, as bitnet.cpp names it
+    family: str  # key of FAMILIES
+
+
+# Model families: None = supported, else the reason we cannot convert it yet.
+FAMILIES: dict[str, str | None] = {
+    "bitnet-b1.58": None,  # BitNetForCausalLM (2B-4T): relu2, sub-norms, tied head
+    "bitnet": "1bitLLM's architecture (SiLU, SentencePiece) is not supported yet",
+    "llama": "ternary Llama/Falcon models are not supported yet",
+    "embedding": "embedding models are not supported",
+}
+
+# bitnet.cpp's list of Hugging Face repositories, plus the bf16 master of 2B-4T.
+HF_MODELS: dict[str, HFModel] = {
+    "microsoft/BitNet-b1.58-2B-4T": HFModel("BitNet-b1.58-2B-4T", "bitnet-b1.58"),
+    "microsoft/bitnet-b1.58-2B-4T-bf16": HFModel("bitnet-b1.58-2B-4T-bf16", "bitnet-b1.58"),
+    "1bitLLM/bitnet_b1_58-large": HFModel("bitnet_b1_58-large", "bitnet"),
+    "1bitLLM/bitnet_b1_58-3B": HFModel("bitnet_b1_58-3B", "bitnet"),
+    "HF1BitLLM/Llama3-8B-1.58-100B-tokens": HFModel("Llama3-8B-1.58-100B-tokens", "llama"),
+    "tiiuae/Falcon3-1B-Instruct-1.58bit": HFModel("Falcon3-1B-Instruct-1.58bit", "llama"),
+    "tiiuae/Falcon3-3B-1.58bit": HFModel("Falcon3-3B-1.58bit", "llama"),
+    "tiiuae/Falcon3-3B-Instruct-1.58bit": HFModel("Falcon3-3B-Instruct-1.58bit", "llama"),
+    "tiiuae/Falcon3-7B-1.58bit": HFModel("Falcon3-7B-1.58bit", "llama"),
+    "tiiuae/Falcon3-7B-Instruct-1.58bit": HFModel("Falcon3-7B-Instruct-1.58bit", "llama"),
+    "tiiuae/Falcon3-10B-1.58bit": HFModel("Falcon3-10B-1.58bit", "llama"),
+    "tiiuae/Falcon3-10B-Instruct-1.58bit": HFModel("Falcon3-10B-Instruct-1.58bit", "llama"),
+    "tiiuae/Falcon-E-1B-Base": HFModel("Falcon-E-1B-Base", "llama"),
+    "tiiuae/Falcon-E-1B-Instruct": HFModel("Falcon-E-1B-Instruct", "llama"),
+    "tiiuae/Falcon-E-3B-Base": HFModel("Falcon-E-3B-Base", "llama"),
+    "tiiuae/Falcon-E-3B-Instruct": HFModel("Falcon-E-3B-Instruct", "llama"),
+    "microsoft/bitnet-embedding-270m": HFModel("bitnet-embedding-270m", "embedding"),
+    "microsoft/bitnet-embedding-0.6b": HFModel("bitnet-embedding-0.6b", "embedding"),
+}
+
+# What a conversion needs from a repository (weights, config, tokenizer); skips other formats.
+HF_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+
+QUANT_TYPES = ("i2_s", "tl1", "tl2")
+PRODUCED_QUANT_TYPES = ("i2_s",)
+LOG_TAIL_LINES = 25
+# Build progress as ninja (`[12/40] ...`) and make (`[ 30%] ...`) print it.
+NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
+MAKE_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
+
+DESCRIPTION = """\
+Build the engine (CMake + Ninja, Release, clang when present) into <repo>/build, then
+optionally prepare a model:
+  -hr REPO    download a Hugging Face checkpoint into <--model-dir, default models>/<name>
+              and convert it;
+  -md DIR     convert the Hugging Face checkpoint already in DIR.
+The model is written to <model folder>/ggml-model-i2_s.gguf (an existing one is kept), ready
+for `python run_inference.py -m <that file>`. Without -hr / -md the script only builds.
+
+Compatibility with bitnet.cpp: -q tl1 / tl2 are refused (exit 2): our kernels are picked at
+run time from the CPU and need no per-model lookup-table format, so I2_S is the one ternary
+format produced and it runs every model. --use-pretuned is accepted and does nothing, for the
+same reason."""
+
+
+def build_parser() -> ArgumentParser:
+    repos = "\n".join(f"  {repo:38s} {_support_note(m.family)}" for repo, m in HF_MODELS.items())
+    p = ArgumentParser(prog="setup_env.py", description=DESCRIPTION,
+                       epilog=f"Hugging Face repositories (-hr), and whether they run:\n{repos}\n\n"
+                              "exit status: 0 ok, 1 failure, 2 bad flags, 130 Ctrl+C.")
+    p.add_flag("hf_repo", metavar="REPO", default=None,
+               help="Hugging Face repository to download and convert (list below)")
+    p.add_flag("model_dir", metavar="DIR", default=None,
+               help="folder of a Hugging Face checkpoint to convert; with -hr, the folder to "
+                    "download into (default: models)")
+    p.add_flag("quant_type", metavar="{i2_s,tl1,tl2}", default="i2_s", choices=QUANT_TYPES,
+               help="weight format; only i2_s is produced (default: i2_s)")
+    p.add_flag("quant_embd", action="store_true",
+               help="store the token embeddings as F16 (default: as the checkpoint has them)")
+    p.add_flag("use_pretuned", action="store_true",
+               help="accepted for compatibility; kernels are tuned at run time")
+    p.add_flag("log_dir", metavar="DIR", default="logs",
+               help="folder for the build and download logs (default: logs)")
+    p.add_flag("skip_build", action="store_true",
+               help="do not build the engine (e.g. it was installed with pip)")
+    p.add_flag("jobs", metavar="N", type=int_at_least(1), default=default_threads(),
+               help="parallel build jobs (default: the cores available, %(default)s here)")
+    return p
+
+
+def _support_note(family: str) -> str:
+    reason = FAMILIES[family]
+    return "yes" if reason is None else f"no: {reason}"
+
+
+# ---- build ----
+
+
+def build_engine(log_dir: Path, jobs: int) -> int:
+    """Configure and build with CMake, logging to log_dir; returns an exit code."""
+    if not (REPO_ROOT / "CMakeLists.txt").is_file():
+        print(f"note: no CMakeLists.txt in {REPO_ROOT} (an installed package?): nothing to build",
+              file=sys.stderr)
+        return 0
+    if shutil.which("cmake") is None:
+        return fail("cmake not found: install it (`pip install cmake ninja` or "
+                    "`apt-get install cmake ninja-build`) and run setup_env.py again")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    build_dir = REPO_ROOT / "build"
+    configure = ["cmake", "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
+    # Ninja when present; an existing build folder keeps the generator it was made with.
+    if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
+        configure[1:1] = ["-G", "Ninja"]
+    steps = [("configuring the build", configure, "generate_build_files.log"),
+             ("compiling the engine", ["cmake", "--build", str(build_dir), f"-j{jobs}"],
+              "compile.log")]
+    for label, cmd, log_name in steps:
+        code = run_logged(label, cmd, log_dir / log_name)
+        if code != 0:
+            return code
+    return 0
+
+
+def run_logged(label: str, cmd: list[str], log_path: Path) -> int:
+    """Run cmd with its output going to log_path and a one-line status on stderr."""
+    status = StatusLine(label)
+    start = time.monotonic()
+    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+    with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", cwd=REPO_ROOT)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+                status.progress(line)
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+    if code != 0:
+        status.finish("failed")
+        print("\n".join(tail), file=sys.stderr)
+        return fail(f"{label} failed (exit {code}); the full log is {log_path}")
+    status.finish(f"done in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+class StatusLine:
+    """`label ... [12/40]`: rewritten in place on a terminal, start and end lines otherwise."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.shown = ""
+        self._show(f"{label} ...", final=not self.tty)
+
+    def progress(self, line: str) -> None:
+        m = NINJA_PROGRESS.match(line)
+        text = f"[{m.group(1)}/{m.group(2)}]" if m else None
+        if m is None and (m := MAKE_PROGRESS.match(line)):
+            text = f"[{m.group(1)}%]"
+        if text and self.tty:
+            self._show(f"{self.label} ... {text}")
+
+    def finish(self, outcome: str) -> None:
+        self._show(f"{self.label} ... {outcome}", final=True)
+
+    def _show(self, text: str, final: bool = False) -> None:
+        if self.tty:
+            pad = " " * max(0, len(self.shown) - len(text))
+            sys.stderr.write("\r" + text + pad + ("\n" if final else ""))
+            self.shown = "" if final else text
+        elif final:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+# ---- model ----
+
+
+def download(repo: str, dest: Path) -> int:
+    """snapshot_download repo into dest; one line and exit 1 if that cannot be done."""
+    hint = f"download {repo} yourself and pass its folder with --model-dir"
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return fail(f"huggingface_hub is not installed (pip install huggingface_hub); or {hint}")
+    print(f"downloading {repo} into {dest} ...", file=sys.stderr)
+    try:
+        snapshot_download(repo_id=repo, local_dir=str(dest), allow_patterns=HF_ALLOW_PATTERNS)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the hub raises many types (HTTP, offline, DNS); all end here
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            reason = "offline mode: HF_HUB_OFFLINE is set"
+        else:
+            lines = [s for s in str(exc).splitlines() if s.strip()]
+            reason = one_line(lines[0]) if lines else type(exc).__name__
+        return fail(f"cannot download {repo} ({reason}); check the network, or {hint}")
+    return 0
+
+
+def convert(model_dir: Path, outfile: Path, quant_embd: bool) -> None:
+    """Convert the checkpoint in model_dir to an I2_S GGUF, written atomically to outfile."""
+    from bitnet.convert import hf_bitnet  # numpy/safetensors: only when a model is converted
+
+    partial = outfile.with_name(outfile.name + ".tmp")
+    print(f"converting {model_dir} to {outfile} ...", file=sys.stderr)
+    try:
+        hf_bitnet.convert(str(model_dir), str(partial), "i2_s",
+                          token_embedding_type="f16" if quant_embd else None, progress=True)
+        os.replace(partial, outfile)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def model_folder(args, parser: ArgumentParser) -> Path:
+    """The checkpoint folder the flags name, checked before anything slow happens."""
+    if args.hf_repo is None:
+        model_dir = Path(args.model_dir)
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"model directory not found: {model_dir} (a folder with "
+                                    f"config.json and *.safetensors, or use -hr REPO)")
+        return model_dir
+    entry = HF_MODELS.get(args.hf_repo)
+    if entry is None:
+        parser.error(f"unknown --hf-repo {args.hf_repo!r}: --help lists the known ones; for "
+                     f"another checkpoint, download it yourself and use --model-dir")
+    reason = FAMILIES[entry.family]
+    if reason is not None:
+        supported = ", ".join(r for r, m in HF_MODELS.items() if FAMILIES[m.family] is None)
+        raise ValueError(f"{args.hf_repo}: {reason}; supported: {supported}")
+    return Path(args.model_dir or "models") / entry.name
+
+
+def prepare_model(model_dir: Path, args) -> int:
+    if args.hf_repo is not None:
+        code = download(args.hf_repo, model_dir)
+        if code != 0:
+            return code
+    outfile = model_dir / "ggml-model-i2_s.gguf"
+    if outfile.is_file() and outfile.stat().st_size > 0:
+        print(f"{outfile} already exists: kept (delete it to convert again)", file=sys.stderr)
+    else:
+        convert(model_dir, outfile, args.quant_embd)
+    print(f"model ready: {outfile}\n"
+          f"try: python run_inference.py -m {outfile} -p \"You are a helpful assistant\" -cnv",
+          file=sys.stderr)
+    return 0
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quant_type not in PRODUCED_QUANT_TYPES:
+        parser.error(f"-q {args.quant_type} is not produced: our kernels are chosen at run time "
+                     f"and need no per-model LUT format; use -q i2_s, the default")
+    wants_model = args.hf_repo is not None or args.model_dir is not None
+    model_dir = model_folder(args, parser) if wants_model else None
+    if args.use_pretuned:
+        print("note: --use-pretuned does nothing here: kernels are tuned at run time",
+              file=sys.stderr)
+    if not args.skip_build:
+        code = build_engine(Path(args.log_dir), args.jobs)
+        if code != 0:
+            return code
+    return 0 if model_dir is None else prepare_model(model_dir, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: run(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Command lines of utils/convert-hf-to-gguf-bitnet.py and utils/convert-helper-bitnet.py.
+
+Errors are one line `error: ...` on stderr: exit 2 for usage (bad or missing flags), 1 when
+the conversion fails (missing directory, unsupported checkpoint, I/O), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + "prog: error:"; we want one line
+        raise _UsageError(f"{message} (see --help)")
+
+
+def _converter_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="convert-hf-to-gguf-bitnet.py",
+        description=(
+            "Convert a Hugging Face BitNet b1.58 checkpoint (BitNetForCausalLM: packed uint8 weights "
+            "with weight_scale, or bf16/f16/f32 masters) into a GGUF file for bitnet's engine."
+        ),
+        epilog="Example: convert-hf-to-gguf-bitnet.py models/bitnet-b1.58-2B-4T --outtype i2_s",
+    )
+    p.add_argument("model_dir", metavar="DIR", help="model directory with config.json, *.safetensors, tokenizer.json")
+    p.add_argument(
+        "--outtype",
+        choices=("f32", "f16", "bf16", "i2_s"),
+        default="i2_s",
+        help="type of the linear (ternary) weights: i2_s = 2-bit codes + one f32 scale per tensor (default, "
+        "what the engine runs fast); f32/f16/bf16 = the dequantized weights t*scale",
+    )
+    p.add_argument("--outfile", metavar="F", help="output file (default: DIR/ggml-model-<outtype>.gguf)")
+    p.add_argument(
+        "--token-embedding-type",
+        choices=("f32", "f16", "bf16"),
+        help="store the token embedding (and only it) in this type; default: exactly as the checkpoint stores it",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _helper_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="convert-helper-bitnet.py",
+        description="bitnet.cpp's helper: convert a Hugging Face BitNet checkpoint in DIR to DIR/ggml-model-i2_s.gguf.",
+    )
+    p.add_argument("model_dir", metavar="DIR", help="model directory with config.json, *.safetensors, tokenizer.json")
+    return p
+
+
+def _human_size(n_bytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024 or unit == "GiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.2f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError
+
+
+def _run(parser: argparse.ArgumentParser, argv, outtype_default: str | None) -> int:
+    from bitnet.convert.hf_bitnet import convert
+
+    args = parser.parse_args(argv)
+    outtype = getattr(args, "outtype", None) or outtype_default
+    model_dir = Path(args.model_dir)
+    outfile = Path(getattr(args, "outfile", None) or model_dir / f"ggml-model-{outtype}.gguf")
+    out = convert(
+        model_dir,
+        outfile,
+        outtype=outtype,
+        token_embedding_type=getattr(args, "token_embedding_type", None),
+        progress=not getattr(args, "no_progress", False),
+    )
+    print(f"wrote {out} ({_human_size(out.stat().st_size)})")
+    return 0
+
+
+def _error(message) -> None:
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+
+
+def _guarded(parser_factory, argv, outtype_default=None) -> int:
+    try:
+        return _run(parser_factory(), argv, outtype_default)
+    except _UsageError as e:
+        _error(e)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted; no output file was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as e:
+        _error(e)
+        return EXIT_FAILURE
+    except Exception as e:  # a bug of ours: still one line, with the type to report it by
+        _error(f"conversion failed ({type(e).__name__}: {e})")
+        return EXIT_FAILURE
+
+
+def main(argv=None) -> int:
+    """utils/convert-hf-to-gguf-bitnet.py"""
+    return _guarded(_converter_parser, argv)
+
+
+def helper_main(argv=None) -> int:
+    """utils/convert-helper-bitnet.py"""
+    return _guarded(_helper_parser, argv, "i2_s")

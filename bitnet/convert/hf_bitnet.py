@@ -1,0 +1,215 @@
+"""Hugging Face `BitNetForCausalLM` checkpoint -> GGUF (`bitnet-b1.58`), one tensor at a time.
+
+Reads config.json and the safetensors tensors (packed uint8 + weight_scale, or float masters
+ternarized by absmean; see ternary.py), checks every shape against the config before the
+output file is created, then streams: plan every tensor (name, dims, type, size), write the
+header, write each tensor's bytes. Nothing larger than one tensor is held in memory.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bitnet.convert import i2s
+from bitnet.convert.dtypes import FLOAT_TYPES, SAFETENSORS_FLOATS, from_float_type, to_float_type
+from bitnet.convert.hparams import ARCH, HParams, read_config
+from bitnet.convert.safetensors_reader import Checkpoint
+from bitnet.convert.ternary import absmean_ternarize, effective_scale, unpack_hf_packed
+from bitnet.gguf_writer import GGML_TYPE_I2_S, GGUFWriter
+
+OUTTYPES = ("f32", "f16", "bf16", "i2_s")
+FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "i2_s": 40}  # general.file_type (llama_ftype)
+EMBEDDING_CHUNK_ROWS = 4096
+IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+
+# Per layer: HF module -> (GGUF name, kind, HF shape (out, in) or (n,) from the hparams).
+LAYER_TENSORS: list[tuple[str, str, str, Callable[[HParams], tuple[int, ...]]]] = [
+    ("input_layernorm", "attn_norm", "norm", lambda h: (h.n_embd,)),
+    ("self_attn.q_proj", "attn_q", "linear", lambda h: (h.n_head * h.head_dim, h.n_embd)),
+    ("self_attn.k_proj", "attn_k", "linear", lambda h: (h.n_head_kv * h.head_dim, h.n_embd)),
+    ("self_attn.v_proj", "attn_v", "linear", lambda h: (h.n_head_kv * h.head_dim, h.n_embd)),
+    ("self_attn.o_proj", "attn_output", "linear", lambda h: (h.n_embd, h.n_head * h.head_dim)),
+    ("self_attn.attn_sub_norm", "attn_sub_norm", "norm", lambda h: (h.n_embd,)),
+    ("post_attention_layernorm", "ffn_norm", "norm", lambda h: (h.n_embd,)),
+    ("mlp.gate_proj", "ffn_gate", "linear", lambda h: (h.n_ff, h.n_embd)),
+    ("mlp.up_proj", "ffn_up", "linear", lambda h: (h.n_ff, h.n_embd)),
+    ("mlp.down_proj", "ffn_down", "linear", lambda h: (h.n_embd, h.n_ff)),
+    ("mlp.ffn_sub_norm", "ffn_sub_norm", "norm", lambda h: (h.n_ff,)),
+]
+
+
+@dataclass
+class TensorJob:
+    name: str
+    ne: tuple[int, ...]  # GGUF order (ne0 = input features first)
+    ggml_type: int
+    n_bytes: int
+    produce: Callable[[], Iterable]  # yields the bytes (arrays or bytes chunks)
+
+
+class _Planner:
+    """Builds the TensorJobs, checking each source tensor and recording which were used."""
+
+    def __init__(self, ckpt: Checkpoint, hp: HParams, outtype: str):
+        self.ckpt, self.hp, self.outtype = ckpt, hp, outtype
+        self.used: set[str] = set()
+
+    def _source(self, name: str, shape: tuple[int, ...]) -> str:
+        if name not in self.ckpt:
+            raise ValueError(f"checkpoint is missing tensor {name!r}")
+        if self.ckpt.shape(name) != shape:
+            raise ValueError(f"tensor {name!r} has shape {list(self.ckpt.shape(name))}, config says {list(shape)}")
+        self.used.add(name)
+        return self.ckpt.dtype(name)
+
+    def float_tensor(self, gguf_name: str, hf_name: str, shape, as_type: str | None) -> TensorJob:
+        """A float tensor copied as stored (as_type None) or converted to f32/f16/bf16."""
+        stored = SAFETENSORS_FLOATS.get(self._source(hf_name, shape))
+        if stored is None:
+            raise ValueError(f"tensor {hf_name!r} is {self.ckpt.dtype(hf_name)}, expected F32, F16 or BF16")
+        target = as_type or stored
+        ggml_type, _, elem_bytes = FLOAT_TYPES[target]
+        rows = shape[0] if len(shape) == 2 else 1
+
+        def produce():
+            raw = self.ckpt.raw(hf_name).reshape(rows, -1)
+            for start in range(0, rows, EMBEDDING_CHUNK_ROWS):
+                chunk = raw[start : start + EMBEDDING_CHUNK_ROWS]
+                yield chunk if target == stored else to_float_type(from_float_type(chunk, stored), target)
+
+        return TensorJob(gguf_name, tuple(reversed(shape)), ggml_type, int(np.prod(shape)) * elem_bytes, produce)
+
+    def ternary_source(self, hf: str, out_f: int, in_f: int) -> Callable[[], tuple[np.ndarray, np.float32]]:
+        weight, scale_name = f"{hf}.weight", f"{hf}.weight_scale"
+        if weight in self.ckpt and self.ckpt.dtype(weight) == "U8":
+            if out_f % 4:
+                raise ValueError(f"tensor {weight!r}: {out_f} output rows cannot be packed 4 per byte")
+            self._source(weight, (out_f // 4, in_f))
+            codes = lambda: unpack_hf_packed(self.ckpt.raw(weight))  # noqa: E731
+        else:
+            self._source(weight, (out_f, in_f))
+            if self.ckpt.dtype(weight) not in SAFETENSORS_FLOATS:
+                raise ValueError(f"tensor {weight!r} is {self.ckpt.dtype(weight)}: expected U8 (packed) or a float type")
+            if scale_name not in self.ckpt:  # float master: absmean, as transformers' online mode
+                return lambda: absmean_ternarize(self.ckpt.load_f32(weight))
+            codes = lambda: _as_ternary(weight, self.ckpt.load_f32(weight))  # noqa: E731
+        if scale_name not in self.ckpt:
+            raise ValueError(f"checkpoint is missing tensor {scale_name!r} (packed weights need their scale)")
+        if int(np.prod(self.ckpt.shape(scale_name))) != 1:
+            raise ValueError(f"tensor {scale_name!r} has shape {list(self.ckpt.shape(scale_name))}: one scale expected")
+        self._source(scale_name, self.ckpt.shape(scale_name))
+        linear_class = self.hp.linear_class
+        return lambda: (codes(), effective_scale(self.ckpt.load_f32(scale_name).reshape(-1)[0], linear_class))
+
+    def linear(self, gguf_name: str, hf: str, shape: tuple[int, int]) -> TensorJob:
+        out_f, in_f = shape
+        load = self.ternary_source(hf, out_f, in_f)
+        ne = (in_f, out_f)
+        if self.outtype == "i2_s":
+            if in_f % i2s.BLOCK:
+                raise ValueError(
+                    f"{hf}: I2_S needs input features that are a multiple of {i2s.BLOCK}, this tensor has {in_f}; "
+                    "use --outtype f16 (or bf16/f32)"
+                )
+            return TensorJob(gguf_name, ne, GGML_TYPE_I2_S, i2s.i2s_n_bytes(out_f, in_f), lambda: [i2s.pack_i2s(*load())])
+        ggml_type, _, elem_bytes = FLOAT_TYPES[self.outtype]
+
+        def produce():
+            codes, scale = load()
+            yield to_float_type(codes.astype(np.float32) * scale, self.outtype)
+
+        return TensorJob(gguf_name, ne, ggml_type, out_f * in_f * elem_bytes, produce)
+
+    def leftovers(self) -> list[str]:
+        return [n for n in self.ckpt.names() if n not in self.used and not n.endswith(IGNORED_SUFFIXES)]
+
+
+def _as_ternary(name: str, w: np.ndarray) -> np.ndarray:
+    if not np.isin(w, (-1.0, 0.0, 1.0)).all():
+        raise ValueError(f"tensor {name!r} has a weight_scale but its float weights are not all -1, 0 or 1")
+    return w.astype(np.int8)
+
+
+def plan_tensors(ckpt: Checkpoint, hp: HParams, outtype: str, token_embedding_type: str | None) -> list[TensorJob]:
+    p = _Planner(ckpt, hp, outtype)
+    jobs = [p.float_tensor("token_embd.weight", "model.embed_tokens.weight", (hp.n_vocab, hp.n_embd), token_embedding_type)]
+    for i in range(hp.n_layer):
+        for hf, gguf, kind, shape_of in LAYER_TENSORS:
+            name, hf_name, shape = f"blk.{i}.{gguf}.weight", f"model.layers.{i}.{hf}", shape_of(hp)
+            if kind == "norm":
+                jobs.append(p.float_tensor(name, hf_name + ".weight", shape, "f32"))
+            else:
+                jobs.append(p.linear(name, hf_name, shape))
+    jobs.append(p.float_tensor("output_norm.weight", "model.norm.weight", (hp.n_embd,), "f32"))
+    if "lm_head.weight" in ckpt:
+        if hp.tied:
+            p.used.add("lm_head.weight")  # transformers ties it to the embedding and ignores it
+        else:
+            jobs.append(p.float_tensor("output.weight", "lm_head.weight", (hp.n_vocab, hp.n_embd), None))
+    extra = p.leftovers()
+    if extra:
+        more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+        raise ValueError(f"checkpoint has tensors this converter does not know: {', '.join(extra[:5])}{more}")
+    return jobs
+
+
+def _check_outfile(outfile: Path, model_dir: Path, ckpt: Checkpoint) -> None:
+    if outfile.is_dir():
+        raise ValueError(f"output {outfile} is a directory; give a file name")
+    if not outfile.parent.is_dir():
+        raise FileNotFoundError(f"output directory {outfile.parent} does not exist")
+    if not outfile.exists():
+        return
+    inputs = [p for p in model_dir.iterdir() if p.is_file() and p.suffix != ".gguf"] + ckpt.paths
+    if any(outfile.samefile(p) for p in inputs):
+        raise ValueError(f"refusing to overwrite the input file {outfile}; choose another --outfile")
+
+
+def convert(model_dir, outfile, outtype: str = "i2_s", token_embedding_type: str | None = None, progress: bool = True) -> Path:
+    """Convert a BitNetForCausalLM checkpoint directory to a GGUF file; return its path."""
+    from bitnet.convert.tokenizer_meta import gguf_tokenizer_fields
+
+    if outtype not in OUTTYPES:
+        raise ValueError(f"unknown outtype {outtype!r} (choose from {', '.join(OUTTYPES)})")
+    if token_embedding_type not in (None, *FLOAT_TYPES):
+        raise ValueError(f"unknown token embedding type {token_embedding_type!r} (choose from f32, f16, bf16)")
+    model_dir, outfile = Path(model_dir), Path(outfile)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    hp = read_config(model_dir)
+    ckpt = Checkpoint(model_dir)
+    jobs = plan_tensors(ckpt, hp, outtype, token_embedding_type)
+    tokenizer_fields = gguf_tokenizer_fields(model_dir, n_vocab=hp.n_vocab)
+    _check_outfile(outfile, model_dir, ckpt)
+
+    with GGUFWriter(outfile) as w:
+        w.add_kv("general.architecture", ARCH, "string")
+        w.add_kv("general.name", hp.name or model_dir.resolve().name, "string")
+        w.add_kv("general.file_type", FILE_TYPES[outtype], "u32")
+        w.add_kv("general.quantization_version", 2, "u32")
+        w.add_kv("general.alignment", 32, "u32")
+        for key, value, kind in (*hp.gguf_fields(), *tokenizer_fields):
+            w.add_kv(key, value, kind)
+        for job in jobs:
+            w.add_tensor(job.name, job.ne, job.ggml_type, job.n_bytes)
+        w.write_header()
+        _write_tensors(w, jobs, progress)
+    return outfile
+
+
+def _write_tensors(w: GGUFWriter, jobs: list[TensorJob], progress: bool) -> None:
+    from tqdm import tqdm
+
+    show = progress and sys.stderr.isatty()
+    total = sum(j.n_bytes for j in jobs)
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not show, leave=False) as bar:
+        for job in jobs:
+            bar.set_postfix_str(job.name, refresh=False)
+            w.write_tensor_data(job.name, job.produce())
+            bar.update(job.n_bytes)
+

@@ -1,0 +1,148 @@
+"""config.json of a Hugging Face `BitNetForCausalLM` -> checked hyper-parameters -> GGUF keys.
+
+Defaults are transformers' `BitNetConfig` defaults, applied only where that class has one and
+the key is absent; the converter then writes every value explicitly, so a GGUF reader never
+depends on an implied default.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+ARCH = "bitnet-b1.58"
+SUPPORTED_ARCHITECTURES = ("BitNetForCausalLM",)
+ACTIVATIONS = ("relu2", "silu")
+DEFAULT_ROPE_THETA = 500000.0
+REQUIRED_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+@dataclass(frozen=True)
+class HParams:
+    name: str | None
+    n_vocab: int
+    n_ctx: int
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    rope_theta: float
+    rms_eps: float
+    hidden_act: str
+    tied: bool  # tie_word_embeddings: no separate lm_head
+    linear_class: str  # how a packed checkpoint's weight_scale applies (see ternary.py)
+
+    def gguf_fields(self) -> list[tuple[str, object, str]]:
+        a = ARCH
+        return [
+            (f"{a}.vocab_size", self.n_vocab, "u32"),
+            (f"{a}.context_length", self.n_ctx, "u32"),
+            (f"{a}.embedding_length", self.n_embd, "u32"),
+            (f"{a}.block_count", self.n_layer, "u32"),
+            (f"{a}.feed_forward_length", self.n_ff, "u32"),
+            (f"{a}.attention.head_count", self.n_head, "u32"),
+            (f"{a}.attention.head_count_kv", self.n_head_kv, "u32"),
+            (f"{a}.rope.dimension_count", self.head_dim, "u32"),
+            (f"{a}.rope.freq_base", self.rope_theta, "f32"),
+            (f"{a}.attention.layer_norm_rms_epsilon", self.rms_eps, "f32"),
+            (f"{a}.hidden_act", self.hidden_act, "string"),
+        ]
+
+
+def _positive_int(config: dict, key: str, default: int | None = None) -> int:
+    value = config.get(key, default)
+    if value is None:
+        raise ValueError(f"config.json lacks {key!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"config.json: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _positive_float(config: dict, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"config.json: {key} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _rope_theta(config: dict) -> float:
+    params = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or {}
+    for kind in (params.get("rope_type"), scaling.get("rope_type"), scaling.get("type")):
+        if kind not in (None, "default"):
+            raise ValueError(f"config.json: RoPE scaling {kind!r} is not supported (only plain RoPE)")
+    theta = config.get("rope_theta", params.get("rope_theta", DEFAULT_ROPE_THETA))
+    return _positive_float(config, "rope_theta", theta)
+
+
+def _linear_class(config: dict) -> str:
+    quant = config.get("quantization_config")
+    if quant is None:
+        return "bitlinear"
+    method = quant.get("quant_method")
+    if method != "bitnet":
+        raise ValueError(f"config.json: quantization method {method!r} is not supported (only 'bitnet')")
+    linear_class = quant.get("linear_class", "bitlinear")
+    if linear_class not in ("bitlinear", "autobitlinear"):
+        raise ValueError(f"config.json: unknown BitNet linear_class {linear_class!r}")
+    if quant.get("use_rms_norm"):
+        raise ValueError("config.json: BitNet quantization with use_rms_norm is not supported")
+    return linear_class
+
+
+def parse_config(config: dict) -> HParams:
+    archs = config.get("architectures") or []
+    if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+        found = ", ".join(map(str, archs)) or f"model_type {config.get('model_type')!r}"
+        raise ValueError(
+            f"this is a {found} checkpoint; the converter supports {', '.join(SUPPORTED_ARCHITECTURES)} "
+            "(e.g. microsoft/bitnet-b1.58-2B-4T, its -bf16 master)"
+        )
+    ints = {k: _positive_int(config, k) for k in REQUIRED_INTS}
+    n_embd, n_head = ints["hidden_size"], ints["num_attention_heads"]
+    n_head_kv = _positive_int(config, "num_key_value_heads", n_head)
+    if "head_dim" in config and config["head_dim"] is not None:
+        head_dim = _positive_int(config, "head_dim")
+    elif n_embd % n_head:
+        raise ValueError(f"config.json: hidden_size {n_embd} is not a multiple of num_attention_heads {n_head}")
+    else:
+        head_dim = n_embd // n_head
+    if n_head % n_head_kv:
+        raise ValueError(f"config.json: num_key_value_heads {n_head_kv} does not divide num_attention_heads {n_head}")
+    act = config.get("hidden_act", "relu2")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"config.json: hidden_act {act!r} is not supported (only {', '.join(ACTIVATIONS)})")
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise ValueError("config.json: attention/MLP biases are not supported")
+    name = config.get("_name_or_path")
+    return HParams(
+        name=name if isinstance(name, str) and name else None,
+        n_vocab=ints["vocab_size"],
+        n_ctx=_positive_int(config, "max_position_embeddings", 2048),
+        n_embd=n_embd,
+        n_ff=ints["intermediate_size"],
+        n_layer=ints["num_hidden_layers"],
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        rope_theta=_rope_theta(config),
+        rms_eps=_positive_float(config, "rms_norm_eps", config.get("rms_norm_eps", 1e-5)),
+        hidden_act=act,
+        tied=bool(config.get("tie_word_embeddings", False)),
+        linear_class=_linear_class(config),
+    )
+
+
+def read_config(model_dir) -> HParams:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{model_dir}: no config.json (not a Hugging Face model directory)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return parse_config(config)

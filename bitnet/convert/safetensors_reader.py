@@ -1,0 +1,144 @@
+"""Read safetensors checkpoints lazily, one tensor at a time, through a memory map.
+
+File layout: u64 header length N (little-endian) | N bytes of JSON | data. The JSON maps each
+tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the data
+start) plus an optional "__metadata__". Sharded checkpoints add model.safetensors.index.json
+whose "weight_map" names the shard holding each tensor. Every offset is checked against the
+file size when the file is opened, so a truncated download fails with its name, not a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from bitnet.convert.dtypes import bf16_to_f32
+
+# safetensors dtype -> numpy storage dtype (BF16 as its uint16 bit pattern)
+DTYPES = {
+    "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+    "U8": np.dtype("u1"), "I8": np.dtype("i1"),
+}  # fmt: skip
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+class SafetensorsFile:
+    """One .safetensors file: header parsed and validated at open, data mapped on first use."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{self.path}: too short to be a safetensors file ({size} bytes)")
+            n_header = struct.unpack("<Q", head)[0]
+            if n_header > min(size - 8, MAX_HEADER_BYTES):
+                raise ValueError(f"{self.path}: header length {n_header} does not fit in the file ({size} bytes)")
+            try:
+                header = json.loads(f.read(n_header))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{self.path}: header is not valid JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise ValueError(f"{self.path}: header is not a JSON object")
+        header.pop("__metadata__", None)
+        self.data_start = 8 + n_header
+        self.entries = {name: self._check_entry(name, e, size - self.data_start) for name, e in header.items()}
+        self._map = None
+
+    def _check_entry(self, name: str, entry, n_data: int) -> tuple[str, tuple[int, ...], int, int]:
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+            ok = all(isinstance(v, int) and v >= 0 for v in (*shape, begin, end)) and isinstance(dtype, str)
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{self.path}: malformed header entry for tensor {name!r}")
+        if not begin <= end <= n_data:
+            raise ValueError(
+                f"{self.path}: tensor {name!r} data [{begin}, {end}) lies outside the file's {n_data} data bytes "
+                "(truncated download?)"
+            )
+        if dtype in DTYPES and end - begin != int(np.prod(shape)) * DTYPES[dtype].itemsize:
+            raise ValueError(f"{self.path}: tensor {name!r} has {end - begin} bytes, not {dtype} of shape {list(shape)}")
+        return dtype, shape, begin, end
+
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor in its storage dtype (BF16 as uint16), a read-only view into the map."""
+        dtype, shape, begin, end = self.entries[name]
+        if dtype not in DTYPES:
+            raise ValueError(f"{self.path}: tensor {name!r} has dtype {dtype}, not one of {', '.join(DTYPES)}")
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        return self._map[self.data_start + begin : self.data_start + end].view(DTYPES[dtype]).reshape(shape)
+
+
+class Checkpoint:
+    """All tensors of a Hugging Face model directory, single-file or sharded."""
+
+    def __init__(self, model_dir):
+        root = Path(model_dir)
+        self.files: dict[str, SafetensorsFile] = {}
+        if (root / SINGLE_FILE).is_file():
+            self._where = {name: SINGLE_FILE for name in self._open(root, SINGLE_FILE).entries}
+        elif (root / INDEX_FILE).is_file():
+            self._where = self._read_index(root)
+        else:
+            raise FileNotFoundError(
+                f"{root}: no {SINGLE_FILE} or {INDEX_FILE} (only safetensors checkpoints are supported)"
+            )
+
+    def _open(self, root: Path, file_name: str) -> SafetensorsFile:
+        if file_name not in self.files:
+            self.files[file_name] = SafetensorsFile(root / file_name)
+        return self.files[file_name]
+
+    def _read_index(self, root: Path) -> dict[str, str]:
+        try:
+            weight_map = json.loads((root / INDEX_FILE).read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{root / INDEX_FILE}: not a valid safetensors index ({e})") from None
+        for name, file_name in weight_map.items():
+            if not isinstance(file_name, str) or Path(file_name).name != file_name:
+                raise ValueError(f"{root / INDEX_FILE}: shard {file_name!r} for {name!r} is not a file name")
+            if name not in self._open(root, file_name).entries:
+                raise ValueError(f"{root / INDEX_FILE}: tensor {name!r} is not in its shard {file_name}")
+        return dict(weight_map)
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def _file(self, name: str) -> SafetensorsFile:
+        if name not in self._where:
+            raise KeyError(name)
+        return self.files[self._where[name]]
+
+    def dtype(self, name: str) -> str:
+        return self._file(name).entries[name][0]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._file(name).entries[name][1]
+
+    def raw(self, name: str) -> np.ndarray:
+        return self._file(name).raw(name)
+
+    def load_f32(self, name: str) -> np.ndarray:
+        """A float tensor as a new f32 array (exact for F32/F16/BF16)."""
+        dtype, raw = self.dtype(name), self.raw(name)
+        if dtype == "BF16":
+            return bf16_to_f32(raw)
+        if dtype in ("F32", "F16"):
+            return raw.astype(np.float32)
+        raise ValueError(f"tensor {name!r} is {dtype}, expected a float type (F32/F16/BF16)")
+
+    @property
+    def paths(self) -> list[Path]:
+        return [f.path for f in self.files.values()]

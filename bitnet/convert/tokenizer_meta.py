@@ -1,0 +1,193 @@
+"""GGUF tokenizer metadata from a Hugging Face tokenizer directory.
+
+Reads tokenizer.json (+ tokenizer_config.json, generation_config.json, config.json) and
+returns the `tokenizer.*` key/value pairs llama.cpp defines, so that our engine and other
+GGUF readers rebuild the same tokenizer. Only Llama-3 style byte-level BPE (what every
+ternary model we support ships: BitNet b1.58 2B-4T, Llama3-8B-1.58) is supported; anything
+else is refused by name rather than written with a pre-tokenizer that would mis-tokenize.
+
+Token ids:  0 .. n_bpe-1   BPE vocab (type 1 normal)
+            n_bpe ..       added tokens (3 control if special, 4 user-defined otherwise)
+            holes / up to n_vocab: "[PAD{id}]" (type 5 unused), as llama.cpp's converter does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TOKEN_TYPE_NORMAL = 1
+TOKEN_TYPE_CONTROL = 3
+TOKEN_TYPE_USER_DEFINED = 4
+TOKEN_TYPE_UNUSED = 5
+
+LLAMA3_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Names a reader may use for the end of a turn, beyond eos/eot ids.
+EOG_TOKEN_NAMES = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
+
+Field = tuple[str, object, str]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_optional_json(path: Path) -> dict:
+    return _read_json(path) if path.is_file() else {}
+
+
+def _token_content(value: Any) -> str | None:
+    """tokenizer_config.json stores special tokens as a string or an AddedToken dict."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def _check_supported(tok: dict) -> None:
+    model = tok.get("model") or {}
+    kind = model.get("type") or ("BPE" if "merges" in model else None)
+    if kind != "BPE":
+        raise ValueError(f"tokenizer model {kind or 'unknown'!r} is not supported yet (only byte-level BPE)")
+    if model.get("byte_fallback"):
+        raise ValueError("tokenizer model 'BPE' with byte_fallback (SentencePiece-style) is not supported yet")
+    if tok.get("normalizer") is not None:
+        raise ValueError(f"tokenizer normalizer {tok['normalizer'].get('type')!r} is not supported yet")
+    if (tok.get("decoder") or {}).get("type") != "ByteLevel":
+        raise ValueError("tokenizer decoder is not ByteLevel: only byte-level BPE is supported yet")
+    pre = tok.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    regexes = [
+        (s.get("pattern", {}).get("Regex"), s.get("behavior"), s.get("invert", False))
+        for s in steps
+        if s.get("type") == "Split"
+    ]
+    byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
+    if regexes != [(LLAMA3_SPLIT_REGEX, "Isolated", False)] or len(byte_level) != 1 or byte_level[0].get("use_regex", True):
+        raise ValueError("tokenizer pre-tokenizer is not Llama-3's (Split regex + ByteLevel): not supported yet")
+
+
+def _parse_merges(raw: list) -> list[str]:
+    merges = []
+    for m in raw:
+        if isinstance(m, str):
+            merges.append(m)
+        elif isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) for p in m):
+            merges.append(f"{m[0]} {m[1]}")
+        else:
+            raise ValueError(f"tokenizer.json: malformed merge {m!r}")
+    return merges
+
+
+def _build_vocab(tok: dict, n_vocab: int | None) -> tuple[list[str], list[int]]:
+    by_id: dict[int, tuple[str, int]] = {}
+    for text, idx in tok["model"]["vocab"].items():
+        by_id[int(idx)] = (text, TOKEN_TYPE_NORMAL)
+    for added in tok.get("added_tokens", []):
+        idx, text = int(added["id"]), added["content"]
+        if idx in by_id and by_id[idx][0] != text:
+            raise ValueError(f"tokenizer.json: added token {text!r} reuses id {idx} of {by_id[idx][0]!r}")
+        by_id[idx] = (text, TOKEN_TYPE_CONTROL if added.get("special") else TOKEN_TYPE_USER_DEFINED)
+    n_tok = max(by_id) + 1 if by_id else 0
+    if n_vocab is not None:
+        if n_vocab < n_tok:
+            raise ValueError(f"model vocab_size {n_vocab} is smaller than the tokenizer's {n_tok} tokens")
+        n_tok = n_vocab
+    tokens, types = [], []
+    for i in range(n_tok):
+        text, kind = by_id.get(i, (f"[PAD{i}]", TOKEN_TYPE_UNUSED))
+        tokens.append(text)
+        types.append(kind)
+    return tokens, types
+
+
+def _default_add_bos(tok: dict, bos: str | None) -> bool:
+    """Llama-3 adds BOS through a TemplateProcessing post-processor, not a config flag."""
+    post = tok.get("post_processor") or {}
+    steps = post.get("processors", []) if post.get("type") == "Sequence" else [post]
+    for step in steps:
+        if step.get("type") == "TemplateProcessing":
+            first = (step.get("single") or [{}])[0]
+            return "SpecialToken" in first and first["SpecialToken"].get("id") == bos
+    return False
+
+
+def _config_id(configs: list[dict], key: str) -> int | None:
+    """First id for key in generation_config.json then config.json (a list means several)."""
+    for cfg in configs:
+        value = cfg.get(key)
+        if isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def gguf_tokenizer_fields(model_dir, n_vocab: int | None = None) -> list[Field]:
+    """(key, value, kind) for every tokenizer.* GGUF key; kind names the GGUF value type.
+
+    n_vocab: the model's vocab_size (embedding rows) when it exceeds the tokenizer's count;
+    the token list is padded to it. Raises ValueError for tokenizers we cannot reproduce.
+    """
+    root = Path(model_dir)
+    tok_path = root / "tokenizer.json"
+    if not tok_path.is_file():
+        if (root / "tokenizer.model").is_file():
+            raise ValueError("tokenizer model 'SentencePiece' (tokenizer.model) is not supported yet")
+        raise ValueError(f"{root}: no tokenizer.json found")
+    tok = _read_json(tok_path)
+    _check_supported(tok)
+    cfg = _read_optional_json(root / "tokenizer_config.json")
+    id_configs = [_read_optional_json(root / "generation_config.json"), _read_optional_json(root / "config.json")]
+
+    tokens, types = _build_vocab(tok, n_vocab)
+    merges = _parse_merges(tok["model"].get("merges", []))
+    ids = {t: i for i, t in enumerate(tokens) if types[i] != TOKEN_TYPE_UNUSED}
+
+    def special_id(name: str) -> int | None:
+        text = _token_content(cfg.get(name))
+        if text is not None and text in ids:
+            return ids[text]
+        return _config_id(id_configs, f"{name}_id")
+
+    bos, eos, pad = special_id("bos_token"), special_id("eos_token"), special_id("pad_token")
+    eot = ids.get("<|eot_id|>")
+    add_bos = cfg.get("add_bos_token")
+    if not isinstance(add_bos, bool):
+        add_bos = _default_add_bos(tok, tokens[bos] if bos is not None else None)
+
+    fields: list[Field] = [
+        ("tokenizer.ggml.model", "gpt2", "string"),
+        ("tokenizer.ggml.pre", "llama-bpe", "string"),
+        ("tokenizer.ggml.tokens", tokens, "string_array"),
+        ("tokenizer.ggml.token_type", types, "i32_array"),
+        ("tokenizer.ggml.merges", merges, "string_array"),
+    ]
+    for key, value in (("bos", bos), ("eos", eos), ("eot", eot), ("padding", pad)):
+        if value is not None:
+            if not 0 <= value < len(tokens):
+                raise ValueError(f"{key} token id {value} is outside the vocab (0..{len(tokens) - 1})")
+            fields.append((f"tokenizer.ggml.{key}_token_id", value, "u32"))
+    fields.append(("tokenizer.ggml.add_bos_token", add_bos, "bool"))
+    template = cfg.get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if not isinstance(template, str) and (root / "chat_template.jinja").is_file():
+        template = (root / "chat_template.jinja").read_text(encoding="utf-8")
+    if isinstance(template, str) and template:
+        fields.append(("tokenizer.chat_template", template, "string"))
+    return fields

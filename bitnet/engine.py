@@ -1,0 +1,254 @@
+"""ctypes binding to libbitnet's C API (include/bitnet.h). Thin: handles, errors, arrays."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bitnet.errors import BitnetError
+
+_LIB_NAMES = {"linux": "libbitnet.so", "darwin": "libbitnet.dylib", "win32": "bitnet.dll"}
+
+
+class SamplerParams(ctypes.Structure):
+    _fields_ = [
+        ("temperature", ctypes.c_float),
+        ("top_k", ctypes.c_int32),
+        ("top_p", ctypes.c_float),
+        ("min_p", ctypes.c_float),
+        ("repeat_penalty", ctypes.c_float),
+        ("repeat_last_n", ctypes.c_int32),
+        ("presence_penalty", ctypes.c_float),
+        ("frequency_penalty", ctypes.c_float),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+# name: (restype, argtypes)
+_P, _I32, _I64, _F = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+_S = ctypes.c_char_p
+_SIGNATURES = {
+    "bitnet_last_error": (_S, []),
+    "bitnet_version": (_S, []),
+    "bitnet_isa": (_S, []),
+    "bitnet_set_isa": (ctypes.c_int, [_S]),
+    "bitnet_available_isas": (_S, []),
+    "bitnet_model_load": (_P, [_S]),
+    "bitnet_model_free": (None, [_P]),
+    "bitnet_model_n_vocab": (_I32, [_P]),
+    "bitnet_model_n_ctx_train": (_I32, [_P]),
+    "bitnet_model_n_embd": (_I32, [_P]),
+    "bitnet_model_n_layer": (_I32, [_P]),
+    "bitnet_model_arch": (_S, [_P]),
+    "bitnet_model_desc": (_S, [_P]),
+    "bitnet_model_size_bytes": (ctypes.c_uint64, [_P]),
+    "bitnet_model_meta_count": (_I32, [_P]),
+    "bitnet_model_meta_key": (_S, [_P, _I32]),
+    "bitnet_model_meta_json": (_S, [_P, _S]),
+    "bitnet_context_new": (_P, [_P, _I32, _I32]),
+    "bitnet_context_free": (None, [_P]),
+    "bitnet_context_n_ctx": (_I32, [_P]),
+    "bitnet_context_n_past": (_I32, [_P]),
+    "bitnet_context_truncate": (ctypes.c_int, [_P, _I32]),
+    "bitnet_context_set_threads": (ctypes.c_int, [_P, _I32]),
+    "bitnet_decode": (ctypes.c_int, [_P, _P, _I32, _P, ctypes.c_int]),
+    "bitnet_sampler_default_params": (SamplerParams, []),
+    "bitnet_sampler_new": (_P, [ctypes.POINTER(SamplerParams)]),
+    "bitnet_sampler_free": (None, [_P]),
+    "bitnet_sampler_accept": (None, [_P, _I32]),
+    "bitnet_sampler_reset": (None, [_P]),
+    "bitnet_sampler_sample": (_I32, [_P, _P, _I32]),
+    "bitnet_quantize_activations": (ctypes.c_int, [_P, _I64, _I64, _P, _P]),
+    "bitnet_i2s_matmul": (ctypes.c_int, [_S, _P, _I64, _I64, _P, _I64, _P, _I32]),
+}
+
+
+def _candidate_paths() -> list[Path]:
+    name = _LIB_NAMES.get(sys.platform, "libbitnet.so")
+    here = Path(__file__).resolve().parent
+    paths = []
+    if os.environ.get("BITNET_LIB"):
+        paths.append(Path(os.environ["BITNET_LIB"]))
+    paths.append(here / name)
+    paths += [Path(p) / "bitnet" / name for p in sys.path if p]
+    return paths
+
+
+_lib = None
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded library (found next to this package, on sys.path, or at $BITNET_LIB)."""
+    global _lib
+    if _lib is None:
+        for path in _candidate_paths():
+            if path.is_file():
+                _lib = ctypes.CDLL(str(path))
+                break
+        else:
+            raise BitnetError(
+                "the engine library libbitnet is not built: run `pip install -e .` or "
+                "`python setup_env.py` in the repository first"
+            )
+        for fname, (restype, argtypes) in _SIGNATURES.items():
+            fn = getattr(_lib, fname)
+            fn.restype, fn.argtypes = restype, argtypes
+    return _lib
+
+
+def last_error() -> str:
+    return lib().bitnet_last_error().decode("utf-8", "replace")
+
+
+def check(status: int) -> int:
+    if status < 0:
+        raise BitnetError(last_error())
+    return status
+
+
+def _ptr(array: np.ndarray) -> int:
+    return array.ctypes.data
+
+
+class NativeModel:
+    """Owns a bitnet_model handle."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._handle = lib().bitnet_model_load(os.fsencode(path))
+        if not self._handle:
+            raise BitnetError(last_error())
+        L = lib()
+        self.n_vocab = L.bitnet_model_n_vocab(self._handle)
+        self.n_ctx_train = L.bitnet_model_n_ctx_train(self._handle)
+        self.n_embd = L.bitnet_model_n_embd(self._handle)
+        self.n_layer = L.bitnet_model_n_layer(self._handle)
+        self.arch = L.bitnet_model_arch(self._handle).decode()
+        self.desc = L.bitnet_model_desc(self._handle).decode()
+        self.size_bytes = L.bitnet_model_size_bytes(self._handle)
+
+    @property
+    def handle(self):
+        if not self._handle:
+            raise BitnetError("the model has been closed")
+        return self._handle
+
+    def metadata(self) -> dict:
+        """Every GGUF key with its value (arrays as lists)."""
+        L, out = lib(), {}
+        for i in range(L.bitnet_model_meta_count(self.handle)):
+            key = L.bitnet_model_meta_key(self.handle, i)
+            text = L.bitnet_model_meta_json(self.handle, key)
+            out[key.decode("utf-8", "replace")] = json.loads(text) if text is not None else None
+        return out
+
+    def close(self):
+        if self._handle:
+            lib().bitnet_model_free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.close()
+
+
+class NativeContext:
+    """Owns a bitnet_context: one sequence's KV cache. Keeps its model alive."""
+
+    def __init__(self, model: NativeModel, n_ctx: int, n_threads: int):
+        self.model = model
+        self._handle = lib().bitnet_context_new(model.handle, int(n_ctx), int(n_threads))
+        if not self._handle:
+            raise BitnetError(last_error())
+        self.n_ctx = lib().bitnet_context_n_ctx(self._handle)
+
+    @property
+    def n_past(self) -> int:
+        return lib().bitnet_context_n_past(self._handle)
+
+    def truncate(self, n_past: int):
+        check(lib().bitnet_context_truncate(self._handle, int(n_past)))
+
+    def decode(self, tokens, all_logits: bool = False, want_logits: bool = True) -> np.ndarray | None:
+        """Run tokens after the cached ones; logits [n, vocab] (all) or [vocab] (last)."""
+        ids = np.ascontiguousarray(tokens, dtype=np.int32)
+        if ids.ndim != 1 or ids.size == 0:
+            raise BitnetError("decode needs a non-empty 1-D list of token ids")
+        vocab = self.model.n_vocab
+        out = None
+        if want_logits:
+            out = np.empty((ids.size, vocab) if all_logits else (vocab,), dtype=np.float32)
+        check(
+            lib().bitnet_decode(
+                self._handle, _ptr(ids), ids.size, _ptr(out) if out is not None else None, int(all_logits)
+            )
+        )
+        return out
+
+    def close(self):
+        if self._handle:
+            lib().bitnet_context_free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.close()
+
+
+class NativeSampler:
+    def __init__(self, **params):
+        p = lib().bitnet_sampler_default_params()
+        for key, value in params.items():
+            setattr(p, key, value)
+        self._handle = lib().bitnet_sampler_new(ctypes.byref(p))
+        if not self._handle:
+            raise BitnetError(last_error())
+
+    def accept(self, token: int):
+        lib().bitnet_sampler_accept(self._handle, int(token))
+
+    def sample(self, logits: np.ndarray) -> int:
+        row = np.ascontiguousarray(logits, dtype=np.float32)
+        return check(lib().bitnet_sampler_sample(self._handle, _ptr(row), row.size))
+
+    def close(self):
+        if self._handle:
+            lib().bitnet_sampler_free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.close()
+
+
+def isa() -> str:
+    return lib().bitnet_isa().decode()
+
+
+def available_isas() -> list[str]:
+    return lib().bitnet_available_isas().decode().split(",")
+
+
+def set_isa(name: str):
+    check(lib().bitnet_set_isa(name.encode()))
+
+
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes and per-row scales exactly as the engine computes them (DESIGN section 3)."""
+    x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
+    q = np.empty(x.shape, dtype=np.int8)
+    s = np.empty(x.shape[0], dtype=np.float32)
+    check(lib().bitnet_quantize_activations(_ptr(x), x.shape[0], x.shape[1], _ptr(q), _ptr(s)))
+    return q, s
+
+
+def i2s_matmul(packed: np.ndarray, n: int, k: int, a: np.ndarray, isa_name: str = "", n_threads: int = 1):
+    """int32 [m, n] = a [m, k] x W^T for I2_S codes `packed` (n*k/4 bytes, no scale tail)."""
+    w = np.ascontiguousarray(packed, dtype=np.uint8)
+    a = np.ascontiguousarray(np.atleast_2d(a), dtype=np.int8)
+    if w.size != n * k // 4 or a.shape[1] != k:
+        raise BitnetError("i2s_matmul: shapes do not match")
+    y = np.empty((a.shape[0], n), dtype=np.int32)
+    check(lib().bitnet_i2s_matmul(isa_name.encode(), _ptr(w), n, k, _ptr(a), a.shape[0], _ptr(y), n_threads))
+    return y

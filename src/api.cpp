@@ -1,0 +1,275 @@
+// The C API: argument checks, error strings and handle ownership. Nothing else lives here.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bitnet.h"
+#include "forward.h"
+#include "model.h"
+#include "sampler.h"
+
+struct bitnet_model {
+    std::unique_ptr<bitnet::model> impl;
+};
+struct bitnet_context {
+    std::unique_ptr<bitnet::context> impl;
+};
+struct bitnet_sampler {
+    bitnet::sampler impl;
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+int set_error(int status, const std::string &msg) {
+    g_last_error = msg;
+    return status;
+}
+
+// Run fn, turning any escaped C++ exception into an error value: nothing may unwind into C.
+template <typename Fn>
+auto guarded(Fn fn, decltype(fn()) on_error) -> decltype(fn()) {
+    try {
+        return fn();
+    } catch (const std::bad_alloc &) {
+        set_error(BITNET_ERR_MEMORY, "out of memory");
+    } catch (const std::exception &e) {
+        set_error(BITNET_ERR_ARGUMENT, std::string("internal error: ") + e.what());
+    }
+    return on_error;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char *bitnet_last_error(void) { return g_last_error.c_str(); }
+const char *bitnet_version(void) { return "0.1.0"; }
+
+const char *bitnet_isa(void) {
+    const bitnet::ternary_kernel_set *k = bitnet::ternary_kernels_active(nullptr);
+    return k ? k->name : "none";
+}
+
+int bitnet_set_isa(const char *name) {
+    if (name == nullptr || !bitnet::ternary_kernels_force(name))
+        return set_error(BITNET_ERR_UNSUPPORTED, std::string("kernel set '") + (name ? name : "(null)") +
+                                                     "' is unknown or not supported by this CPU (available: " +
+                                                     bitnet::ternary_kernels_available() + ")");
+    return BITNET_OK;
+}
+
+const char *bitnet_available_isas(void) { return bitnet::ternary_kernels_available(); }
+
+bitnet_model *bitnet_model_load(const char *path) {
+    if (path == nullptr) {
+        set_error(BITNET_ERR_ARGUMENT, "model path is null");
+        return nullptr;
+    }
+    return guarded(
+        [&]() -> bitnet_model * {
+            const char *isa_error = nullptr;
+            if (bitnet::ternary_kernels_active(&isa_error) == nullptr) {
+                set_error(BITNET_ERR_UNSUPPORTED, isa_error ? isa_error : "no kernels for this CPU");
+                return nullptr;
+            }
+            std::string error;
+            auto m = bitnet::model_load(path, &error);
+            if (!m) {
+                set_error(BITNET_ERR_FORMAT, error);
+                return nullptr;
+            }
+            return new bitnet_model{std::move(m)};
+        },
+        nullptr);
+}
+
+void bitnet_model_free(bitnet_model *model) { delete model; }
+
+int32_t bitnet_model_n_vocab(const bitnet_model *m) { return m ? int32_t(m->impl->hp.n_vocab) : 0; }
+int32_t bitnet_model_n_ctx_train(const bitnet_model *m) { return m ? int32_t(m->impl->hp.n_ctx_train) : 0; }
+int32_t bitnet_model_n_embd(const bitnet_model *m) { return m ? int32_t(m->impl->hp.n_embd) : 0; }
+int32_t bitnet_model_n_layer(const bitnet_model *m) { return m ? int32_t(m->impl->hp.n_layer) : 0; }
+const char *bitnet_model_arch(const bitnet_model *m) { return m ? m->impl->arch->name : ""; }
+const char *bitnet_model_desc(const bitnet_model *m) { return m ? m->impl->desc.c_str() : ""; }
+uint64_t bitnet_model_size_bytes(const bitnet_model *m) { return m ? m->impl->n_weight_bytes : 0; }
+
+int32_t bitnet_model_meta_count(const bitnet_model *m) {
+    return m ? static_cast<int32_t>(m->impl->file->kvs().size()) : 0;
+}
+
+const char *bitnet_model_meta_key(const bitnet_model *m, int32_t i) {
+    if (m == nullptr || i < 0 || static_cast<size_t>(i) >= m->impl->file->kvs().size()) return nullptr;
+    return m->impl->file->kvs()[static_cast<size_t>(i)].key.c_str();
+}
+
+const char *bitnet_model_meta_json(const bitnet_model *m, const char *key) {
+    if (m == nullptr || key == nullptr) return nullptr;
+    return guarded(
+        [&]() -> const char * {
+            const bitnet::gguf_kv *kv = m->impl->file->find(key);
+            if (kv == nullptr) return nullptr;
+            // Keep the text alive as long as the model (the cache is small in practice: the
+            // tokenizer asks for each key once).
+            auto &cache = const_cast<bitnet::model &>(*m->impl).meta_json_cache;
+            cache.push_back(m->impl->file->value_json(*kv));
+            return cache.back().c_str();
+        },
+        nullptr);
+}
+
+bitnet_context *bitnet_context_new(bitnet_model *model, int32_t n_ctx, int32_t n_threads) {
+    if (model == nullptr) {
+        set_error(BITNET_ERR_ARGUMENT, "model is null");
+        return nullptr;
+    }
+    if (n_threads <= 0) n_threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+    if (n_threads > 1024) {
+        set_error(BITNET_ERR_ARGUMENT, "n_threads " + std::to_string(n_threads) + " is too large");
+        return nullptr;
+    }
+    return guarded(
+        [&]() -> bitnet_context * {
+            std::string error;
+            auto ctx = bitnet::context_new(*model->impl, n_ctx, n_threads, &error);
+            if (!ctx) {
+                set_error(BITNET_ERR_MEMORY, error);
+                return nullptr;
+            }
+            return new bitnet_context{std::move(ctx)};
+        },
+        nullptr);
+}
+
+void bitnet_context_free(bitnet_context *ctx) { delete ctx; }
+int32_t bitnet_context_n_ctx(const bitnet_context *ctx) { return ctx ? int32_t(ctx->impl->n_ctx) : 0; }
+int32_t bitnet_context_n_past(const bitnet_context *ctx) { return ctx ? int32_t(ctx->impl->n_past) : 0; }
+
+int bitnet_context_truncate(bitnet_context *ctx, int32_t n_past) {
+    if (ctx == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
+    if (n_past < 0 || n_past > ctx->impl->n_past)
+        return set_error(BITNET_ERR_ARGUMENT, "cannot truncate to " + std::to_string(n_past) + " tokens (" +
+                                                  std::to_string(ctx->impl->n_past) + " cached)");
+    ctx->impl->n_past = n_past;
+    return BITNET_OK;
+}
+
+int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads) {
+    if (ctx == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
+    if (n_threads < 1 || n_threads > 1024)
+        return set_error(BITNET_ERR_ARGUMENT, "n_threads must be in [1, 1024]");
+    return guarded(
+        [&]() -> int {
+            ctx->impl->scores.assign(static_cast<size_t>(n_threads * ctx->impl->n_ctx), 0.0f);
+            ctx->impl->pool = std::make_unique<bitnet::thread_pool>(n_threads);
+            return BITNET_OK;
+        },
+        BITNET_ERR_MEMORY);
+}
+
+int bitnet_decode(bitnet_context *ctx, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
+    if (ctx == nullptr || tokens == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context or tokens is null");
+    return guarded(
+        [&]() -> int {
+            std::string error;
+            int status = bitnet::forward_decode(*ctx->impl, tokens, n_tokens, logits, all_logits != 0, &error);
+            return status == BITNET_OK ? status : set_error(status, error);
+        },
+        BITNET_ERR_MEMORY);
+}
+
+bitnet_sampler_params bitnet_sampler_default_params(void) {
+    bitnet_sampler_params p;
+    p.temperature = 0.8f;
+    p.top_k = 40;
+    p.top_p = 0.95f;
+    p.min_p = 0.05f;
+    p.repeat_penalty = 1.0f;
+    p.repeat_last_n = 64;
+    p.presence_penalty = 0.0f;
+    p.frequency_penalty = 0.0f;
+    p.seed = 0;
+    return p;
+}
+
+bitnet_sampler *bitnet_sampler_new(const bitnet_sampler_params *params) {
+    if (params == nullptr) {
+        set_error(BITNET_ERR_ARGUMENT, "sampler params are null");
+        return nullptr;
+    }
+    const bitnet_sampler_params &p = *params;
+    const bool finite = std::isfinite(p.temperature) && std::isfinite(p.top_p) && std::isfinite(p.min_p) &&
+                        std::isfinite(p.repeat_penalty) && std::isfinite(p.presence_penalty) &&
+                        std::isfinite(p.frequency_penalty);
+    if (!finite || p.top_p <= 0 || p.min_p < 0 || p.min_p > 1 || p.repeat_penalty <= 0 || p.repeat_last_n < -1) {
+        set_error(BITNET_ERR_ARGUMENT, "invalid sampler parameters (need finite values, top_p > 0, 0 <= min_p <= 1, "
+                                       "repeat_penalty > 0, repeat_last_n >= -1)");
+        return nullptr;
+    }
+    return guarded([&]() -> bitnet_sampler * { return new bitnet_sampler{bitnet::sampler(p)}; }, nullptr);
+}
+
+void bitnet_sampler_free(bitnet_sampler *s) { delete s; }
+void bitnet_sampler_accept(bitnet_sampler *s, int32_t token) {
+    if (s) guarded([&] { s->impl.accept(token); return 0; }, 0);
+}
+void bitnet_sampler_reset(bitnet_sampler *s) {
+    if (s) s->impl.reset();
+}
+
+int32_t bitnet_sampler_sample(bitnet_sampler *s, const float *logits, int32_t n_vocab) {
+    if (s == nullptr || logits == nullptr || n_vocab <= 0)
+        return set_error(BITNET_ERR_ARGUMENT, "sampler, logits or n_vocab invalid");
+    return guarded(
+        [&]() -> int32_t {
+            int32_t t = s->impl.sample(logits, n_vocab);
+            return t >= 0 ? t : set_error(BITNET_ERR_ARGUMENT, "no finite logits to sample from");
+        },
+        BITNET_ERR_MEMORY);
+}
+
+int bitnet_quantize_activations(const float *x, int64_t n_rows, int64_t k, int8_t *q, float *scales) {
+    if (x == nullptr || q == nullptr || scales == nullptr || n_rows < 0 || k <= 0)
+        return set_error(BITNET_ERR_ARGUMENT, "invalid arguments to bitnet_quantize_activations");
+    const bitnet::ternary_kernel_set *ks = bitnet::ternary_kernels_active(nullptr);
+    if (ks == nullptr) return set_error(BITNET_ERR_UNSUPPORTED, "no kernels for this CPU");
+    for (int64_t r = 0; r < n_rows; ++r) {
+        int32_t sum = 0;
+        ks->quantize_row_int8(x + r * k, k, q + r * k, &scales[r], &sum);
+    }
+    return BITNET_OK;
+}
+
+int bitnet_i2s_matmul(const char *isa, const uint8_t *w, int64_t n, int64_t k, const int8_t *a, int64_t m,
+                      int32_t *y, int32_t n_threads) {
+    if (w == nullptr || a == nullptr || y == nullptr || n <= 0 || m <= 0 || k <= 0 ||
+        k % bitnet::kI2SBlock != 0 || k > bitnet::kI2SMaxK || n_threads < 1)
+        return set_error(BITNET_ERR_ARGUMENT, "invalid arguments to bitnet_i2s_matmul (k must be a multiple of 128)");
+    const bitnet::ternary_kernel_set *ks = (isa == nullptr || *isa == '\0')
+                                               ? bitnet::ternary_kernels_active(nullptr)
+                                               : bitnet::ternary_kernels_by_name(isa);
+    if (ks == nullptr) return set_error(BITNET_ERR_UNSUPPORTED, std::string("kernel set '") + (isa ? isa : "") + "' unavailable");
+    return guarded(
+        [&]() -> int {
+            std::vector<int32_t> sums(static_cast<size_t>(m));
+            for (int64_t i = 0; i < m; ++i) {
+                int32_t s = 0;
+                for (int64_t j = 0; j < k; ++j) s += a[i * k + j];
+                sums[static_cast<size_t>(i)] = s;
+            }
+            bitnet::thread_pool pool(n_threads);
+            pool.parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
+                ks->i2s_matmul(w, k, r0, r1, a, sums.data(), m, y, n);
+            });
+            return BITNET_OK;
+        },
+        BITNET_ERR_MEMORY);
+}
+
+}  // extern "C"

@@ -1,0 +1,298 @@
+// The forward pass of a BitNet b1.58 transformer, one batch of tokens at a time.
+//
+// Per layer (x: residual stream, one row per token):
+//   h   = RMSNorm(x) * attn_norm
+//   q,k,v = BitLinear(h)                       ternary weights, int8 activations
+//   q,k = RoPE(q,k)  (NeoX: rotate halves)     k,v -> KV cache
+//   a   = softmax(q k^T / sqrt(d)) v           causal, grouped-query
+//   x  += BitLinear_o(RMSNorm(a) * attn_sub_norm)
+//   h   = RMSNorm(x) * ffn_norm
+//   x  += BitLinear_down(RMSNorm(act(BitLinear_gate(h)) * BitLinear_up(h)) * ffn_sub_norm)
+// logits = (RMSNorm(x) * output_norm) E^T      (E: token embedding when the head is tied)
+// BitLinear(x) = (sum_k t_k * q_k) / s * w_scale with q = int8 absmax(x), s its scale.
+#include "forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "bitnet.h"
+#include "quant_types.h"
+
+namespace bitnet {
+
+namespace {
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// y = w * (x / sqrt(mean(x^2) + eps)), per row of n; the sum in double so that the scale is
+// (nearly always) the correctly rounded value, as PyTorch's f32 reduction gives.
+void rms_norm(const float *x, const float *w, int64_t n, float eps, float *y) {
+    double ss = 0;
+    for (int64_t j = 0; j < n; ++j) ss += static_cast<double>(x[j]) * x[j];
+    const float mean = static_cast<float>(ss / static_cast<double>(n));
+    const float inv = 1.0f / std::sqrt(mean + eps);
+    for (int64_t j = 0; j < n; ++j) y[j] = w[j] * (x[j] * inv);
+}
+
+// Quantize m rows of width k (parallel over rows), ready for a ternary matmul.
+void quantize_rows(context &ctx, const float *x, int64_t m, int64_t k) {
+    ctx.pool->parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i)
+            ctx.tk->quantize_row_int8(x + i * k, k, ctx.act_q.data() + i * k, &ctx.act_scale[i], &ctx.act_sum[i]);
+    });
+}
+
+// y[i][r] = acc[i][r] / s_i * w_scale for the m quantized rows in ctx.act_*.
+void ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, float *y) {
+    const int64_t n = w.n_out;
+    const int64_t grain = std::max<int64_t>(16, round_up(n / (ctx.pool->size() * 4), 16));
+    ctx.pool->parallel_for(n, grain, [&](int64_t r0, int64_t r1) {
+        int32_t *acc = ctx.acc.data();
+        ctx.tk->i2s_matmul(w.codes, w.n_in, r0, r1, ctx.act_q.data(), ctx.act_sum.data(), m, acc, n);
+        for (int64_t i = 0; i < m; ++i) {
+            const float s = ctx.act_scale[i];
+            for (int64_t r = r0; r < r1; ++r)
+                y[i * n + r] = static_cast<float>(acc[i * n + r]) / s * w.scale;
+        }
+    });
+}
+
+// Rotate-half RoPE on every head of m rows (n_heads heads of head_dim) at positions p0 + i.
+void rope(const context &ctx, float *x, int64_t m, int64_t n_heads, int64_t p0) {
+    const int64_t hd = ctx.m->hp.head_dim, half = hd / 2;
+    for (int64_t i = 0; i < m; ++i) {
+        const float *cs = ctx.rope_cos.data() + (p0 + i) * half;
+        const float *sn = ctx.rope_sin.data() + (p0 + i) * half;
+        for (int64_t h = 0; h < n_heads; ++h) {
+            float *v = x + (i * n_heads + h) * hd;
+            for (int64_t j = 0; j < half; ++j) {
+                const float a = v[j], b = v[j + half];
+                v[j] = a * cs[j] - b * sn[j];
+                v[j + half] = b * cs[j] + a * sn[j];
+            }
+        }
+    }
+}
+
+// Causal grouped-query attention of m new rows against the cache of layer il.
+void attention(context &ctx, int64_t il, int64_t m, int64_t p0) {
+    const hparams &hp = ctx.m->hp;
+    const int64_t hd = hp.head_dim, kv_dim = hp.n_head_kv * hd, group = hp.n_head / hp.n_head_kv;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const float *kc = ctx.k_cache.data() + il * ctx.n_ctx * kv_dim;
+    const float *vc = ctx.v_cache.data() + il * ctx.n_ctx * kv_dim;
+    const int64_t n_items = m * hp.n_head;
+    ctx.pool->run([&](int t, int nt) {
+        float *scores = ctx.scores.data() + t * ctx.n_ctx;
+        for (int64_t item = t; item < n_items; item += nt) {
+            const int64_t i = item / hp.n_head, h = item % hp.n_head, g = h / group;
+            const int64_t n_keys = p0 + i + 1;
+            const float *qv = ctx.q.data() + (i * hp.n_head + h) * hd;
+            float max_s = -INFINITY;
+            for (int64_t p = 0; p < n_keys; ++p) {
+                const float *kv = kc + p * kv_dim + g * hd;
+                float dot = 0;
+                for (int64_t j = 0; j < hd; ++j) dot += qv[j] * kv[j];
+                scores[p] = dot * scale;
+                max_s = std::max(max_s, scores[p]);
+            }
+            float sum = 0;
+            for (int64_t p = 0; p < n_keys; ++p) {
+                scores[p] = std::exp(scores[p] - max_s);
+                sum += scores[p];
+            }
+            float *out = ctx.att.data() + (i * hp.n_head + h) * hd;
+            std::fill(out, out + hd, 0.0f);
+            for (int64_t p = 0; p < n_keys; ++p) {
+                const float wgt = scores[p] / sum;
+                const float *vv = vc + p * kv_dim + g * hd;
+                for (int64_t j = 0; j < hd; ++j) out[j] += wgt * vv[j];
+            }
+        }
+    });
+}
+
+void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_t m, int64_t n, float *y) {
+    const float eps = ctx.m->hp.rms_eps;
+    ctx.pool->parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) rms_norm(x + i * n, w.data(), n, eps, y + i * n);
+    });
+}
+
+void attention_block(context &ctx, const layer_weights &l, int64_t il, int64_t m, int64_t p0) {
+    const hparams &hp = ctx.m->hp;
+    const int64_t E = hp.n_embd, Q = hp.n_head * hp.head_dim, KV = hp.n_head_kv * hp.head_dim;
+    norm_rows(ctx, ctx.x.data(), l.attn_norm, m, E, ctx.xn.data());
+    quantize_rows(ctx, ctx.xn.data(), m, E);
+    ternary_linear(ctx, l.wq, m, ctx.q.data());
+    ternary_linear(ctx, l.wk, m, ctx.k.data());
+    ternary_linear(ctx, l.wv, m, ctx.v.data());
+    rope(ctx, ctx.q.data(), m, hp.n_head, p0);
+    rope(ctx, ctx.k.data(), m, hp.n_head_kv, p0);
+    float *kc = ctx.k_cache.data() + (il * ctx.n_ctx + p0) * KV;
+    float *vc = ctx.v_cache.data() + (il * ctx.n_ctx + p0) * KV;
+    std::memcpy(kc, ctx.k.data(), static_cast<size_t>(m * KV) * sizeof(float));
+    std::memcpy(vc, ctx.v.data(), static_cast<size_t>(m * KV) * sizeof(float));
+    attention(ctx, il, m, p0);
+    const float *a = ctx.att.data();
+    if (hp.has_sub_norms) {
+        norm_rows(ctx, ctx.att.data(), l.attn_sub_norm, m, Q, ctx.hidden.data());
+        a = ctx.hidden.data();
+    }
+    quantize_rows(ctx, a, m, Q);
+    ternary_linear(ctx, l.wo, m, ctx.out.data());
+    for (int64_t j = 0; j < m * E; ++j) ctx.x[j] += ctx.out[j];
+}
+
+void ffn_block(context &ctx, const layer_weights &l, int64_t m) {
+    const hparams &hp = ctx.m->hp;
+    const int64_t E = hp.n_embd, F = hp.n_ff;
+    norm_rows(ctx, ctx.x.data(), l.ffn_norm, m, E, ctx.xn.data());
+    quantize_rows(ctx, ctx.xn.data(), m, E);
+    ternary_linear(ctx, l.w_gate, m, ctx.gate.data());
+    ternary_linear(ctx, l.w_up, m, ctx.up.data());
+    float *g = ctx.gate.data();
+    const float *u = ctx.up.data();
+    if (hp.act == activation::relu2) {
+        for (int64_t j = 0; j < m * F; ++j) {
+            const float r = std::max(g[j], 0.0f);
+            g[j] = r * r * u[j];
+        }
+    } else {
+        for (int64_t j = 0; j < m * F; ++j) g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+    }
+    const float *h = g;
+    if (hp.has_sub_norms) {
+        norm_rows(ctx, g, l.ffn_sub_norm, m, F, ctx.hidden.data());
+        h = ctx.hidden.data();
+    }
+    quantize_rows(ctx, h, m, F);
+    ternary_linear(ctx, l.w_down, m, ctx.out.data());
+    for (int64_t j = 0; j < m * E; ++j) ctx.x[j] += ctx.out[j];
+}
+
+// logits for rows [first, m) of the batch into `logits` (row-major, n_vocab each).
+void output_head(context &ctx, int64_t first, int64_t m, float *logits) {
+    const model &md = *ctx.m;
+    const int64_t E = md.hp.n_embd, V = md.hp.n_vocab, rows = m - first;
+    norm_rows(ctx, ctx.x.data() + first * E, md.output_norm, rows, E, ctx.xn.data());
+    const dense_matrix &w = md.output;
+    ctx.pool->parallel_for(V, 256, [&](int64_t r0, int64_t r1) {
+        if (w.type == GGML_F32)
+            ctx.dk->matmul_f32(static_cast<const float *>(w.data), E, r0, r1, ctx.xn.data(), rows, logits, V);
+        else if (w.type == GGML_F16)
+            ctx.dk->matmul_f16(static_cast<const uint16_t *>(w.data), E, r0, r1, ctx.xn.data(), rows, logits, V);
+        else
+            ctx.dk->matmul_bf16(static_cast<const uint16_t *>(w.data), E, r0, r1, ctx.xn.data(), rows, logits, V);
+    });
+}
+
+void forward_batch(context &ctx, const int32_t *tokens, int64_t m, float *logits, bool all_logits) {
+    const model &md = *ctx.m;
+    const int64_t E = md.hp.n_embd;
+    const int64_t p0 = ctx.n_past;
+    const size_t elem = md.token_embd.type == GGML_F32 ? 4 : 2;
+    for (int64_t i = 0; i < m; ++i) {
+        const auto *row = static_cast<const uint8_t *>(md.token_embd.data) + static_cast<size_t>(tokens[i]) * E * elem;
+        row_to_f32(md.token_embd.type, row, E, ctx.x.data() + i * E);
+    }
+    for (int64_t il = 0; il < md.hp.n_layer; ++il) {
+        const layer_weights &l = md.layers[static_cast<size_t>(il)];
+        attention_block(ctx, l, il, m, p0);
+        ffn_block(ctx, l, m);
+    }
+    ctx.n_past += m;
+    if (logits != nullptr) output_head(ctx, all_logits ? 0 : m - 1, m, logits);
+}
+
+template <typename T>
+bool try_resize(std::vector<T> &v, int64_t n) {
+    try {
+        v.assign(static_cast<size_t>(n), T{});
+        return true;
+    } catch (const std::bad_alloc &) {
+        return false;
+    }
+}
+
+}  // namespace
+
+std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_threads, std::string *error) {
+    const hparams &hp = m.hp;
+    if (n_ctx <= 0) n_ctx = hp.n_ctx_train;
+    if (n_ctx > (1 << 22)) {
+        *error = "n_ctx " + std::to_string(n_ctx) + " is too large";
+        return nullptr;
+    }
+    auto ctx = std::make_unique<context>();
+    ctx->m = &m;
+    ctx->n_ctx = n_ctx;
+    const char *isa_error = nullptr;
+    ctx->tk = ternary_kernels_active(&isa_error);
+    if (ctx->tk == nullptr) {
+        *error = isa_error ? isa_error : "no ternary kernels for this CPU";
+        return nullptr;
+    }
+    ctx->dk = dense_kernels_active();
+    ctx->pool = std::make_unique<thread_pool>(n_threads);
+
+    const int64_t B = kMaxBatch, E = hp.n_embd, Q = hp.n_head * hp.head_dim;
+    const int64_t KV = hp.n_head_kv * hp.head_dim, F = hp.n_ff, half = hp.head_dim / 2;
+    const int64_t widest = std::max({E, Q, F});
+    const bool ok = try_resize(ctx->k_cache, hp.n_layer * n_ctx * KV) &&
+                    try_resize(ctx->v_cache, hp.n_layer * n_ctx * KV) && try_resize(ctx->rope_cos, n_ctx * half) &&
+                    try_resize(ctx->rope_sin, n_ctx * half) && try_resize(ctx->x, B * E) &&
+                    try_resize(ctx->xn, B * E) && try_resize(ctx->q, B * Q) && try_resize(ctx->k, B * KV) &&
+                    try_resize(ctx->v, B * KV) && try_resize(ctx->att, B * Q) && try_resize(ctx->gate, B * F) &&
+                    try_resize(ctx->up, B * F) && try_resize(ctx->hidden, B * widest) &&
+                    try_resize(ctx->out, B * E) && try_resize(ctx->act_q, B * widest) &&
+                    try_resize(ctx->act_scale, B) && try_resize(ctx->act_sum, B) &&
+                    try_resize(ctx->acc, B * widest) && try_resize(ctx->scores, ctx->pool->size() * n_ctx);
+    if (!ok) {
+        *error = "out of memory allocating a context of " + std::to_string(n_ctx) + " tokens";
+        return nullptr;
+    }
+    // inv_freq_j = 1 / theta^(2j/d), angle = pos * inv_freq_j, all in f32 like the reference.
+    for (int64_t j = 0; j < half; ++j) {
+        const float exponent = static_cast<float>(2 * j) / static_cast<float>(hp.head_dim);
+        const float inv_freq = 1.0f / std::pow(hp.rope_theta, exponent);
+        for (int64_t p = 0; p < n_ctx; ++p) {
+            const float angle = static_cast<float>(p) * inv_freq;
+            ctx->rope_cos[p * half + j] = std::cos(angle);
+            ctx->rope_sin[p * half + j] = std::sin(angle);
+        }
+    }
+    return ctx;
+}
+
+int forward_decode(context &ctx, const int32_t *tokens, int64_t n, float *logits, bool all_logits,
+                   std::string *error) {
+    const int64_t V = ctx.m->hp.n_vocab;
+    if (n <= 0) {
+        *error = "no tokens to decode";
+        return BITNET_ERR_ARGUMENT;
+    }
+    if (ctx.n_past + n > ctx.n_ctx) {
+        *error = "context is full: " + std::to_string(ctx.n_past) + " cached + " + std::to_string(n) +
+                 " new tokens > n_ctx " + std::to_string(ctx.n_ctx);
+        return BITNET_ERR_CONTEXT_FULL;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= V) {
+            *error = "token id " + std::to_string(tokens[i]) + " is out of range [0, " + std::to_string(V) + ")";
+            return BITNET_ERR_ARGUMENT;
+        }
+    }
+    for (int64_t done = 0; done < n; done += kMaxBatch) {
+        const int64_t m = std::min(kMaxBatch, n - done);
+        const bool last = done + m == n;
+        float *out = nullptr;
+        if (logits != nullptr && all_logits) out = logits + done * V;
+        else if (logits != nullptr && last) out = logits;
+        forward_batch(ctx, tokens + done, m, out, all_logits);
+    }
+    return BITNET_OK;
+}
+
+}  // namespace bitnet

@@ -1,0 +1,48 @@
+// The inference context (KV cache, scratch buffers, thread pool) and the forward pass.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/dense.h"
+#include "kernels/ternary.h"
+#include "model.h"
+#include "threadpool.h"
+
+namespace bitnet {
+
+// Longer prompts are processed in consecutive batches of at most this many tokens.
+constexpr int64_t kMaxBatch = 512;
+
+struct context {
+    const model *m = nullptr;
+    int64_t n_ctx = 0;
+    int64_t n_past = 0;
+    std::unique_ptr<thread_pool> pool;
+    const ternary_kernel_set *tk = nullptr;
+    const dense_kernel_set *dk = nullptr;
+
+    // KV cache, f32: [n_layer][n_ctx][n_head_kv * head_dim].
+    std::vector<float> k_cache, v_cache;
+    // RoPE tables: [n_ctx][head_dim / 2].
+    std::vector<float> rope_cos, rope_sin;
+
+    // Scratch for one batch of up to kMaxBatch tokens (named as in the model's equations).
+    std::vector<float> x, xn, q, k, v, att, gate, up, hidden, out;
+    std::vector<int8_t> act_q;        // int8 activations entering a ternary layer
+    std::vector<float> act_scale;     // per token
+    std::vector<int32_t> act_sum;     // per token
+    std::vector<int32_t> acc;         // int32 products
+    std::vector<float> scores;        // attention scores, n_ctx per thread
+};
+
+// nullptr with *error on failure (bad arguments, allocation failure, unsupported ISA).
+std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_threads, std::string *error);
+
+// Appends n tokens after the cached ones. logits: n_vocab floats for the last token, or n * n_vocab
+// when all_logits; may be null. Returns a bitnet_status value.
+int forward_decode(context &ctx, const int32_t *tokens, int64_t n, float *logits, bool all_logits,
+                   std::string *error);
+
+}  // namespace bitnet

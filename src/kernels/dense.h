@@ -1,0 +1,40 @@
+// Dense (F32 / F16 / BF16) matrix-vector products for the embedding-tied lm_head and any
+// other high-precision weight, plus element conversion. f32 accumulation throughout.
+//
+// Weight layout: n rows of k elements, row-major (GGUF ne0 = k is the fastest dimension).
+// Activations: m rows of k f32 values. Output: y[i*ldy + r] = dot(W[r], x[i]).
+#pragma once
+#include <cstdint>
+
+namespace bitnet {
+
+struct dense_kernel_set {
+    const char *name;
+    void (*matmul_f32)(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                       float *y, int64_t ldy);
+    void (*matmul_f16)(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
+                       int64_t m, float *y, int64_t ldy);
+    void (*matmul_bf16)(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
+                        int64_t m, float *y, int64_t ldy);
+};
+
+const dense_kernel_set *dense_kernels_scalar();
+const dense_kernel_set *dense_kernels_avx2();  // nullptr where not compiled
+// The set matching the active ternary kernel ISA (scalar stays scalar, so forced-ISA tests
+// exercise the reference path end to end).
+const dense_kernel_set *dense_kernels_active();
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);  // round to nearest even
+inline float bf16_to_f32(uint16_t h) {
+    union {
+        uint32_t u;
+        float f;
+    } v{static_cast<uint32_t>(h) << 16};
+    return v.f;
+}
+
+// Convert one row of a stored tensor (type F32/F16/BF16 by ggml id) to f32.
+void row_to_f32(uint32_t ggml_type, const void *row, int64_t k, float *out);
+
+}  // namespace bitnet

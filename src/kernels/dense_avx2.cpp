@@ -1,0 +1,88 @@
+// AVX2 + FMA + F16C dense kernels (see dense.h for the layout). Each weight row is converted
+// 8 elements at a time and reused for up to 4 activation rows, so a batched lm_head reads the
+// (large) embedding matrix once per 4 tokens.
+#include <immintrin.h>
+
+#include "kernels/dense.h"
+
+namespace bitnet {
+
+namespace {
+
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+struct load_f32 {
+    const float *w;
+    __m256 vec(int64_t j) const { return _mm256_loadu_ps(w + j); }
+    float one(int64_t j) const { return w[j]; }
+};
+struct load_f16 {
+    const uint16_t *w;
+    __m256 vec(int64_t j) const {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w + j)));
+    }
+    float one(int64_t j) const { return f16_to_f32(w[j]); }
+};
+struct load_bf16 {
+    const uint16_t *w;
+    __m256 vec(int64_t j) const {
+        __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w + j));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    float one(int64_t j) const { return bf16_to_f32(w[j]); }
+};
+
+// Rows [r0, r1) of W times MR activation rows starting at x (k floats each).
+template <int MR, typename Load>
+void rows_times_tile(const Load &row0, int64_t k, int64_t r0, int64_t r1, const float *x, float *y,
+                     int64_t ldy) {
+    for (int64_t r = r0; r < r1; ++r) {
+        Load row{row0.w + r * k};
+        __m256 acc[MR];
+        for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+        int64_t j = 0;
+        for (; j + 8 <= k; j += 8) {
+            const __m256 wv = row.vec(j);
+            for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j), acc[i]);
+        }
+        for (int i = 0; i < MR; ++i) {
+            float s = hsum(acc[i]);
+            for (int64_t t = j; t < k; ++t) s += row.one(t) * x[i * k + t];
+            y[i * ldy + r] = s;
+        }
+    }
+}
+
+template <typename Load>
+void matmul_tiled(const Load &w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                  float *y, int64_t ldy) {
+    int64_t i = 0;
+    for (; i + 4 <= m; i += 4) rows_times_tile<4>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+    for (; i < m; ++i) rows_times_tile<1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+}
+
+void matmul_f32(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                float *y, int64_t ldy) {
+    matmul_tiled(load_f32{w}, k, r0, r1, x, m, y, ldy);
+}
+void matmul_f16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                float *y, int64_t ldy) {
+    matmul_tiled(load_f16{w}, k, r0, r1, x, m, y, ldy);
+}
+void matmul_bf16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                 float *y, int64_t ldy) {
+    matmul_tiled(load_bf16{w}, k, r0, r1, x, m, y, ldy);
+}
+
+const dense_kernel_set kAvx2 = {"avx2", matmul_f32, matmul_f16, matmul_bf16};
+
+}  // namespace
+
+const dense_kernel_set *dense_kernels_avx2() { return &kAvx2; }
+
+}  // namespace bitnet

@@ -1,0 +1,114 @@
+// Scalar reference for the dense kernels (see dense.h for the layout), and conversions.
+#include <cstring>
+
+#include "kernels/dense.h"
+#include "kernels/ternary.h"
+#include "quant_types.h"
+
+namespace bitnet {
+
+float f16_to_f32(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else {  // subnormal: normalize
+        exp = 113;
+        while ((mant & 0x400) == 0) {
+            mant <<= 1;
+            --exp;
+        }
+        bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+    const uint32_t abs = x & 0x7fffffffu;
+    if (abs >= 0x7f800000u) return sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 : 0);
+    if (abs >= 0x477ff000u) return sign | 0x7c00;  // rounds to inf
+    if (abs < 0x38800000u) {                          // subnormal or zero in f16
+        if (abs < 0x33000000u) return sign;
+        const uint32_t e = abs >> 23;
+        const uint32_t m = (abs & 0x7fffff) | 0x800000;
+        const uint32_t shift = 126 - e;
+        uint32_t r = m >> shift;
+        const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1))) ++r;
+        return sign | static_cast<uint16_t>(r);
+    }
+    uint32_t r = ((abs >> 13) - (112u << 10));
+    const uint32_t rem = abs & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) ++r;
+    return sign | static_cast<uint16_t>(r);
+}
+
+void row_to_f32(uint32_t ggml_type, const void *row, int64_t k, float *out) {
+    if (ggml_type == GGML_F32) {
+        std::memcpy(out, row, static_cast<size_t>(k) * 4);
+    } else if (ggml_type == GGML_F16) {
+        const auto *h = static_cast<const uint16_t *>(row);
+        for (int64_t i = 0; i < k; ++i) out[i] = f16_to_f32(h[i]);
+    } else {  // BF16
+        const auto *h = static_cast<const uint16_t *>(row);
+        for (int64_t i = 0; i < k; ++i) out[i] = bf16_to_f32(h[i]);
+    }
+}
+
+namespace {
+
+template <typename Load>
+void matmul_generic(Load load, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                    float *y, int64_t ldy) {
+    for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t i = 0; i < m; ++i) {
+            const float *xi = x + i * k;
+            float acc = 0.0f;
+            for (int64_t j = 0; j < k; ++j) acc += load(r * k + j) * xi[j];
+            y[i * ldy + r] = acc;
+        }
+    }
+}
+
+void matmul_f32_ref(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                    float *y, int64_t ldy) {
+    matmul_generic([w](int64_t j) { return w[j]; }, k, r0, r1, x, m, y, ldy);
+}
+void matmul_f16_ref(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
+                    int64_t m, float *y, int64_t ldy) {
+    matmul_generic([w](int64_t j) { return f16_to_f32(w[j]); }, k, r0, r1, x, m, y, ldy);
+}
+void matmul_bf16_ref(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
+                     int64_t m, float *y, int64_t ldy) {
+    matmul_generic([w](int64_t j) { return bf16_to_f32(w[j]); }, k, r0, r1, x, m, y, ldy);
+}
+
+const dense_kernel_set kScalar = {"scalar", matmul_f32_ref, matmul_f16_ref, matmul_bf16_ref};
+
+}  // namespace
+
+const dense_kernel_set *dense_kernels_scalar() { return &kScalar; }
+
+const dense_kernel_set *dense_kernels_active() {
+    const ternary_kernel_set *t = ternary_kernels_active(nullptr);
+    if (t != nullptr && std::strncmp(t->name, "avx", 3) == 0 && dense_kernels_avx2() != nullptr)
+        return dense_kernels_avx2();
+    return dense_kernels_scalar();
+}
+
+#if !(defined(__x86_64__) || defined(_M_X64))
+const dense_kernel_set *dense_kernels_avx2() { return nullptr; }
+#endif
+
+}  // namespace bitnet

@@ -1,0 +1,70 @@
+// The model: architecture table, hyper-parameters and weights bound to the mapped GGUF file.
+// Architectures are data: a row of kArchitectures says which keys, tensors, activation and
+// defaults a family uses; the forward pass reads the row, never the family's name.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gguf.h"
+
+namespace bitnet {
+
+enum class activation { relu2, silu };
+
+struct arch_info {
+    const char *name;          // general.architecture
+    activation default_act;    // used when the file has no `<arch>.hidden_act`
+    float default_rope_theta;  // used when the file has no `<arch>.rope.freq_base`
+    bool has_sub_norms;        // attn_sub_norm / ffn_sub_norm tensors
+};
+
+struct hparams {
+    int64_t n_vocab = 0, n_ctx_train = 0, n_embd = 0, n_layer = 0;
+    int64_t n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0;
+    float rope_theta = 0, rms_eps = 0;
+    activation act = activation::relu2;
+    bool has_sub_norms = true;
+};
+
+// A ternary matrix of n_out rows by n_in columns, in I2_S codes (DESIGN section 2) with one
+// f32 scale. Points into the mapped file, or into `owned` when it had to be repacked.
+struct ternary_matrix {
+    const uint8_t *codes = nullptr;
+    int64_t n_in = 0, n_out = 0;
+    float scale = 0;
+    std::vector<uint8_t> owned;
+};
+
+// A high-precision matrix as stored (F32 / F16 / BF16): n_out rows of n_in.
+struct dense_matrix {
+    const void *data = nullptr;
+    uint32_t type = 0;
+    int64_t n_in = 0, n_out = 0;
+};
+
+struct layer_weights {
+    std::vector<float> attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;
+    ternary_matrix wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+struct model {
+    std::unique_ptr<gguf_file> file;
+    const arch_info *arch = nullptr;
+    hparams hp;
+    dense_matrix token_embd;
+    dense_matrix output;  // the lm_head: token_embd itself when tied
+    std::vector<float> output_norm;
+    std::vector<layer_weights> layers;
+    std::string desc;
+    uint64_t n_weight_bytes = 0;
+    std::vector<std::string> meta_json_cache;  // keeps bitnet_model_meta_json() strings alive
+};
+
+// Load and validate; nullptr with *error set on failure.
+std::unique_ptr<model> model_load(const std::string &path, std::string *error);
+
+const char *activation_name(activation a);
+
+}  // namespace bitnet

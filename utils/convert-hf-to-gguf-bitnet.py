@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""Convert a Hugging Face BitNet b1.58 checkpoint to GGUF (see --help)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+
+from bitnet.convert.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
