@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 import jinja2.ext
@@ -72,7 +72,7 @@ def _strftime_now(fmt: str) -> str:
 class _Namespace(jinja2.utils.Namespace):
     """namespace() that refuses underscore names, which reach Python internals."""
 
-    def __init__(*args: Any, **kwargs: Any) -> None:  # noqa: N805 (Jinja's signature trick)
+    def __init__(*args: Any, **kwargs: Any) -> None:  # Jinja's signature trick: a "self" key stays allowed
         self, args = args[0], args[1:]
         attrs = dict(*args, **kwargs)
         for name in attrs:
@@ -92,7 +92,7 @@ class _Namespace(jinja2.utils.Namespace):
 class _GenerationTag(jinja2.ext.Extension):
     """`{% generation %}...{% endgeneration %}` (marks assistant text for training): renders the body."""
 
-    tags = {"generation"}
+    tags: ClassVar[set[str]] = {"generation"}
 
     def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
         lineno = next(parser.stream).lineno
@@ -137,9 +137,7 @@ def _render(template: str, messages: list[dict[str, str]], limit: int, **context
         for piece in compiled.generate(messages=messages, tools=None, documents=None, **context):
             n_chars += len(piece)
             if n_chars > limit:
-                raise ChatTemplateLimitError(
-                    f"chat template renders more than {limit} characters; refusing it"
-                )
+                raise ChatTemplateLimitError(f"chat template renders more than {limit} characters; refusing it")
             pieces.append(piece)
         return "".join(pieces)
     finally:
@@ -165,13 +163,13 @@ def render_chat(
     """
     checked = _check_messages(messages)
     limit = max_chars + 2 * sum(len(m["content"]) + len(m["role"]) for m in checked)
-    context = dict(bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt)
+    context = {"bos_token": bos_token, "eos_token": eos_token, "add_generation_prompt": add_generation_prompt}
     if template:
         try:
             return _render(template, checked, limit, **context)
         except ChatTemplateLimitError:
             raise
-        except Exception as e:  # any parse or render failure of an untrusted template
+        except Exception as e:  # noqa: BLE001 (any parse or render failure of an untrusted template)
             reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
             warnings.warn(f"chat template failed ({reason}); using the built-in BitNet template", stacklevel=2)
     return _render(BITNET_CHAT_TEMPLATE, checked, limit, **context)

@@ -18,8 +18,9 @@ The file is written to `<path>.tmp-<pid>` and renamed onto `path` only when the 
 cleanly with every declared tensor written; otherwise the temporary file is removed and an
 existing file at `path` is left as it was. Tests that craft corrupt files can go around every
 check: add_kv_raw() writes any type id and payload, add_tensor(offset=...) any offset,
-write_header(n_tensors=..., n_kv=...) any counts, write_raw() any bytes, strict=False skips
-the "all tensors written" rule, and magic/version are constructor arguments.
+write_header(n_tensors=..., n_kv=...) any counts, write_raw() any bytes; strict=False allows
+duplicate tensor names and skips the "all tensors written" rule; magic, version and the
+padding alignment are constructor arguments.
 """
 
 from __future__ import annotations
@@ -112,11 +113,19 @@ def _pad(n: int, alignment: int) -> int:
 
 
 class GGUFWriter:
-    def __init__(self, path, *, magic: bytes = GGUF_MAGIC, version: int = GGUF_VERSION, strict: bool = True):
+    def __init__(
+        self,
+        path,
+        *,
+        magic: bytes = GGUF_MAGIC,
+        version: int = GGUF_VERSION,
+        alignment: int = DEFAULT_ALIGNMENT,
+        strict: bool = True,
+    ):
         self.path = Path(path)
         self.tmp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         self.magic, self.version, self.strict = magic, version, strict
-        self.alignment = DEFAULT_ALIGNMENT
+        self.alignment = alignment  # padding actually written; add_kv("general.alignment") sets it too
         self._kvs: list[bytes] = []
         self._keys: set[str] = set()
         self._tensors: list[dict] = []  # name, n_bytes, offset, written
@@ -127,7 +136,7 @@ class GGUFWriter:
         self._file = None
 
     # -- context manager: temp file, rename on success, cleanup on any exception ----------------
-    def __enter__(self) -> GGUFWriter:
+    def __enter__(self):
         self._file = open(self.tmp_path, "wb")
         return self
 
@@ -184,7 +193,7 @@ class GGUFWriter:
     def add_tensor(self, name: str, ne: tuple, ggml_type: int, n_bytes: int, *, offset: int | None = None) -> None:
         """Declare a tensor; ne in GGUF order (ne0, the fastest dimension, first)."""
         self._check_not_started()
-        if any(t["name"] == name for t in self._tensors):
+        if self.strict and any(t["name"] == name for t in self._tensors):
             raise ValueError(f"duplicate tensor name {name!r}")
         if offset is None:
             offset = self._next_offset

@@ -72,7 +72,7 @@ def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> 
 
 
 def _split_merges(merges: list[str]) -> list[tuple[str, str]]:
-    """"a b" strings -> (a, b) pairs. Byte-level tokens never hold a space or a newline, so
+    """Merges "a b" -> pairs (a, b). Byte-level tokens never hold a space or a newline, so
     the usual file is split in one pass over a joined string; anything else goes one by one."""
     joined = "\n".join(merges)
     if joined.count(" ") == len(merges) and joined.count("\n") == max(len(merges) - 1, 0):
@@ -107,7 +107,9 @@ def _build_hf(tokens: list[str], types: list[int], merges: list[str], pre: str) 
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
         ]
     )
-    others = [i for i, kind in enumerate(types) if kind != TOKEN_TYPE_NORMAL]
+    others = [
+        i for i, kind in enumerate(types) if kind in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED, TOKEN_TYPE_UNUSED)
+    ]
     vocab = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1)))  # first id of a text wins
     if any(vocab[tokens[i]] != i for i in others) or _added_tokens_reachable(pre_tokenizer, tokens, others):
         return HFTokenizer.from_str(_tokenizer_json(tokens, types, pairs, regex, ignore_merges))
@@ -216,7 +218,9 @@ class Tokenizer:
             )
         pre = _get(meta, "tokenizer.ggml.pre", str, "default")
         if pre not in PRE_TOKENIZERS:
-            raise BitnetError(f"tokenizer pre-tokenizer {pre!r} is not supported yet (known: {', '.join(PRE_TOKENIZERS)})")
+            raise BitnetError(
+                f"tokenizer pre-tokenizer {pre!r} is not supported yet (known: {', '.join(PRE_TOKENIZERS)})"
+            )
         tokens = _get(meta, "tokenizer.ggml.tokens", list)
         if not tokens or set(map(type, tokens)) != {str}:
             raise BitnetError("GGUF key tokenizer.ggml.tokens is missing or not a list of strings")
@@ -237,7 +241,7 @@ class Tokenizer:
             special_ids["eot"] = tokens.index("<|eot_id|>")
         try:
             hf = _build_hf(tokens, types, merges, pre)
-        except Exception as e:  # tokenizers raises plain Exception on a bad vocab/merge
+        except Exception as e:  # noqa: BLE001 (tokenizers raises plain Exception on a bad vocab/merge)
             raise BitnetError(f"GGUF tokenizer metadata is inconsistent: {e}") from None
         return cls(hf, tokens, types, special_ids)
 
@@ -246,15 +250,12 @@ class Tokenizer:
         special: match control-token text like "<|eot_id|>"; False tokenizes it as plain text."""
         if not isinstance(text, str):
             raise BitnetError(f"can only tokenize str, not {type(text).__name__}")
-        if special:
-            ids = self._hf.encode(text, add_special_tokens=False).ids
-        else:
-            with self._lock:
-                self._hf.encode_special_tokens = True
-                try:
-                    ids = self._hf.encode(text, add_special_tokens=False).ids
-                finally:
-                    self._hf.encode_special_tokens = False
+        with self._lock:
+            self._hf.encode_special_tokens = not special
+            try:
+                ids = self._hf.encode(text, add_special_tokens=False).ids
+            finally:
+                self._hf.encode_special_tokens = False
         if add_bos and self.add_bos_token:
             ids.insert(0, self.bos_id)
         return ids
@@ -301,7 +302,7 @@ class Tokenizer:
         text, kind = self._tokens[token_id], self._types[token_id]
         if kind == TOKEN_TYPE_UNUSED:
             return b""
-        if kind != TOKEN_TYPE_NORMAL:
+        if kind in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED):
             return text.encode("utf-8")
         try:
             return bytes(BYTE_OF_CHAR[c] for c in text)

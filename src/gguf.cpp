@@ -41,9 +41,9 @@ constexpr uint32_t kAmbiguousTypeId = GGML_TL2_OR_MXFP4;
 
 // Bytes per scalar of each value type; 0 for STRING and ARRAY (variable).
 constexpr uint64_t kValueSize[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-constexpr const char *kValueName[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32",
-                                      "float32", "bool", "string", "array", "uint64", "int64",
-                                      "float64"};
+constexpr const char *kValueName[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                      "int32",  "float32", "bool",   "string", "array",
+                                      "uint64", "int64",   "float64"};
 constexpr uint32_t kNumValueTypes = 13;
 
 const char *value_type_name(gguf_value_type t) {
@@ -72,7 +72,15 @@ std::string quoted(const std::string &s) {
     return out + "'";
 }
 
-template <class T> T load(const uint8_t *p) {
+// Id 39 means TL2 in bitnet.cpp files and MXFP4 upstream; `why` says why it is not MXFP4 here.
+std::string type39_refusal(const std::string &tensor_name, const std::string &why) {
+    return "tensor " + quoted(tensor_name) +
+           " has ggml type 39, which is TL2 in bitnet.cpp files and MXFP4 upstream; " + why +
+           ", and TL2 is not supported (re-convert the model with i2_s)";
+}
+
+template <class T>
+T load(const uint8_t *p) {
     T v;
     memcpy(&v, p, sizeof v);
     return v;
@@ -104,7 +112,8 @@ struct parser {
         pos += n;
         return true;
     }
-    template <class T> bool read(T *v, const char *what) {
+    template <class T>
+    bool read(T *v, const char *what) {
         const uint8_t *p;
         if (!take(sizeof(T), what, &p)) return false;
         *v = load<T>(p);
@@ -188,20 +197,24 @@ bool gguf_file::impl::parse_header(parser &ps, uint64_t *n_tensors, uint64_t *n_
     uint32_t ver_le = load<uint32_t>(ps.base + 4);
     uint32_t ver_be = __builtin_bswap32(ver_le);
     bool magic_ok = memcmp(magic, "GGUF", 4) == 0;
-    if (memcmp(magic, "FUGG", 4) == 0 || (magic_ok && ver_le > 0xffff && ver_be >= 1 && ver_be <= 3)) {
-        return ps.fail("big-endian GGUF is not supported (the header is byte-swapped; "
-                       "re-convert the model on a little-endian machine)");
+    if (memcmp(magic, "FUGG", 4) == 0 ||
+        (magic_ok && ver_le > 0xffff && ver_be >= 1 && ver_be <= 3)) {
+        return ps.fail(
+            "big-endian GGUF is not supported (the header is byte-swapped; "
+            "re-convert the model on a little-endian machine)");
     }
     if (!magic_ok) {
         char buf[96];
-        snprintf(buf, sizeof buf, "not a GGUF file (bad magic %02x %02x %02x %02x, expected \"GGUF\")",
-                 magic[0], magic[1], magic[2], magic[3]);
+        snprintf(buf, sizeof buf,
+                 "not a GGUF file (bad magic %02x %02x %02x %02x, expected \"GGUF\")", magic[0],
+                 magic[1], magic[2], magic[3]);
         return ps.fail(buf);
     }
     version = ver_le;
     if (version == 1) return ps.fail("GGUF v1 is not supported (re-convert the model)");
     if (version != 2 && version != 3) {
-        return ps.fail("unsupported GGUF version " + std::to_string(version) + " (expected 2 or 3)");
+        return ps.fail("unsupported GGUF version " + std::to_string(version) +
+                       " (expected 2 or 3)");
     }
     ps.pos = 8;
     ps.read(n_tensors, "n_tensors");
@@ -215,9 +228,10 @@ bool gguf_file::impl::parse_header(parser &ps, uint64_t *n_tensors, uint64_t *n_
     }
     const uint64_t left_for_tensors = left - *n_kv * kMinKvBytes;
     if (*n_tensors > kMaxTensors || *n_tensors > left_for_tensors / kMinTensorInfoBytes) {
-        return ps.fail("n_tensors = " + std::to_string(*n_tensors) + " is implausible for " +
-                       std::to_string(left) + " bytes of header (limit " +
-                       std::to_string(std::min(kMaxTensors, left_for_tensors / kMinTensorInfoBytes)) + ")");
+        return ps.fail(
+            "n_tensors = " + std::to_string(*n_tensors) + " is implausible for " +
+            std::to_string(left) + " bytes of header (limit " +
+            std::to_string(std::min(kMaxTensors, left_for_tensors / kMinTensorInfoBytes)) + ")");
     }
     return true;
 }
@@ -303,7 +317,8 @@ bool gguf_file::impl::parse_alignment(parser &ps) {
     uint32_t a = load<uint32_t>(kv.data);
     if (a == 0 || (a & (a - 1)) != 0 || a > kMaxAlignment) {
         return ps.fail("general.alignment = " + std::to_string(a) +
-                       " is invalid (must be a power of two, 1.." + std::to_string(kMaxAlignment) + ")");
+                       " is invalid (must be a power of two, 1.." + std::to_string(kMaxAlignment) +
+                       ")");
     }
     alignment = a;
     return true;
@@ -340,9 +355,8 @@ bool gguf_file::impl::parse_tensor_info(parser &ps) {
     if (!qt) return ps.fail(name + " has unknown ggml type id " + std::to_string(t.type));
     if (t.ne[0] % qt->block_size != 0) {
         if (t.type == kAmbiguousTypeId) {
-            return ps.fail(name + " has ggml type 39, which is TL2 in bitnet.cpp files and MXFP4 "
-                           "upstream; ne0 = " + std::to_string(t.ne[0]) + " is no MXFP4 shape and "
-                           "TL2 is not supported (re-convert the model with i2_s)");
+            return ps.fail(type39_refusal(
+                t.name, "ne0 = " + std::to_string(t.ne[0]) + " is not a multiple of 32"));
         }
         return ps.fail(name + " of type " + qt->name + " has ne0 = " + std::to_string(t.ne[0]) +
                        ", not a multiple of its block size " + std::to_string(qt->block_size));
@@ -373,15 +387,17 @@ bool gguf_file::impl::check_layout(parser &ps) {
         if (t.offset > data_size || t.n_bytes > data_size - t.offset) {
             if (t.type == kAmbiguousTypeId) continue;  // reported below with the ambiguity
             uint64_t end;
-            if (t.offset <= data_size && !__builtin_add_overflow(data_offset + t.offset, t.n_bytes, &end)) {
+            if (t.offset <= data_size &&
+                !__builtin_add_overflow(data_offset + t.offset, t.n_bytes, &end)) {
                 const uint64_t start = data_offset + t.offset;  // <= size
                 return ps.fail("tensor " + quoted(t.name) + " data [" + std::to_string(start) +
                                ", " + std::to_string(end) + ") is past the end of the file (" +
                                std::to_string(size) + " bytes)");
             }
-            return ps.fail("tensor " + quoted(t.name) + " data (offset " + std::to_string(t.offset) +
-                           ", " + std::to_string(t.n_bytes) + " bytes) is past the end of the file (" +
-                           std::to_string(size) + " bytes)");
+            return ps.fail("tensor " + quoted(t.name) + " data (offset " +
+                           std::to_string(t.offset) + ", " + std::to_string(t.n_bytes) +
+                           " bytes) is past the end of the file (" + std::to_string(size) +
+                           " bytes)");
         }
         t.data = map + data_offset + t.offset;
     }
@@ -399,12 +415,11 @@ bool gguf_file::impl::check_layout(parser &ps) {
             // plus less than one alignment of padding; otherwise refuse rather than guess.
             // TODO: also dispatch on general.architecture / general.file_type (DESIGN §2).
             if (!fits || limit - t.offset - t.n_bytes >= alignment) {
-                return ps.fail("tensor " + quoted(t.name) + " has ggml type 39, which is TL2 in "
-                               "bitnet.cpp files and MXFP4 upstream; its data is not MXFP4-sized, "
-                               "and TL2 is not supported (re-convert the model with i2_s)");
+                return ps.fail(type39_refusal(t.name, "its data is not MXFP4-sized"));
             }
         } else if (!fits) {
-            if (k + 1 == order.size()) return ps.fail("tensor " + quoted(t.name) + " data is past the end of the file");
+            if (k + 1 == order.size())
+                return ps.fail("tensor " + quoted(t.name) + " data is past the end of the file");
             return ps.fail("tensors " + quoted(t.name) + " and " +
                            quoted(tensors[order[k + 1]].name) + " overlap in the data section");
         }
@@ -494,13 +509,13 @@ const gguf_kv *lookup(const gguf_file &f, const std::string &key, std::string *e
     return f.find(key);
 }
 
-bool fail_get(std::string *error, const gguf_file &f, const std::string &key, const std::string &what) {
-    if (error) *error = f.path() + ": key " + quoted(key) + " " + what;
+bool fail_get(std::string *error, const std::string &key, const std::string &what) {
+    if (error) *error = "key " + quoted(key) + " " + what;
     return false;
 }
 
-bool wrong_type(std::string *error, const gguf_file &f, const gguf_kv &kv, const char *expected) {
-    return fail_get(error, f, kv.key, "is " + type_desc(kv) + ", expected " + expected);
+bool wrong_type(std::string *error, const gguf_kv &kv, const char *expected) {
+    return fail_get(error, kv.key, "is " + type_desc(kv) + ", expected " + expected);
 }
 
 }  // namespace
@@ -510,10 +525,11 @@ bool gguf_file::get_int(const std::string &key, int64_t *out, std::string *error
     int64_t v;
     bool too_big;
     if (!kv) return false;
-    if (!scalar_int(*kv, &v, &too_big)) return wrong_type(error, *this, *kv, "an integer");
+    if (!scalar_int(*kv, &v, &too_big)) return wrong_type(error, *kv, "an integer");
     if (too_big) {
-        return fail_get(error, *this, key, "= " + std::to_string(load<uint64_t>(kv->data)) +
-                                               " is out of range for int64");
+        return fail_get(
+            error, key,
+            "= " + std::to_string(load<uint64_t>(kv->data)) + " is out of range for int64");
     }
     *out = v;
     return true;
@@ -525,13 +541,14 @@ bool gguf_file::get_float(const std::string &key, double *out, std::string *erro
     bool too_big;
     if (!kv) return false;
     if (kv->type == gguf_value_type::FLOAT32 || kv->type == gguf_value_type::FLOAT64) {
-        *out = kv->type == gguf_value_type::FLOAT32 ? load<float>(kv->data) : load<double>(kv->data);
+        *out =
+            kv->type == gguf_value_type::FLOAT32 ? load<float>(kv->data) : load<double>(kv->data);
         return true;
     }
-    if (!scalar_int(*kv, &v, &too_big)) return wrong_type(error, *this, *kv, "a number");
+    if (!scalar_int(*kv, &v, &too_big)) return wrong_type(error, *kv, "a number");
     const int64_t exact = int64_t(1) << 53;  // a double holds every integer up to here
     if (too_big || v > exact || v < -exact) {
-        return fail_get(error, *this, key, "is an integer too large to convert exactly to a float");
+        return fail_get(error, key, "is an integer too large to convert exactly to a float");
     }
     *out = (double)v;
     return true;
@@ -540,7 +557,7 @@ bool gguf_file::get_float(const std::string &key, double *out, std::string *erro
 bool gguf_file::get_bool(const std::string &key, bool *out, std::string *error) const {
     const gguf_kv *kv = lookup(*this, key, error);
     if (!kv) return false;
-    if (kv->type != gguf_value_type::BOOL) return wrong_type(error, *this, *kv, "bool");
+    if (kv->type != gguf_value_type::BOOL) return wrong_type(error, *kv, "bool");
     *out = kv->data[0] != 0;
     return true;
 }
@@ -548,7 +565,7 @@ bool gguf_file::get_bool(const std::string &key, bool *out, std::string *error) 
 bool gguf_file::get_string(const std::string &key, std::string *out, std::string *error) const {
     const gguf_kv *kv = lookup(*this, key, error);
     if (!kv) return false;
-    if (kv->type != gguf_value_type::STRING) return wrong_type(error, *this, *kv, "string");
+    if (kv->type != gguf_value_type::STRING) return wrong_type(error, *kv, "string");
     out->assign((const char *)kv->data + 8, load<uint64_t>(kv->data));
     return true;
 }
@@ -558,7 +575,7 @@ bool gguf_file::get_string_array(const std::string &key, std::vector<std::string
     const gguf_kv *kv = lookup(*this, key, error);
     if (!kv) return false;
     if (kv->type != gguf_value_type::ARRAY || kv->array_type != gguf_value_type::STRING) {
-        return wrong_type(error, *this, *kv, "array of string");
+        return wrong_type(error, *kv, "array of string");
     }
     out->clear();
     out->reserve(kv->n_elements);  // walked at open(): each string is really there
@@ -646,7 +663,8 @@ void append_json_string(std::string &out, const uint8_t *p, uint64_t n) {
     out += '"';
 }
 
-template <class T> void append_int(std::string &out, T v) {
+template <class T>
+void append_int(std::string &out, T v) {
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v);
     out.append(buf, r.ptr - buf);

@@ -70,7 +70,7 @@ class gguf_file {
     // cannot represent the request exactly (string for int, negative for unsigned, value out of
     // range), return false and set *error naming key, expected and actual type.
     // *error (may be nullptr) is cleared on entry, so after a false return an empty *error
-    // means "absent". Messages are one line prefixed with the file path.
+    // means "absent". Messages are one line, without the file path (the caller adds it).
     // get_float accepts integers only where a double holds them exactly (|v| <= 2^53).
     bool get_int(const std::string &key, int64_t *out, std::string *error) const;   // any int type
     bool get_float(const std::string &key, double *out, std::string *error) const;  // f32/f64/ints

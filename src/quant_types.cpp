@@ -6,6 +6,7 @@
 namespace bitnet {
 namespace {
 
+// clang-format off
 //  id               name        block  bytes  whole_tensor readable
 const quant_type_traits kQuantTypes[] = {
     {GGML_F32,          "F32",      1,     4,   false, true},
@@ -40,6 +41,7 @@ const quant_type_traits kQuantTypes[] = {
     // exactly (see the comment there).
     {GGML_TL2_OR_MXFP4, "TL2|MXFP4", 32,   17,  false, false},
 };
+// clang-format on
 
 bool mul_u64(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
 

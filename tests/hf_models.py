@@ -30,13 +30,22 @@ from pathlib import Path
 
 os.environ["TORCHDYNAMO_DISABLE"] = "1"  # transformers' unpack_weights is torch.compile'd
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bitnet.convert.dtypes import f32_to_bf16  # noqa: E402
-from bitnet.convert.ternary import absmean_ternarize, pack_hf  # noqa: E402
-from tests.tokenizer_fixture import write_test_tokenizer  # noqa: E402
+from bitnet.convert.dtypes import f32_to_bf16
+from bitnet.convert.ternary import absmean_ternarize, pack_hf
+from tests.tokenizer_fixture import write_test_tokenizer
 
 LAYOUTS = ("packed", "bf16", "f32")
+# Weight scales (master std = gain / sqrt(in_features)). The blocks' outputs must outweigh
+# the token's own embedding in the residual stream, or a tied head just predicts the input
+# token again (gain 1: greedy repeats one token). q/k stay smaller: with gain 8 there too,
+# attention logits reach the hundreds, softmax turns into argmax, and one int8 activation
+# rounding flip (which any other float order can cause) moves later logits by up to ~10%,
+# in transformers itself (full pass vs KV-cache steps); with 2 the worst seen was ~1%.
+EMBED_STD = 1.0
+LINEAR_GAIN = 8.0
+QK_GAIN = 2.0
 LINEAR_MODULES = (
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
@@ -115,11 +124,12 @@ def make_bitnet_checkpoint(out_dir, *, layout: str = "packed", linear_class: str
     def norm_weight(n: int) -> np.ndarray:
         return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
 
-    tensors = {"model.embed_tokens.weight": _float(rng.standard_normal((vocab, hidden)), float_dtype)}
+    tensors = {"model.embed_tokens.weight": _float(EMBED_STD * rng.standard_normal((vocab, hidden)), float_dtype)}
     for i in range(num_hidden_layers):
         prefix = f"model.layers.{i}."
         for module, (n_out, n_in) in _linear_shapes(hidden, ff, num_attention_heads, num_key_value_heads).items():
-            master = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+            gain = QK_GAIN if module in ("self_attn.q_proj", "self_attn.k_proj") else LINEAR_GAIN
+            master = (gain * rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
             if layout != "packed":
                 tensors[prefix + module + ".weight"] = _float(master, layout)
                 continue

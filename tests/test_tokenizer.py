@@ -8,11 +8,11 @@ import json
 import pytest
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizer_fixture import EOS_TOKEN, SPECIAL_TOKENS, write_test_tokenizer
 
 from bitnet.convert.tokenizer_meta import gguf_tokenizer_fields
 from bitnet.errors import BitnetError
 from bitnet.tokenizer import Tokenizer
+from tests.tokenizer_fixture import EOS_TOKEN, SPECIAL_TOKENS, write_test_tokenizer
 
 TEXTS = [
     "",

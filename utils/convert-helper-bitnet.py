@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-from bitnet.convert.cli import helper_main  # noqa: E402
+from bitnet.convert.cli import helper_main
 
 if __name__ == "__main__":
     sys.exit(helper_main(sys.argv[1:]))

@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from bitnet.errors import BitnetError
 

@@ -81,6 +81,10 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+class UsageError(Exception):
+    """A flag combination argparse cannot check; reported like a bad flag (exit 2)."""
+
+
 def read_prompt(args) -> str:
     if args.file is not None and args.prompt is not None:
         raise UsageError("give the prompt with -p or with -f, not both")
@@ -108,22 +112,18 @@ def check_model_path(path: str) -> None:
         raise ValueError(f"{path} is a directory: pass the .gguf file inside it with -m")
 
 
-class UsageError(Exception):
-    """A flag combination argparse cannot check; reported like a bad flag (exit 2)."""
-
-
 def sampling_kwargs(args) -> dict:
     """The flags as keyword arguments of Model.generate / create_chat_completion."""
-    return dict(
-        max_tokens=args.n_predict if args.n_predict >= 0 else None,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repeat_penalty=args.repeat_penalty,
-        seed=None if args.seed < 0 else args.seed,
-        stop=args.stop,
-    )
+    return {
+        "max_tokens": args.n_predict if args.n_predict >= 0 else None,  # None: no limit
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "seed": None if args.seed < 0 else args.seed,
+        "stop": args.stop,
+    }
 
 
 def write(text: str) -> None:
@@ -213,8 +213,8 @@ def chat(model, system_prompt: str, args) -> None:
         except (BitnetError, ValueError) as exc:
             # Most often the conversation outgrew the context: say so and let the user go on.
             messages.pop()
-            print(f"error: {one_line(str(exc))} (type {CHAT_CLEAR} to start over, or use a "
-                  f"larger -c)", file=sys.stderr)
+            print(f"error: {one_line(str(exc))}; {CHAT_CLEAR} forgets the conversation so far",
+                  file=sys.stderr)
             continue
         messages.append({"role": "assistant", "content": reply})
 

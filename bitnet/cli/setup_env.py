@@ -128,17 +128,18 @@ def build_engine(log_dir: Path, jobs: int) -> int:
         print(f"note: no CMakeLists.txt in {REPO_ROOT} (an installed package?): nothing to build",
               file=sys.stderr)
         return 0
-    if shutil.which("cmake") is None:
+    cmake = shutil.which("cmake")
+    if cmake is None:
         return fail("cmake not found: install it (`pip install cmake ninja` or "
                     "`apt-get install cmake ninja-build`) and run setup_env.py again")
     log_dir.mkdir(parents=True, exist_ok=True)
     build_dir = REPO_ROOT / "build"
-    configure = ["cmake", "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
+    configure = [cmake, "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
     # Ninja when present; an existing build folder keeps the generator it was made with.
     if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
         configure[1:1] = ["-G", "Ninja"]
     steps = [("configuring the build", configure, "generate_build_files.log"),
-             ("compiling the engine", ["cmake", "--build", str(build_dir), f"-j{jobs}"],
+             ("compiling the engine", [cmake, "--build", str(build_dir), f"-j{jobs}"],
               "compile.log")]
     for label, cmd, log_name in steps:
         code = run_logged(label, cmd, log_dir / log_name)
@@ -220,7 +221,7 @@ def download(repo: str, dest: Path) -> int:
         snapshot_download(repo_id=repo, local_dir=str(dest), allow_patterns=HF_ALLOW_PATTERNS)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # the hub raises many types (HTTP, offline, DNS); all end here
+    except Exception as exc:  # noqa: BLE001  (the hub raises many types: HTTP, offline, DNS)
         if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
             reason = "offline mode: HF_HUB_OFFLINE is set"
         else:
@@ -231,18 +232,13 @@ def download(repo: str, dest: Path) -> int:
 
 
 def convert(model_dir: Path, outfile: Path, quant_embd: bool) -> None:
-    """Convert the checkpoint in model_dir to an I2_S GGUF, written atomically to outfile."""
+    """Convert the checkpoint in model_dir to an I2_S GGUF (the writer renames it into place
+    only when complete, so an interrupted run leaves no half file to be mistaken for a model)."""
     from bitnet.convert import hf_bitnet  # numpy/safetensors: only when a model is converted
 
-    partial = outfile.with_name(outfile.name + ".tmp")
     print(f"converting {model_dir} to {outfile} ...", file=sys.stderr)
-    try:
-        hf_bitnet.convert(str(model_dir), str(partial), "i2_s",
-                          token_embedding_type="f16" if quant_embd else None, progress=True)
-        os.replace(partial, outfile)
-    finally:
-        if partial.exists():
-            partial.unlink()
+    hf_bitnet.convert(model_dir, outfile, "i2_s",
+                      token_embedding_type="f16" if quant_embd else None, progress=True)
 
 
 def model_folder(args, parser: ArgumentParser) -> Path:

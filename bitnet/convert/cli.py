@@ -100,7 +100,7 @@ def _guarded(parser_factory, argv, outtype_default=None) -> int:
     except (ValueError, OSError) as e:
         _error(e)
         return EXIT_FAILURE
-    except Exception as e:  # a bug of ours: still one line, with the type to report it by
+    except Exception as e:  # noqa: BLE001 (a bug of ours: still one line, with the type to report it by)
         _error(f"conversion failed ({type(e).__name__}: {e})")
         return EXIT_FAILURE
 

@@ -24,7 +24,7 @@ from bitnet.gguf_writer import GGML_TYPE_I2_S, GGUFWriter
 
 OUTTYPES = ("f32", "f16", "bf16", "i2_s")
 FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "i2_s": 40}  # general.file_type (llama_ftype)
-EMBEDDING_CHUNK_ROWS = 4096
+FLOAT_CHUNK_ROWS = 4096
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 # Per layer: HF module -> (GGUF name, kind, HF shape (out, in) or (n,) from the hparams).
@@ -78,9 +78,10 @@ class _Planner:
 
         def produce():
             raw = self.ckpt.raw(hf_name).reshape(rows, -1)
-            for start in range(0, rows, EMBEDDING_CHUNK_ROWS):
-                chunk = raw[start : start + EMBEDDING_CHUNK_ROWS]
+            for start in range(0, rows, FLOAT_CHUNK_ROWS):
+                chunk = raw[start : start + FLOAT_CHUNK_ROWS]
                 yield chunk if target == stored else to_float_type(from_float_type(chunk, stored), target)
+                self.ckpt.release_pages()  # the writer is done with the chunk
 
         return TensorJob(gguf_name, tuple(reversed(shape)), ggml_type, int(np.prod(shape)) * elem_bytes, produce)
 
@@ -90,14 +91,16 @@ class _Planner:
             if out_f % 4:
                 raise ValueError(f"tensor {weight!r}: {out_f} output rows cannot be packed 4 per byte")
             self._source(weight, (out_f // 4, in_f))
-            codes = lambda: unpack_hf_packed(self.ckpt.raw(weight))  # noqa: E731
+            codes = lambda: unpack_hf_packed(self.ckpt.raw(weight))
         else:
             self._source(weight, (out_f, in_f))
             if self.ckpt.dtype(weight) not in SAFETENSORS_FLOATS:
-                raise ValueError(f"tensor {weight!r} is {self.ckpt.dtype(weight)}: expected U8 (packed) or a float type")
+                raise ValueError(
+                    f"tensor {weight!r} is {self.ckpt.dtype(weight)}: expected U8 (packed) or a float type"
+                )
             if scale_name not in self.ckpt:  # float master: absmean, as transformers' online mode
                 return lambda: absmean_ternarize(self.ckpt.load_f32(weight))
-            codes = lambda: _as_ternary(weight, self.ckpt.load_f32(weight))  # noqa: E731
+            codes = lambda: _as_ternary(weight, self.ckpt.load_f32(weight))
         if scale_name not in self.ckpt:
             raise ValueError(f"checkpoint is missing tensor {scale_name!r} (packed weights need their scale)")
         if int(np.prod(self.ckpt.shape(scale_name))) != 1:
@@ -116,7 +119,9 @@ class _Planner:
                     f"{hf}: I2_S needs input features that are a multiple of {i2s.BLOCK}, this tensor has {in_f}; "
                     "use --outtype f16 (or bf16/f32)"
                 )
-            return TensorJob(gguf_name, ne, GGML_TYPE_I2_S, i2s.i2s_n_bytes(out_f, in_f), lambda: [i2s.pack_i2s(*load())])
+            return TensorJob(
+                gguf_name, ne, GGML_TYPE_I2_S, i2s.i2s_n_bytes(out_f, in_f), lambda: [i2s.pack_i2s(*load())]
+            )
         ggml_type, _, elem_bytes = FLOAT_TYPES[self.outtype]
 
         def produce():
@@ -137,7 +142,9 @@ def _as_ternary(name: str, w: np.ndarray) -> np.ndarray:
 
 def plan_tensors(ckpt: Checkpoint, hp: HParams, outtype: str, token_embedding_type: str | None) -> list[TensorJob]:
     p = _Planner(ckpt, hp, outtype)
-    jobs = [p.float_tensor("token_embd.weight", "model.embed_tokens.weight", (hp.n_vocab, hp.n_embd), token_embedding_type)]
+    jobs = [
+        p.float_tensor("token_embd.weight", "model.embed_tokens.weight", (hp.n_vocab, hp.n_embd), token_embedding_type)
+    ]
     for i in range(hp.n_layer):
         for hf, gguf, kind, shape_of in LAYER_TENSORS:
             name, hf_name, shape = f"blk.{i}.{gguf}.weight", f"model.layers.{i}.{hf}", shape_of(hp)
@@ -170,7 +177,9 @@ def _check_outfile(outfile: Path, model_dir: Path, ckpt: Checkpoint) -> None:
         raise ValueError(f"refusing to overwrite the input file {outfile}; choose another --outfile")
 
 
-def convert(model_dir, outfile, outtype: str = "i2_s", token_embedding_type: str | None = None, progress: bool = True) -> Path:
+def convert(
+    model_dir, outfile, outtype: str = "i2_s", token_embedding_type: str | None = None, progress: bool = True
+) -> Path:
     """Convert a BitNetForCausalLM checkpoint directory to a GGUF file; return its path."""
     from bitnet.convert.tokenizer_meta import gguf_tokenizer_fields
 
@@ -198,11 +207,11 @@ def convert(model_dir, outfile, outtype: str = "i2_s", token_embedding_type: str
         for job in jobs:
             w.add_tensor(job.name, job.ne, job.ggml_type, job.n_bytes)
         w.write_header()
-        _write_tensors(w, jobs, progress)
+        _write_tensors(w, jobs, progress, after_each=ckpt.release_pages)
     return outfile
 
 
-def _write_tensors(w: GGUFWriter, jobs: list[TensorJob], progress: bool) -> None:
+def _write_tensors(w: GGUFWriter, jobs: list[TensorJob], progress: bool, after_each: Callable[[], None]) -> None:
     from tqdm import tqdm
 
     show = progress and sys.stderr.isatty()
@@ -211,5 +220,5 @@ def _write_tensors(w: GGUFWriter, jobs: list[TensorJob], progress: bool) -> None
         for job in jobs:
             bar.set_postfix_str(job.name, refresh=False)
             w.write_tensor_data(job.name, job.produce())
+            after_each()
             bar.update(job.n_bytes)
-

@@ -87,6 +87,9 @@ def _linear_class(config: dict) -> str:
     linear_class = quant.get("linear_class", "bitlinear")
     if linear_class not in ("bitlinear", "autobitlinear"):
         raise ValueError(f"config.json: unknown BitNet linear_class {linear_class!r}")
+    kept_float = [m for m in quant.get("modules_to_not_convert") or [] if m != "lm_head"]
+    if kept_float:  # those layers would be plain float linears, which the engine does not run
+        raise ValueError(f"config.json: layers kept in float ({', '.join(kept_float)}) are not supported")
     if quant.get("use_rms_norm"):
         raise ValueError("config.json: BitNet quantization with use_rms_norm is not supported")
     return linear_class
@@ -144,5 +147,5 @@ def read_config(model_dir) -> HParams:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ValueError(f"{path}: expected a JSON object")  # noqa: TRY004 (bad file content)
     return parse_config(config)

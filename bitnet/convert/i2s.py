@@ -1,5 +1,6 @@
 """numpy twin of bitnet.cpp's I2_S layout (DESIGN §2); the C++ kernels read the same bytes.
 
+Layout:
     codes   c = w + 1 in {0, 1, 2} (3 unused), the tensor flattened row-major (n = ne0 * ne1)
     block   128 consecutive codes -> 32 bytes, most significant bits first:
                 byte[m] = c[m] << 6 | c[32 + m] << 4 | c[64 + m] << 2 | c[96 + m]   (m = 0..31)

@@ -5,11 +5,14 @@ tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relativ
 start) plus an optional "__metadata__". Sharded checkpoints add model.safetensors.index.json
 whose "weight_map" names the shard holding each tensor. Every offset is checked against the
 file size when the file is opened, so a truncated download fails with its name, not a crash.
+The converter calls release_pages() after each tensor: the mapped pages it has read leave
+the process (they stay in the page cache), so a 2B model is never resident all at once.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from pathlib import Path
 
@@ -45,7 +48,7 @@ class SafetensorsFile:
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{self.path}: header is not valid JSON ({e})") from None
         if not isinstance(header, dict):
-            raise ValueError(f"{self.path}: header is not a JSON object")
+            raise ValueError(f"{self.path}: header is not a JSON object")  # noqa: TRY004 (bad file content)
         header.pop("__metadata__", None)
         self.data_start = 8 + n_header
         self.entries = {name: self._check_entry(name, e, size - self.data_start) for name, e in header.items()}
@@ -65,7 +68,9 @@ class SafetensorsFile:
                 "(truncated download?)"
             )
         if dtype in DTYPES and end - begin != int(np.prod(shape)) * DTYPES[dtype].itemsize:
-            raise ValueError(f"{self.path}: tensor {name!r} has {end - begin} bytes, not {dtype} of shape {list(shape)}")
+            raise ValueError(
+                f"{self.path}: tensor {name!r} has {end - begin} bytes, not {dtype} of shape {list(shape)}"
+            )
         return dtype, shape, begin, end
 
     def raw(self, name: str) -> np.ndarray:
@@ -74,8 +79,15 @@ class SafetensorsFile:
         if dtype not in DTYPES:
             raise ValueError(f"{self.path}: tensor {name!r} has dtype {dtype}, not one of {', '.join(DTYPES)}")
         if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+            with open(self.path, "rb") as f:
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._map = np.frombuffer(self._mmap, dtype=np.uint8)
         return self._map[self.data_start + begin : self.data_start + end].view(DTYPES[dtype]).reshape(shape)
+
+    def release_pages(self) -> None:
+        """Drop this process's mapped pages (views stay valid: pages fault back in on use)."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
 
 
 class Checkpoint:
@@ -138,6 +150,10 @@ class Checkpoint:
         if dtype in ("F32", "F16"):
             return raw.astype(np.float32)
         raise ValueError(f"tensor {name!r} is {dtype}, expected a float type (F32/F16/BF16)")
+
+    def release_pages(self) -> None:
+        for f in self.files.values():
+            f.release_pages()
 
     @property
     def paths(self) -> list[Path]:

@@ -40,7 +40,7 @@ def _read_json(path: Path) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ValueError(f"{path}: expected a JSON object")  # noqa: TRY004 (one error type for bad files)
     return data
 
 
@@ -76,7 +76,11 @@ def _check_supported(tok: dict) -> None:
         if s.get("type") == "Split"
     ]
     byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
-    if regexes != [(LLAMA3_SPLIT_REGEX, "Isolated", False)] or len(byte_level) != 1 or byte_level[0].get("use_regex", True):
+    if (
+        regexes != [(LLAMA3_SPLIT_REGEX, "Isolated", False)]
+        or len(byte_level) != 1
+        or byte_level[0].get("use_regex", True)
+    ):
         raise ValueError("tokenizer pre-tokenizer is not Llama-3's (Split regex + ByteLevel): not supported yet")
 
 

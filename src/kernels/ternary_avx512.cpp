@@ -22,7 +22,17 @@
 // Activations: m rows of k int8, row i at a + i*k. Output y[i*ldy + r] (int32).
 // Tiles: m == 1 (GEMV) runs 4 weight rows against the row; m > 1 (GEMM) runs 2 weight rows
 // against 4 activation rows, over row chunks of kRowChunk (the chunk's weights stay in L1).
+// GCC 12's AVX-512 headers trip its own -W(maybe-)uninitialized on their `__Y = __Y`
+// placeholders (GCC bug 105593, fixed in GCC 13); the warnings are about the headers, not us.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #include "kernels/ternary.h"
 #include "kernels/ternary_impl.h"
@@ -92,9 +102,11 @@ inline int32_t hsum_i32(__m512i v) {
 
 // R weight rows (w, w + row_bytes, ...) times M activation rows (a, a + k, ...):
 // y[i*ldy + r] for r < R, i < M, where y points at the tile's first output.
+// prefetch: the next tile's R rows, fetched R*32 bytes per block so that they have arrived when
+// this tile ends (hardware prefetchers do badly on R short interleaved streams).
 template <class Dot, int R, int M>
 void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y,
-              int64_t ldy) {
+              int64_t ldy, const uint8_t *prefetch) {
     const int64_t row_bytes = k / 4;
     const int64_t n_blocks = k / kI2SBlock;
     // A step covers two blocks, but each int16 lane still sees 4 maddubs outputs per step.
@@ -109,6 +121,9 @@ void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sum
         for (int r = 0; r < R; ++r)
             for (int i = 0; i < M; ++i) inner[r][i] = _mm512_setzero_si512();
         for (int64_t b = g; b < g_end; b += 2) {
+            for (int64_t l = 0; l < 2 * R * kI2SBlockBytes; l += 64)
+                _mm_prefetch(reinterpret_cast<const char *>(prefetch + b * R * kI2SBlockBytes + l),
+                             _MM_HINT_T0);
             const bool two = b + 1 < n_blocks;
             __m512i codes[R][4];
             for (int r = 0; r < R; ++r) decode_pair(w + r * row_bytes + b * kI2SBlockBytes, two, codes[r]);
@@ -132,8 +147,11 @@ void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t 
     constexpr int R = M == 1 ? 4 : 2;
     const int64_t row_bytes = k / 4;
     int64_t r = r0;
-    for (; r + R <= r1; r += R) i2s_tile<Dot, R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy);
-    for (; r < r1; ++r) i2s_tile<Dot, 1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy);
+    // The prefetch may run up to one tile past r1 (prefetches never fault).
+    for (; r + R <= r1; r += R)
+        i2s_tile<Dot, R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + R) * row_bytes);
+    for (; r < r1; ++r)
+        i2s_tile<Dot, 1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + 1) * row_bytes);
 }
 
 template <class Dot>

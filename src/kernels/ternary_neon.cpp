@@ -40,15 +40,19 @@ inline void decode_block(const uint8_t *p, int8x16_t codes[8]) {
 
 // R weight rows (w, w + row_bytes, ...) times M activation rows (a, a + k, ...):
 // y[i*ldy + r] for r < R, i < M, where y points at the tile's first output.
+// prefetch: the next tile's R rows, fetched R*32 bytes per block so that they have arrived when
+// this tile ends (hardware prefetchers do badly on R short interleaved streams).
 template <int R, int M>
 void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y,
-              int64_t ldy) {
+              int64_t ldy, const uint8_t *prefetch) {
     const int64_t row_bytes = k / 4;
     const int64_t n_blocks = k / kI2SBlock;
     int32x4_t acc[R][M];
     for (int r = 0; r < R; ++r)
         for (int i = 0; i < M; ++i) acc[r][i] = vdupq_n_s32(0);
     for (int64_t b = 0; b < n_blocks; ++b) {
+        for (int64_t l = 0; l < R * kI2SBlockBytes; l += 64)
+            __builtin_prefetch(prefetch + b * R * kI2SBlockBytes + l);
         for (int r = 0; r < R; ++r) {
             int8x16_t codes[8];
             decode_block(w + r * row_bytes + b * kI2SBlockBytes, codes);
@@ -70,8 +74,11 @@ void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t 
     constexpr int R = M == 1 ? 4 : 2;
     const int64_t row_bytes = k / 4;
     int64_t r = r0;
-    for (; r + R <= r1; r += R) i2s_tile<R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy);
-    for (; r < r1; ++r) i2s_tile<1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy);
+    // The prefetch may run up to one tile past r1 (prefetches never fault).
+    for (; r + R <= r1; r += R)
+        i2s_tile<R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + R) * row_bytes);
+    for (; r < r1; ++r)
+        i2s_tile<1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + 1) * row_bytes);
 }
 
 void i2s_matmul_neon(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,

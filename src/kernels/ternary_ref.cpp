@@ -32,7 +32,11 @@ int32_t i2s_dot_row(const uint8_t *row, const int8_t *a, int64_t k) {
     for (int64_t b = 0; b < k / kI2SBlock; ++b) {
         const uint8_t *block = row + b * kI2SBlockBytes;
         const int8_t *ab = a + b * kI2SBlock;
-        for (int64_t j = 0; j < kI2SBlock; ++j) acc += (i2s_code(block, j) - 1) * ab[j];
+        for (int m = 0; m < 32; ++m) {  // byte m holds columns m, 32+m, 64+m, 96+m
+            const int byte = block[m];
+            acc += ((byte >> 6 & 3) - 1) * ab[m] + ((byte >> 4 & 3) - 1) * ab[32 + m] +
+                   ((byte >> 2 & 3) - 1) * ab[64 + m] + ((byte & 3) - 1) * ab[96 + m];
+        }
     }
     return acc;
 }

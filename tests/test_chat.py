@@ -1,0 +1,171 @@
+"""Chat templates rendered like transformers' apply_chat_template, with a safe fallback."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import pytest
+
+from bitnet.chat import BITNET_CHAT_TEMPLATE, ChatTemplateLimitError, render_chat
+from bitnet.errors import BitnetError
+from tests.tokenizer_fixture import BITNET_2B4T_CHAT_TEMPLATE, write_test_tokenizer
+
+CHATS = [
+    [{"role": "user", "content": "Hello!"}],
+    [{"role": "system", "content": "  You are terse.\n"}, {"role": "user", "content": "2+2?"}],
+    [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi <|eot_id|> there"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Café, 中文, 😀 and\ttabs\n\nnew lines"},
+    ],
+    [{"role": "user", "content": ""}],
+]
+
+# A template exercising what chat templates use: namespace, loop controls, tojson (which must
+# not HTML-escape), filters, {% generation %}, conditionals on roles, raise_exception paths.
+RICH_TEMPLATE = """\
+{%- set ns = namespace(n_user=0) -%}
+{{- bos_token -}}
+{%- for message in messages -%}
+    {%- if message['role'] == 'user' %}{% set ns.n_user = ns.n_user + 1 %}{% endif -%}
+    {%- if message['role'] == 'assistant' -%}
+        {% generation %}{{ message['content'] | tojson }}{% endgeneration %}
+    {%- else -%}
+        <{{ message['role'] | upper }}>{{ message['content'] | tojson(indent=2) }}{{ eos_token }}
+    {% endif -%}
+    {%- if loop.index > 10 %}{% break %}{% endif -%}
+{%- endfor -%}
+users={{ ns.n_user }} {{ {'a': '<&>', 'b': [1, 2]} | tojson(sort_keys=True) }}
+{%- if add_generation_prompt %}[GEN]{% endif -%}
+"""
+
+
+@pytest.fixture(scope="module")
+def auto(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("chat_tok")
+    write_test_tokenizer(d)
+    return transformers.AutoTokenizer.from_pretrained(str(d))
+
+
+def render_like(auto, chat, template=None, add_generation_prompt=True):
+    return render_chat(
+        chat,
+        template if template is not None else auto.chat_template,
+        bos_token=auto.bos_token,
+        eos_token=auto.eos_token,
+        add_generation_prompt=add_generation_prompt,
+    )
+
+
+@pytest.mark.parametrize("chat", CHATS)
+@pytest.mark.parametrize("gen", [True, False])
+def test_equals_transformers(auto, chat, gen):
+    expected = auto.apply_chat_template(chat, tokenize=False, add_generation_prompt=gen)
+    assert render_like(auto, chat, add_generation_prompt=gen) == expected
+
+
+@pytest.mark.parametrize("chat", CHATS)
+def test_rich_template_equals_transformers(auto, chat):
+    chat = [*chat, {"role": "assistant", "content": 'says "<b>" & more'}]
+    expected = auto.apply_chat_template(chat, chat_template=RICH_TEMPLATE, tokenize=False, add_generation_prompt=True)
+    assert render_like(auto, chat, RICH_TEMPLATE) == expected
+    assert '"<&>"' in expected  # tojson did not escape
+
+
+def test_builtin_is_2b4t_format(auto):
+    assert BITNET_CHAT_TEMPLATE == BITNET_2B4T_CHAT_TEMPLATE
+    chat = CHATS[2]
+    text = render_chat(chat, None, bos_token="<|begin_of_text|>")
+    assert text == auto.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert text.startswith("<|begin_of_text|>System: Be kind.<|eot_id|>User: Hi <|eot_id|> there<|eot_id|>")
+    assert text.endswith("<|eot_id|>Assistant: ")
+
+
+def test_strftime_now():
+    year = time.strftime("%Y")
+    assert render_chat(CHATS[0], "{{ strftime_now('%Y') }}") in {year, str(int(year) + 1)}
+
+
+BROKEN_TEMPLATES = {
+    "syntax error": "{% for message in messages %}{{ message['content'] }",
+    "unknown tag": "{% frobnicate %}",
+    "raise_exception": "{{ raise_exception('Conversation roles must alternate user/assistant') }}",
+    "undefined call": "{{ messages[0].content.nonexistent() }}",
+    "sandbox escape": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "namespace dunder": "{% set ns = namespace() %}{% set ns._secret = 1 %}{{ ns._secret }}",
+    "mutation": "{% set x = messages.append({'role': 'user', 'content': 'x'}) %}",
+    "range too big": "{% for i in range(10**9) %}{% endfor %}",
+    "recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "type error": "{{ messages + 1 }}",
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_TEMPLATES)
+def test_broken_template_falls_back(name):
+    with pytest.warns(UserWarning, match="built-in BitNet template"):
+        text = render_chat(CHATS[1], BROKEN_TEMPLATES[name], bos_token="<s>")
+    assert text == "<s>System: You are terse.<|eot_id|>User: 2+2?<|eot_id|>Assistant: "
+
+
+@pytest.mark.parametrize("template", [None, ""])
+def test_missing_template_uses_builtin_quietly(template):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = render_chat(CHATS[0], template, add_generation_prompt=False)
+    assert text == "User: Hello!<|eot_id|>"
+
+
+def test_huge_output_is_refused_quickly():
+    template = "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"  # would be 100 MB
+    t0 = time.perf_counter()
+    with pytest.raises(ChatTemplateLimitError, match="more than"):
+        render_chat(CHATS[0], template)
+    assert time.perf_counter() - t0 < 5
+    assert issubclass(ChatTemplateLimitError, BitnetError)
+
+
+def test_silent_nested_loops_are_refused():
+    template = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    t0 = time.perf_counter()
+    with pytest.raises(ChatTemplateLimitError, match="loops"):
+        render_chat(CHATS[0], template)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_output_limit_scales_with_the_messages():
+    big = [{"role": "user", "content": "word " * 400_000}]  # 2 MB of real text renders
+    assert render_chat(big).startswith("User: word word")
+    with pytest.raises(ChatTemplateLimitError):
+        render_chat(CHATS[0], "{% for i in range(3000) %}{{ 'y' * 100 }}{% endfor %}", max_chars=100_000)
+
+
+BAD_MESSAGES = [
+    "hello",
+    [],
+    None,
+    {"role": "user", "content": "hi"},
+    ["hi"],
+    [{"content": "no role"}],
+    [{"role": "", "content": "empty role"}],
+    [{"role": 3, "content": "int role"}],
+    [{"role": "user"}],
+    [{"role": "user", "content": None}],
+    [{"role": "user", "content": [{"type": "text", "text": "parts"}]}],
+    [{"role": "user", "content": "ok"}, {"role": "user", "content": b"bytes"}],
+]
+
+
+@pytest.mark.parametrize("messages", BAD_MESSAGES, ids=range(len(BAD_MESSAGES)))
+def test_bad_messages_are_refused(messages):
+    with pytest.raises(BitnetError, match="messages"):
+        render_chat(messages, BITNET_CHAT_TEMPLATE)
+
+
+def test_template_cannot_change_callers_messages():
+    chat = [{"role": "user", "content": "hi", "extra": {"k": 1}}]
+    with pytest.warns(UserWarning):
+        render_chat(chat, "{% set _ = messages[0].update({'content': 'changed'}) %}x")
+    assert chat == [{"role": "user", "content": "hi", "extra": {"k": 1}}]
