@@ -1,6 +1,7 @@
 // Picks the ternary kernel set once per process: the best one this CPU runs, or the one the
 // BITNET_ISA environment variable names ("scalar", "avx2", "avx512", "neon"; "" or "auto" =
-// best; the variant names "avx512bw" and "avx512vnni" force one AVX-512 flavour). This file is compiled without ISA flags, so it runs on any CPU of the architecture.
+// best; the variant names "avx512bw" and "avx512vnni" force one AVX-512 flavour).
+// This file is compiled without ISA flags, so it runs on any CPU of the architecture.
 //
 //   x86-64:  scalar < avx2 (AVX2 + FMA + F16C) < avx512 (F + BW + VL + DQ; VNNI picked inside)
 //   aarch64: scalar < neon (ASIMD dot product, armv8.2-a+dotprod)
@@ -22,12 +23,20 @@ namespace bitnet {
 
 // Tables of ISAs this build does not compile: present so that every build links, never picked.
 #if !defined(__x86_64__)
-const ternary_kernel_set *ternary_kernels_avx2() { return nullptr; }
-const ternary_kernel_set *ternary_kernels_avx512() { return nullptr; }
-const ternary_kernel_set *ternary_kernels_avx512bw() { return nullptr; }
+const ternary_kernel_set *ternary_kernels_avx2() {
+    return nullptr;
+}
+const ternary_kernel_set *ternary_kernels_avx512() {
+    return nullptr;
+}
+const ternary_kernel_set *ternary_kernels_avx512bw() {
+    return nullptr;
+}
 #endif
 #if !defined(__aarch64__)
-const ternary_kernel_set *ternary_kernels_neon() { return nullptr; }
+const ternary_kernel_set *ternary_kernels_neon() {
+    return nullptr;
+}
 #endif
 
 namespace {
@@ -35,31 +44,45 @@ namespace {
 #if defined(__x86_64__)
 bool cpu_has_avx2() {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 bool cpu_has_avx512() {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           cpu_has_avx2();
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && cpu_has_avx2();
 }
-bool cpu_has_avx512vnni() { return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni"); }
+bool cpu_has_avx512vnni() {
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+}
 #else
-bool cpu_has_avx2() { return false; }
-bool cpu_has_avx512() { return false; }
-bool cpu_has_avx512vnni() { return false; }
+bool cpu_has_avx2() {
+    return false;
+}
+bool cpu_has_avx512() {
+    return false;
+}
+bool cpu_has_avx512vnni() {
+    return false;
+}
 #endif
 
 #if defined(__aarch64__) && defined(__linux__)
-bool cpu_has_dotprod() { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+bool cpu_has_dotprod() {
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+}
 #elif defined(__aarch64__) && defined(__APPLE__)
-bool cpu_has_dotprod() { return true; }  // every Apple arm64 CPU has it
+bool cpu_has_dotprod() {
+    return true;
+}  // every Apple arm64 CPU has it
 #else
-bool cpu_has_dotprod() { return false; }
+bool cpu_has_dotprod() {
+    return false;
+}
 #endif
 
-bool cpu_has_nothing_special() { return true; }
+bool cpu_has_nothing_special() {
+    return true;
+}
 
 struct isa_entry {
     const char *name;
@@ -142,6 +165,8 @@ bool ternary_kernels_force(const char *name) {
     return true;
 }
 
-const char *ternary_kernels_available() { return state().available.c_str(); }
+const char *ternary_kernels_available() {
+    return state().available.c_str();
+}
 
 }  // namespace bitnet

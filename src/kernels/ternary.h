@@ -20,7 +20,8 @@ struct ternary_kernel_set {
     // w points at the start of the matrix (row 0); a_sums[i] = sum of activation row i.
     void (*i2s_matmul)(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
                        const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy);
-    // DESIGN.md section 3: s = 127/max(max|x|,1e-5); q = clamp(rint(x*s),-128,127);
+    // DESIGN.md section 3, as PyTorch rounds it: s = 127 * (1/max(max|x|,1e-5));
+    // q = clamp(rint(x*s),-128,127);
     // writes q[0..k), *scale = s, *sum = sum of q.
     void (*quantize_row_int8)(const float *x, int64_t k, int8_t *q, float *scale, int32_t *sum);
 };
@@ -43,7 +44,9 @@ void i2s_unpack(const uint8_t *packed, int64_t n, int64_t k, int8_t *w);
 // The set in use: the best one the CPU supports, or the one named by BITNET_ISA.
 // Returns nullptr and fills *error if BITNET_ISA names an unknown or unsupported set.
 const ternary_kernel_set *ternary_kernels_active(const char **error);
-// Look up a set by name ("scalar", "avx2", "avx512", "neon") if this CPU can run it.
+// Look up a set by name ("scalar", "avx2", "avx512", "neon"; also the AVX-512 variant names
+// "avx512bw" and "avx512vnni") if this CPU can run it. A table's own `name` may be the more
+// specific variant name ("avx512vnni" for what "avx512" picked); by_name accepts both.
 const ternary_kernel_set *ternary_kernels_by_name(const char *name);
 // Replace the active set (tests); returns false if unknown/unsupported.
 bool ternary_kernels_force(const char *name);

@@ -61,9 +61,8 @@ inline void decode_pair(const uint8_t *p, bool two, __m512i codes[4]) {
 inline void load_act_pair(const int8_t *a, bool two, __m512i act[4]) {
     for (int j = 0; j < 4; ++j) {
         const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a + 32 * j));
-        const __m256i hi =
-            two ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a + kI2SBlock + 32 * j))
-                : _mm256_setzero_si256();
+        const __m256i hi = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a + kI2SBlock + 32 * j))
+                               : _mm256_setzero_si256();
         act[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
     }
 }
@@ -73,15 +72,12 @@ struct dot_vnni {
         for (int j = 0; j < 4; ++j) acc = _mm512_dpbusd_epi32(acc, codes[j], act[j]);
         return acc;
     }
-    static inline __m512i widen_add(__m512i acc32, __m512i inner) {
-        return _mm512_add_epi32(acc32, inner);
-    }
+    static inline __m512i widen_add(__m512i acc32, __m512i inner) { return _mm512_add_epi32(acc32, inner); }
 };
 
 struct dot_bw {
     static inline __m512i step(__m512i acc16, const __m512i codes[4], const __m512i act[4]) {
-        for (int j = 0; j < 4; ++j)
-            acc16 = _mm512_add_epi16(acc16, _mm512_maddubs_epi16(codes[j], act[j]));
+        for (int j = 0; j < 4; ++j) acc16 = _mm512_add_epi16(acc16, _mm512_maddubs_epi16(codes[j], act[j]));
         return acc16;
     }
     // Sign-extend the high and the low int16 of every int32 lane and add both.
@@ -105,8 +101,8 @@ inline int32_t hsum_i32(__m512i v) {
 // prefetch: the next tile's R rows, fetched R*32 bytes per block so that they have arrived when
 // this tile ends (hardware prefetchers do badly on R short interleaved streams).
 template <class Dot, int R, int M>
-void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y,
-              int64_t ldy, const uint8_t *prefetch) {
+void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y, int64_t ldy,
+              const uint8_t *prefetch) {
     const int64_t row_bytes = k / 4;
     const int64_t n_blocks = k / kI2SBlock;
     // A step covers two blocks, but each int16 lane still sees 4 maddubs outputs per step.
@@ -142,8 +138,8 @@ void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sum
 
 // M activation rows against weight rows [r0, r1).
 template <class Dot, int M>
-void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
-              const int32_t *a_sums, int32_t *y, int64_t ldy) {
+void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums,
+              int32_t *y, int64_t ldy) {
     constexpr int R = M == 1 ? 4 : 2;
     const int64_t row_bytes = k / 4;
     int64_t r = r0;
@@ -164,18 +160,26 @@ void i2s_matmul_avx512(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, cons
     for (int64_t c0 = r0; c0 < r1; c0 += kRowChunk) {
         const int64_t c1 = std::min(r1, c0 + kRowChunk);
         int64_t i = 0;
-        for (; i + 4 <= m; i += 4)
-            i2s_rows<Dot, 4>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
+        for (; i + 4 <= m; i += 4) i2s_rows<Dot, 4>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
         switch (m - i) {
-            case 3: i2s_rows<Dot, 3>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy); break;
-            case 2: i2s_rows<Dot, 2>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy); break;
-            case 1: i2s_rows<Dot, 1>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy); break;
-            default: break;
+            case 3:
+                i2s_rows<Dot, 3>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
+                break;
+            case 2:
+                i2s_rows<Dot, 2>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
+                break;
+            case 1:
+                i2s_rows<Dot, 1>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
+                break;
+            default:
+                break;
         }
     }
 }
 
-inline __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+inline __mmask16 tail_mask(int64_t n) {
+    return static_cast<__mmask16>((1u << n) - 1u);
+}
 
 float absmax_avx512(const float *x, int64_t k) {
     __m512 m0 = _mm512_setzero_ps(), m1 = _mm512_setzero_ps();
@@ -211,10 +215,8 @@ void quantize_row_int8_avx512(const float *x, int64_t k, int8_t *q, float *scale
     *sum = hsum_i32(vsum);
 }
 
-const ternary_kernel_set kAvx512Vnni = {"avx512vnni", i2s_matmul_avx512<dot_vnni>,
-                                        quantize_row_int8_avx512};
-const ternary_kernel_set kAvx512Bw = {"avx512bw", i2s_matmul_avx512<dot_bw>,
-                                      quantize_row_int8_avx512};
+const ternary_kernel_set kAvx512Vnni = {"avx512vnni", i2s_matmul_avx512<dot_vnni>, quantize_row_int8_avx512};
+const ternary_kernel_set kAvx512Bw = {"avx512bw", i2s_matmul_avx512<dot_bw>, quantize_row_int8_avx512};
 
 }  // namespace
 
@@ -223,6 +225,8 @@ const ternary_kernel_set *ternary_kernels_avx512() {
     return __builtin_cpu_supports("avx512vnni") ? &kAvx512Vnni : &kAvx512Bw;
 }
 
-const ternary_kernel_set *ternary_kernels_avx512bw() { return &kAvx512Bw; }
+const ternary_kernel_set *ternary_kernels_avx512bw() {
+    return &kAvx512Bw;
+}
 
 }  // namespace bitnet

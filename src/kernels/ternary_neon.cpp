@@ -43,8 +43,8 @@ inline void decode_block(const uint8_t *p, int8x16_t codes[8]) {
 // prefetch: the next tile's R rows, fetched R*32 bytes per block so that they have arrived when
 // this tile ends (hardware prefetchers do badly on R short interleaved streams).
 template <int R, int M>
-void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y,
-              int64_t ldy, const uint8_t *prefetch) {
+void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y, int64_t ldy,
+              const uint8_t *prefetch) {
     const int64_t row_bytes = k / 4;
     const int64_t n_blocks = k / kI2SBlock;
     int32x4_t acc[R][M];
@@ -63,22 +63,20 @@ void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sum
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int i = 0; i < M; ++i)
-            y[i * ldy + r] = sub_wrapping(vaddvq_s32(acc[r][i]), a_sums[i]);
+        for (int i = 0; i < M; ++i) y[i * ldy + r] = sub_wrapping(vaddvq_s32(acc[r][i]), a_sums[i]);
 }
 
 // M activation rows against weight rows [r0, r1).
 template <int M>
-void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
-              const int32_t *a_sums, int32_t *y, int64_t ldy) {
+void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums,
+              int32_t *y, int64_t ldy) {
     constexpr int R = M == 1 ? 4 : 2;
     const int64_t row_bytes = k / 4;
     int64_t r = r0;
     // The prefetch may run up to one tile past r1 (prefetches never fault).
     for (; r + R <= r1; r += R)
         i2s_tile<R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + R) * row_bytes);
-    for (; r < r1; ++r)
-        i2s_tile<1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + 1) * row_bytes);
+    for (; r < r1; ++r) i2s_tile<1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + 1) * row_bytes);
 }
 
 void i2s_matmul_neon(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
@@ -92,10 +90,17 @@ void i2s_matmul_neon(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const 
         int64_t i = 0;
         for (; i + 4 <= m; i += 4) i2s_rows<4>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
         switch (m - i) {
-            case 3: i2s_rows<3>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy); break;
-            case 2: i2s_rows<2>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy); break;
-            case 1: i2s_rows<1>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy); break;
-            default: break;
+            case 3:
+                i2s_rows<3>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
+                break;
+            case 2:
+                i2s_rows<2>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
+                break;
+            case 1:
+                i2s_rows<1>(w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
+                break;
+            default:
+                break;
         }
     }
 }
@@ -139,6 +144,8 @@ const ternary_kernel_set kNeon = {"neon", i2s_matmul_neon, quantize_row_int8_neo
 
 }  // namespace
 
-const ternary_kernel_set *ternary_kernels_neon() { return &kNeon; }
+const ternary_kernel_set *ternary_kernels_neon() {
+    return &kNeon;
+}
 
 }  // namespace bitnet

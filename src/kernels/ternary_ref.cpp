@@ -52,7 +52,7 @@ void i2s_matmul_ref(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const i
 void quantize_row_int8_ref(const float *x, int64_t k, int8_t *q, float *scale, int32_t *sum) {
     float amax = 0.0f;
     for (int64_t i = 0; i < k; ++i) amax = std::max(amax, std::fabs(x[i]));
-    const float s = int8_scale_from_absmax(amax);  // 127 / max(amax, 1e-5)
+    const float s = int8_scale_from_absmax(amax);  // 127 * (1 / max(amax, 1e-5))
     int32_t total = 0;
     for (int64_t i = 0; i < k; ++i) {
         // One f32 multiply, then round half to even: torch's (x*scale).round().clamp(-128,127).
@@ -67,7 +67,9 @@ const ternary_kernel_set kScalar = {"scalar", i2s_matmul_ref, quantize_row_int8_
 
 }  // namespace
 
-const ternary_kernel_set *ternary_kernels_scalar() { return &kScalar; }
+const ternary_kernel_set *ternary_kernels_scalar() {
+    return &kScalar;
+}
 
 void i2s_pack(const int8_t *w, int64_t n, int64_t k, uint8_t *out) {
     const int64_t total = n * k;
@@ -78,8 +80,7 @@ void i2s_pack(const int8_t *w, int64_t n, int64_t k, uint8_t *out) {
         for (int64_t m = 0; m < kI2SBlockBytes; ++m) {
             // A value outside -1..1 is a caller bug; mask so it cannot spill into a neighbour.
             auto code = [&](int64_t j) { return static_cast<unsigned>(wb[j] + 1) & 3u; };
-            ob[m] = static_cast<uint8_t>(code(m) << 6 | code(32 + m) << 4 | code(64 + m) << 2 |
-                                         code(96 + m));
+            ob[m] = static_cast<uint8_t>(code(m) << 6 | code(32 + m) << 4 | code(64 + m) << 2 | code(96 + m));
         }
     }
 }
@@ -89,8 +90,7 @@ void i2s_unpack(const uint8_t *packed, int64_t n, int64_t k, int8_t *w) {
     assert(total % kI2SBlock == 0);
     for (int64_t b = 0; b < total / kI2SBlock; ++b)
         for (int64_t j = 0; j < kI2SBlock; ++j)
-            w[b * kI2SBlock + j] =
-                static_cast<int8_t>(i2s_code(packed + b * kI2SBlockBytes, j) - 1);
+            w[b * kI2SBlock + j] = static_cast<int8_t>(i2s_code(packed + b * kI2SBlockBytes, j) - 1);
 }
 
 }  // namespace bitnet

@@ -2,7 +2,7 @@
 // int8 dot product, every ISA this CPU runs against the scalar reference (bit for bit), and the
 // BITNET_ISA dispatch. Deterministic (fixed seeds). Prints one line per failure and a final
 // "N passed, M failed"; exits non-zero on any failure.
-#include <cmath>
+#include <algorithm>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -51,10 +51,10 @@ constexpr int32_t kSentinel = 0x7EADBEEF;
 void test_layout() {
     // Two blocks of zeros (code 1 = 0b01 everywhere -> 0x55), then single codes changed.
     std::vector<int8_t> w(256, 0);
-    w[32 + 5] = 1;    // c[32+m] = 2 -> bits 5..4 of byte 5: 0b01'10'01'01
-    w[7] = -1;        // c[m] = 0    -> bits 7..6 of byte 7: 0b00'01'01'01
-    w[64 + 0] = -1;   // c[64+m] = 0 -> bits 3..2 of byte 0: 0b01'01'00'01
-    w[96 + 31] = 1;   // c[96+m] = 2 -> bits 1..0 of byte 31: 0b01'01'01'10
+    w[32 + 5] = 1;         // c[32+m] = 2 -> bits 5..4 of byte 5: 0b01'10'01'01
+    w[7] = -1;             // c[m] = 0    -> bits 7..6 of byte 7: 0b00'01'01'01
+    w[64 + 0] = -1;        // c[64+m] = 0 -> bits 3..2 of byte 0: 0b01'01'00'01
+    w[96 + 31] = 1;        // c[96+m] = 2 -> bits 1..0 of byte 31: 0b01'01'01'10
     w[128 + 96 + 2] = -1;  // second block, byte 32+2, bits 1..0: 0b01'01'01'00
     std::vector<uint8_t> packed(64, 0xAA);
     i2s_pack(w.data(), 2, 128, packed.data());
@@ -65,8 +65,8 @@ void test_layout() {
     expect[31] = 0x56;
     expect[32 + 2] = 0x54;
     for (int i = 0; i < 64; ++i)
-        check(packed[i] == expect[i], "i2s layout: byte %d is 0x%02x, expected 0x%02x", i,
-              packed[i], expect[i]);
+        check(packed[i] == expect[i], "i2s layout: byte %d is 0x%02x, expected 0x%02x", i, packed[i],
+              expect[i]);
     std::vector<int8_t> back(256, 9);
     i2s_unpack(packed.data(), 2, 128, back.data());
     check(back == w, "i2s layout: unpack of the hand-made example differs");
@@ -106,8 +106,8 @@ void finish_problem(problem &p) {
     for (int64_t i = 0; i < p.m; ++i)
         for (int64_t j = 0; j < p.k; ++j) p.a_sums[i] += p.a[i * p.k + j];
     p.ref.assign(p.m * p.n, kSentinel);
-    ternary_kernels_scalar()->i2s_matmul(p.packed.data(), p.k, 0, p.n, p.a.data(),
-                                         p.a_sums.data(), p.m, p.ref.data(), p.n);
+    ternary_kernels_scalar()->i2s_matmul(p.packed.data(), p.k, 0, p.n, p.a.data(), p.a_sums.data(), p.m,
+                                         p.ref.data(), p.n);
 }
 
 // act_mode 0: uniform int8, 1: all -128, 2: all 127, 3: rows alternate -128 / 127.
@@ -142,9 +142,9 @@ void check_reference(const problem &p, const char *what) {
             int64_t dot = 0;
             for (int64_t j = 0; j < p.k; ++j) dot += p.w[r * p.k + j] * p.a[i * p.k + j];
             if (dot != p.ref[i * p.n + r]) {
-                check(false, "scalar %s n=%lld k=%lld m=%lld: y[%lld][%lld] = %d, plain dot %lld",
-                      what, (long long)p.n, (long long)p.k, (long long)p.m, (long long)i,
-                      (long long)r, p.ref[i * p.n + r], (long long)dot);
+                check(false, "scalar %s n=%lld k=%lld m=%lld: y[%lld][%lld] = %d, plain dot %lld", what,
+                      (long long)p.n, (long long)p.k, (long long)p.m, (long long)i, (long long)r,
+                      p.ref[i * p.n + r], (long long)dot);
                 bad = 1;
                 break;
             }
@@ -153,8 +153,7 @@ void check_reference(const problem &p, const char *what) {
 }
 
 // One kernel call on rows [r0, r1) with ldy = n + 3; everything else must stay untouched.
-void check_range(const ternary_kernel_set *ks, const problem &p, int64_t r0, int64_t r1,
-                 const char *what) {
+void check_range(const ternary_kernel_set *ks, const problem &p, int64_t r0, int64_t r1, const char *what) {
     const int64_t ldy = p.n + 3;
     std::vector<int32_t> y(p.m * ldy, kSentinel);
     ks->i2s_matmul(p.packed.data(), p.k, r0, r1, p.a.data(), p.a_sums.data(), p.m, y.data(), ldy);
@@ -163,8 +162,8 @@ void check_range(const ternary_kernel_set *ks, const problem &p, int64_t r0, int
             const int32_t want = (r >= r0 && r < r1) ? p.ref[i * p.n + r] : kSentinel;
             if (y[i * ldy + r] != want) {
                 check(false, "%s %s n=%lld k=%lld m=%lld rows [%lld,%lld): y[%lld][%lld] = %d, want %d",
-                      ks->name, what, (long long)p.n, (long long)p.k, (long long)p.m,
-                      (long long)r0, (long long)r1, (long long)i, (long long)r, y[i * ldy + r], want);
+                      ks->name, what, (long long)p.n, (long long)p.k, (long long)p.m, (long long)r0,
+                      (long long)r1, (long long)i, (long long)r, y[i * ldy + r], want);
                 return;
             }
         }
@@ -251,8 +250,8 @@ void check_quantize(const ternary_kernel_set *ks, const std::vector<float> &x, c
     for (int64_t i = 0; i <= k && bad < 0; ++i)
         if (q[i] != q_ref[i]) bad = i;
     check(bad < 0 && std::memcmp(&s, &s_ref, sizeof s) == 0 && sum == sum_ref,
-          "%s quantize %s k=%lld: first differing q index %lld, scale %.9g vs %.9g, sum %d vs %d",
-          ks->name, what, (long long)k, (long long)bad, s, s_ref, sum, sum_ref);
+          "%s quantize %s k=%lld: first differing q index %lld, scale %.9g vs %.9g, sum %d vs %d", ks->name,
+          what, (long long)k, (long long)bad, s, s_ref, sum, sum_ref);
 }
 
 // The scalar reference on hand-computed rows: round half to even after one f32 multiply.
@@ -308,8 +307,10 @@ std::vector<std::string> split_names(const char *list) {
     std::vector<std::string> out;
     std::string cur;
     for (const char *c = list; *c; ++c) {
-        if (*c == ',') out.push_back(cur), cur.clear();
-        else cur += *c;
+        if (*c == ',')
+            out.push_back(cur), cur.clear();
+        else
+            cur += *c;
     }
     if (!cur.empty()) out.push_back(cur);
     return out;
@@ -369,7 +370,8 @@ void test_dispatch(const char *self) {
     for (const std::string &name : avail) {
         const std::string line = run_child(self, name.c_str());
         const std::string want = std::string("name=") + ternary_kernels_by_name(name.c_str())->name;
-        check(line == want, "child BITNET_ISA=%s printed '%s', want '%s'", name.c_str(), line.c_str(), want.c_str());
+        check(line == want, "child BITNET_ISA=%s printed '%s', want '%s'", name.c_str(), line.c_str(),
+              want.c_str());
     }
     std::string line = run_child(self, "bogus");
     check(line.find("error=BITNET_ISA=bogus is not a known kernel set (available: ") == 0,
@@ -378,8 +380,8 @@ void test_dispatch(const char *self) {
         if (ternary_kernels_by_name(name) != nullptr) continue;
         line = run_child(self, name);
         const std::string want = std::string("error=BITNET_ISA=") + name +
-                                 " is not supported by this CPU (available: " +
-                                 ternary_kernels_available() + ")";
+                                 " is not supported by this CPU (available: " + ternary_kernels_available() +
+                                 ")";
         check(line == want, "child BITNET_ISA=%s printed '%s', want '%s'", name, line.c_str(), want.c_str());
     }
 }
@@ -391,8 +393,10 @@ int main(int argc, char **argv) {
 
     std::vector<const ternary_kernel_set *> isas;  // every SIMD set this CPU runs
     for (const char *name : {"avx2", "avx512bw", "avx512vnni", "neon"}) {
-        if (const ternary_kernel_set *ks = ternary_kernels_by_name(name)) isas.push_back(ks);
-        else std::printf("note: %s kernels not run: not in this build, or this CPU lacks them\n", name);
+        if (const ternary_kernel_set *ks = ternary_kernels_by_name(name))
+            isas.push_back(ks);
+        else
+            std::printf("note: %s kernels not run: not in this build, or this CPU lacks them\n", name);
     }
     std::printf("testing: scalar");
     for (const ternary_kernel_set *ks : isas) std::printf(", %s", ks->name);
