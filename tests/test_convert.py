@@ -22,7 +22,7 @@ from bitnet.gguf_writer import GGUFWriter
 from tests import hf_models  # sets TORCHDYNAMO_DISABLE before transformers is imported
 
 torch = pytest.importorskip("torch")
-from transformers.integrations import bitnet as tf_bitnet
+from transformers.integrations import bitnet as tf_bitnet  # noqa: E402  (after importorskip)
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = [("packed", "autobitlinear"), ("packed", "bitlinear"), ("bf16", "autobitlinear"), ("f32", "autobitlinear")]

@@ -64,7 +64,8 @@ def test_greedy_tokens_match_transformers(converted):
         top2 = np.sort(row)[-2:]
         if int(np.argmax(row)) != token:
             gap = top2[1] - top2[0]
-            assert gap <= NEAR_TIE * np.abs(row).max(), f"step {s}: ours {token}, reference {np.argmax(row)}, gap {gap:.4g}"
+            bound = NEAR_TIE * np.abs(row).max()
+            assert gap <= bound, f"step {s}: ours {token}, reference {np.argmax(row)}, gap {gap:.4g}"
     if len(ours) < GREEDY_STEPS:  # we stopped on an end-of-generation token: so must the reference
         row = steps[len(ours)]
         pick = int(np.argmax(row))

@@ -30,7 +30,8 @@ def test_upstream_bitnet_with_sentencepiece_vocab_means_silu(tiny_gguf, tmp_path
     """Without a GPT-2 vocabulary, `bitnet` is 1bitLLM's model: SiLU. The file then fails for
     its tokenizer (SentencePiece is not supported yet), but the engine resolved the row."""
     out = rewrite_gguf(tiny_gguf, tmp_path / "b.gguf", rename_prefix=(ARCH, "bitnet"),
-                       set_kv={"general.architecture": ("bitnet", "string"), "tokenizer.ggml.model": ("llama", "string")},
+                       set_kv={"general.architecture": ("bitnet", "string"),
+                               "tokenizer.ggml.model": ("llama", "string")},
                        drop_kv=("bitnet.hidden_act",))
     from bitnet.engine import NativeModel
 

@@ -17,18 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-TOKEN_TYPE_NORMAL = 1
-TOKEN_TYPE_CONTROL = 3
-TOKEN_TYPE_USER_DEFINED = 4
-TOKEN_TYPE_UNUSED = 5
-
-LLAMA3_SPLIT_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+# The vocabulary conventions are defined once, beside the tokenizer that reads them back.
+from bitnet.tokenizer import (
+    LLAMA3_SPLIT_REGEX,
+    TOKEN_TYPE_CONTROL,
+    TOKEN_TYPE_NORMAL,
+    TOKEN_TYPE_UNUSED,
+    TOKEN_TYPE_USER_DEFINED,
 )
-
-# Names a reader may use for the end of a turn, beyond eos/eot ids.
-EOG_TOKEN_NAMES = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
 
 Field = tuple[str, object, str]
 
