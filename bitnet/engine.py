@@ -56,6 +56,7 @@ _SIGNATURES = {
     "bitnet_context_n_past": (_I32, [_P]),
     "bitnet_context_truncate": (ctypes.c_int, [_P, _I32]),
     "bitnet_context_set_threads": (ctypes.c_int, [_P, _I32]),
+    "bitnet_context_set_dump_dir": (ctypes.c_int, [_P, _S]),
     "bitnet_decode": (ctypes.c_int, [_P, _P, _I32, _P, ctypes.c_int]),
     "bitnet_sampler_default_params": (SamplerParams, []),
     "bitnet_sampler_new": (_P, [ctypes.POINTER(SamplerParams)]),
@@ -171,6 +172,10 @@ class NativeContext:
 
     def truncate(self, n_past: int):
         check(lib().bitnet_context_truncate(self._handle, int(n_past)))
+
+    def set_dump_dir(self, path: str | os.PathLike | None):
+        """Write every named intermediate tensor of each batch to path as .npy (None: off)."""
+        check(lib().bitnet_context_set_dump_dir(self._handle, os.fsencode(path) if path else None))
 
     def decode(self, tokens, all_logits: bool = False, want_logits: bool = True) -> np.ndarray | None:
         """Run tokens after the cached ones; logits [n, vocab] (all) or [vocab] (last)."""

@@ -82,6 +82,12 @@ BITNET_API int32_t bitnet_context_n_past(const bitnet_context *ctx);
 BITNET_API int bitnet_context_truncate(bitnet_context *ctx, int32_t n_past);
 BITNET_API int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads);
 
+/* Debugging: write every named intermediate tensor of each batch (attn_norm, q, k, v, attn,
+ * attn_sub_norm, attn_out, ffn_norm, gate, up, ffn_act, ffn_sub_norm, ffn_out per layer; then
+ * output_norm and logits) as <dir>/<layer>-<name>.npy; NULL or "" turns it off. The environment
+ * variable BITNET_DUMP_DIR sets it for every new context. */
+BITNET_API int bitnet_context_set_dump_dir(bitnet_context *ctx, const char *dir);
+
 /* Run the model over n_tokens new tokens (one batch) appended after the cached ones.
  * logits: n_vocab floats for the last token, or n_tokens*n_vocab when all_logits != 0;
  * may be NULL to only fill the cache. Returns BITNET_OK or a negative status. */

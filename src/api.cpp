@@ -173,6 +173,12 @@ int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads) {
         BITNET_ERR_MEMORY);
 }
 
+int bitnet_context_set_dump_dir(bitnet_context *ctx, const char *dir) {
+    if (ctx == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
+    ctx->impl->dump_dir = dir ? dir : "";
+    return BITNET_OK;
+}
+
 int bitnet_decode(bitnet_context *ctx, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
     if (ctx == nullptr || tokens == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context or tokens is null");
     return guarded(

@@ -14,9 +14,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "bitnet.h"
+#include "debug_dump.h"
 #include "quant_types.h"
 
 namespace bitnet {
@@ -24,6 +26,11 @@ namespace bitnet {
 namespace {
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Names an intermediate tensor (m rows of n) for the debug dump; free when dumping is off.
+inline void name_tensor(const context &ctx, const char *name, int64_t il, const float *x, int64_t m, int64_t n) {
+    if (!ctx.dump_dir.empty()) dump_tensor(ctx.dump_dir, name, il, x, m, n);
+}
 
 // y = w * (x / sqrt(mean(x^2) + eps)), per row of n; the sum in double so that the scale is
 // (nearly always) the correctly rounded value, as PyTorch's f32 reduction gives.
@@ -123,11 +130,16 @@ void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_
 void attention_block(context &ctx, const layer_weights &l, int64_t il, int64_t m, int64_t p0) {
     const hparams &hp = ctx.m->hp;
     const int64_t E = hp.n_embd, Q = hp.n_head * hp.head_dim, KV = hp.n_head_kv * hp.head_dim;
+    name_tensor(ctx, "attn_in", il, ctx.x.data(), m, E);
     norm_rows(ctx, ctx.x.data(), l.attn_norm, m, E, ctx.xn.data());
+    name_tensor(ctx, "attn_norm", il, ctx.xn.data(), m, E);
     quantize_rows(ctx, ctx.xn.data(), m, E);
     ternary_linear(ctx, l.wq, m, ctx.q.data());
     ternary_linear(ctx, l.wk, m, ctx.k.data());
     ternary_linear(ctx, l.wv, m, ctx.v.data());
+    name_tensor(ctx, "q", il, ctx.q.data(), m, Q);
+    name_tensor(ctx, "k", il, ctx.k.data(), m, KV);
+    name_tensor(ctx, "v", il, ctx.v.data(), m, KV);
     rope(ctx, ctx.q.data(), m, hp.n_head, p0);
     rope(ctx, ctx.k.data(), m, hp.n_head_kv, p0);
     float *kc = ctx.k_cache.data() + (il * ctx.n_ctx + p0) * KV;
@@ -135,23 +147,30 @@ void attention_block(context &ctx, const layer_weights &l, int64_t il, int64_t m
     std::memcpy(kc, ctx.k.data(), static_cast<size_t>(m * KV) * sizeof(float));
     std::memcpy(vc, ctx.v.data(), static_cast<size_t>(m * KV) * sizeof(float));
     attention(ctx, il, m, p0);
+    name_tensor(ctx, "attn", il, ctx.att.data(), m, Q);
     const float *a = ctx.att.data();
     if (hp.has_sub_norms) {
         norm_rows(ctx, ctx.att.data(), l.attn_sub_norm, m, Q, ctx.hidden.data());
         a = ctx.hidden.data();
+        name_tensor(ctx, "attn_sub_norm", il, a, m, Q);
     }
     quantize_rows(ctx, a, m, Q);
     ternary_linear(ctx, l.wo, m, ctx.out.data());
+    name_tensor(ctx, "attn_out", il, ctx.out.data(), m, E);
     for (int64_t j = 0; j < m * E; ++j) ctx.x[j] += ctx.out[j];
 }
 
-void ffn_block(context &ctx, const layer_weights &l, int64_t m) {
+void ffn_block(context &ctx, const layer_weights &l, int64_t il, int64_t m) {
     const hparams &hp = ctx.m->hp;
     const int64_t E = hp.n_embd, F = hp.n_ff;
+    name_tensor(ctx, "ffn_in", il, ctx.x.data(), m, E);
     norm_rows(ctx, ctx.x.data(), l.ffn_norm, m, E, ctx.xn.data());
+    name_tensor(ctx, "ffn_norm", il, ctx.xn.data(), m, E);
     quantize_rows(ctx, ctx.xn.data(), m, E);
     ternary_linear(ctx, l.w_gate, m, ctx.gate.data());
     ternary_linear(ctx, l.w_up, m, ctx.up.data());
+    name_tensor(ctx, "gate", il, ctx.gate.data(), m, F);
+    name_tensor(ctx, "up", il, ctx.up.data(), m, F);
     float *g = ctx.gate.data();
     const float *u = ctx.up.data();
     if (hp.act == activation::relu2) {
@@ -162,13 +181,16 @@ void ffn_block(context &ctx, const layer_weights &l, int64_t m) {
     } else {
         for (int64_t j = 0; j < m * F; ++j) g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
     }
+    name_tensor(ctx, "ffn_act", il, g, m, F);
     const float *h = g;
     if (hp.has_sub_norms) {
         norm_rows(ctx, g, l.ffn_sub_norm, m, F, ctx.hidden.data());
         h = ctx.hidden.data();
+        name_tensor(ctx, "ffn_sub_norm", il, h, m, F);
     }
     quantize_rows(ctx, h, m, F);
     ternary_linear(ctx, l.w_down, m, ctx.out.data());
+    name_tensor(ctx, "ffn_out", il, ctx.out.data(), m, E);
     for (int64_t j = 0; j < m * E; ++j) ctx.x[j] += ctx.out[j];
 }
 
@@ -177,6 +199,7 @@ void output_head(context &ctx, int64_t first, int64_t m, float *logits) {
     const model &md = *ctx.m;
     const int64_t E = md.hp.n_embd, V = md.hp.n_vocab, rows = m - first;
     norm_rows(ctx, ctx.x.data() + first * E, md.output_norm, rows, E, ctx.xn.data());
+    name_tensor(ctx, "output_norm", -1, ctx.xn.data(), rows, E);
     const dense_matrix &w = md.output;
     ctx.pool->parallel_for(V, 256, [&](int64_t r0, int64_t r1) {
         if (w.type == GGML_F32)
@@ -186,6 +209,7 @@ void output_head(context &ctx, int64_t first, int64_t m, float *logits) {
         else
             ctx.dk->matmul_bf16(static_cast<const uint16_t *>(w.data), E, r0, r1, ctx.xn.data(), rows, logits, V);
     });
+    name_tensor(ctx, "logits", -1, logits, rows, V);
 }
 
 void forward_batch(context &ctx, const int32_t *tokens, int64_t m, float *logits, bool all_logits) {
@@ -200,7 +224,7 @@ void forward_batch(context &ctx, const int32_t *tokens, int64_t m, float *logits
     for (int64_t il = 0; il < md.hp.n_layer; ++il) {
         const layer_weights &l = md.layers[static_cast<size_t>(il)];
         attention_block(ctx, l, il, m, p0);
-        ffn_block(ctx, l, m);
+        ffn_block(ctx, l, il, m);
     }
     ctx.n_past += m;
     if (logits != nullptr) output_head(ctx, all_logits ? 0 : m - 1, m, logits);
@@ -235,6 +259,7 @@ std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_thread
         return nullptr;
     }
     ctx->dk = dense_kernels_active();
+    if (const char *dir = std::getenv("BITNET_DUMP_DIR")) ctx->dump_dir = dir;
     ctx->pool = std::make_unique<thread_pool>(n_threads);
 
     const int64_t B = kMaxBatch, E = hp.n_embd, Q = hp.n_head * hp.head_dim;

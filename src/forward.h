@@ -35,6 +35,7 @@ struct context {
     std::vector<int32_t> act_sum;     // per token
     std::vector<int32_t> acc;         // int32 products
     std::vector<float> scores;        // attention scores, n_ctx per thread
+    std::string dump_dir;             // debug dumps of named tensors when not empty (debug_dump.h)
 };
 
 // nullptr with *error on failure (bad arguments, allocation failure, unsupported ISA).
