@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import operator
 import os
+import re
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +19,63 @@ from bitnet.engine import NativeContext, NativeModel, NativeSampler
 from bitnet.errors import BitnetError
 from bitnet.generation import SamplingOptions, TextStream
 from bitnet.tokenizer import Tokenizer
+
+
+INT32_MAX = 2**31 - 1  # the C API counts tokens and threads in int32_t
+# Prompt byte cap: a prompt that fits the context averages a few bytes per token; 64 per token
+# leaves room for any real text, while text far beyond it could only be refused after paying
+# for its tokenization (about 1 s per MiB on one core).
+PROMPT_BYTES_PER_TOKEN = 64
+MIN_MAX_PROMPT_BYTES = 1 << 20
+SHA256_CHUNK_BYTES = 8 << 20
+SHA256_PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar (on a terminal) from this size
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def default_max_prompt_bytes(n_ctx: int) -> int:
+    """The default prompt cap in UTF-8 bytes: max(1 MiB, 64 bytes x n_ctx)."""
+    return max(MIN_MAX_PROMPT_BYTES, PROMPT_BYTES_PER_TOKEN * n_ctx)
+
+
+def parse_sha256(text: str) -> str:
+    """A SHA-256 digest as 64 lower-case hex digits; BitnetError if `text` is not one."""
+    if not isinstance(text, str) or not _SHA256_HEX.fullmatch(text.strip()):
+        raise BitnetError(f"a SHA-256 must be 64 hexadecimal digits, got {str(text)[:80]!r}")
+    return text.strip().lower()
+
+
+def file_sha256(path: str | os.PathLike, progress: bool | None = None) -> str:
+    """The file's SHA-256 (hex), read in chunks; progress=None shows a bar for big files on a terminal."""
+    size = os.path.getsize(path)
+    if progress is None:
+        progress = size >= SHA256_PROGRESS_MIN_BYTES and sys.stderr.isatty()
+    from tqdm import tqdm
+
+    digest, buf = hashlib.sha256(), bytearray(SHA256_CHUNK_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                                     desc="sha256", disable=not progress, file=sys.stderr) as bar:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+            bar.update(n)
+    return digest.hexdigest()
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _count(name: str, value, lo: int, hint: str = "") -> int:
+    """An integer argument in [lo, INT32_MAX] (what the C API can hold), as a Python int."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise BitnetError(f"{name} must be an integer, got {value!r}") from None
+    if not lo <= value <= INT32_MAX:
+        raise BitnetError(f"{name} must be in [{lo}, {INT32_MAX}]{hint}, got {value}")
+    return value
 
 
 def default_threads() -> int:
@@ -29,25 +90,42 @@ class Model:
 
     >>> m = Model("model.gguf", n_threads=2, n_ctx=2048)
     >>> m.generate("Once upon a time", max_tokens=16, temperature=0)
+
+    max_prompt_bytes caps every text the model tokenizes (prompts, rendered chat prompts, the
+    messages before rendering) in UTF-8 bytes, checked before tokenization so that hostile
+    input cannot buy unbounded tokenizer time; None = max(1 MiB, 64 bytes x n_ctx), far above
+    any text that fits the context (a few bytes per token). A prompt over the context in tokens
+    is an error too, never silently cut.
+    model_sha256 pins the file: its SHA-256 (64 hex digits) is checked before it is loaded.
     """
 
     def __init__(self, model_path: str | os.PathLike, n_threads: int | None = None, n_ctx: int = 2048,
-                 seed: int | None = None, verbose: bool = False):
+                 seed: int | None = None, verbose: bool = False, max_prompt_bytes: int | None = None,
+                 model_sha256: str | None = None):
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
-        if n_threads is not None and n_threads < 1:
-            raise BitnetError(f"n_threads must be >= 1, got {n_threads}")
-        if n_ctx is not None and n_ctx < 0:
-            raise BitnetError(f"n_ctx must be >= 0 (0 = the model's training context), got {n_ctx}")
+        if n_threads is not None:
+            n_threads = _count("n_threads", n_threads, 1)
+        if n_ctx is not None:
+            n_ctx = _count("n_ctx", n_ctx, 0, " (0 = the model's training context)")
+        if max_prompt_bytes is not None:
+            max_prompt_bytes = _count("max_prompt_bytes", max_prompt_bytes, 1)
         self.model_path = str(path)
+        identity = _file_identity(path)
+        if model_sha256 is not None:
+            self._verify_sha256(path, parse_sha256(model_sha256))
         self.native = NativeModel(path)
+        if model_sha256 is not None and _file_identity(path) != identity:
+            self.native.close()
+            raise BitnetError(f"{path} changed while it was being verified and loaded; load it again")
         self.metadata = self.native.metadata()
         self.tokenizer = Tokenizer.from_gguf_metadata(self.metadata)
         self.chat_template = self.metadata.get("tokenizer.chat_template")
         self.n_vocab = self.native.n_vocab
         self.n_ctx = n_ctx or self.native.n_ctx_train
         self.n_threads = n_threads or default_threads()
+        self.max_prompt_bytes = max_prompt_bytes or default_max_prompt_bytes(self.n_ctx)
         self.seed = seed
         self.verbose = verbose
         self.last_timings: dict = {}
@@ -56,11 +134,35 @@ class Model:
         if verbose:
             print(f"bitnet: {self.native.desc}", flush=True)
 
+    @staticmethod
+    def _verify_sha256(path: Path, expected: str) -> None:
+        actual = file_sha256(path)
+        if actual != expected:
+            raise BitnetError(f"{path}: SHA-256 mismatch: expected {expected}, the file has {actual}; "
+                              "this is not the pinned model file (download it again or fix the pin)")
+
     # ---- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str | bytes, add_bos: bool = True, special: bool = True) -> list[int]:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", errors="replace")
+        """Token ids of text (bytes are decoded as UTF-8, bad bytes and lone surrogates -> U+FFFD).
+
+        Raises BitnetError, before any tokenization, when text is over max_prompt_bytes.
+        """
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            data = bytes(text)
+            self._check_prompt_bytes(len(data), "the prompt")
+            text = data.decode("utf-8", errors="replace")
+        else:
+            if not isinstance(text, str):
+                raise BitnetError(f"the prompt must be a str or bytes, got {type(text).__name__}")
+            self._check_prompt_bytes(_utf8_len(text), "the prompt")
+            if _SURROGATES.search(text):  # e.g. undecodable bytes of argv; tokenizers refuses them
+                text = _SURROGATES.sub("\ufffd", text)
         return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+
+    def _check_prompt_bytes(self, n_bytes: int, what: str) -> None:
+        if n_bytes > self.max_prompt_bytes:
+            raise BitnetError(f"{what} is {n_bytes} bytes, over the limit of {self.max_prompt_bytes} bytes; "
+                              "shorten it (or raise max_prompt_bytes)")
 
     def detokenize(self, ids) -> str:
         return self.tokenizer.decode(list(ids))
@@ -68,7 +170,7 @@ class Model:
     # ---- raw logits ------------------------------------------------------------------------
     def logits(self, token_ids) -> np.ndarray:
         """float32 [len(token_ids), n_vocab], computed in a fresh context."""
-        ids = list(token_ids)
+        ids = [_token_id(t) for t in token_ids]
         if not ids:
             raise BitnetError("logits() needs at least one token id")
         ctx = NativeContext(self.native, len(ids), self.n_threads)
@@ -121,6 +223,8 @@ class Model:
         return completions.chat_completion(name, text, reason, len(ids), self.last_timings["n_gen"])
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The prompt text for messages; their text is held to max_prompt_bytes before rendering."""
+        self._check_prompt_bytes(_messages_utf8_len(messages), "the messages' text")
         tok = self.tokenizer
         return chat.render_chat(messages, self.chat_template,
                                 bos_token=tok.token_text(tok.bos_id) if tok.bos_id is not None else "",
@@ -155,10 +259,17 @@ class Model:
         return opts
 
     def _prompt_ids(self, prompt) -> list[int]:
-        if isinstance(prompt, str):
+        """The prompt as token ids (Python ints), checked against the vocabulary and the context.
+
+        A prompt must leave room for one generated token: len(ids) < n_ctx, or a BitnetError
+        naming both numbers (never a silent cut). A list of ids is measured before it is copied.
+        """
+        if isinstance(prompt, (str, bytes, bytearray, memoryview)):
             ids = self.tokenize(prompt)
         else:
-            ids = [int(t) for t in prompt]
+            if hasattr(prompt, "__len__"):
+                self._check_prompt_tokens(len(prompt))
+            ids = [_token_id(t) for t in prompt]
         if not ids:
             if self.tokenizer.bos_id is None:
                 raise BitnetError("the prompt is empty and the model has no BOS token to start from")
@@ -166,10 +277,13 @@ class Model:
         bad = [t for t in ids if not 0 <= t < self.n_vocab]
         if bad:
             raise BitnetError(f"token id {bad[0]} is out of range [0, {self.n_vocab})")
-        if len(ids) >= self.n_ctx:
-            raise BitnetError(f"the prompt is {len(ids)} tokens but the context holds {self.n_ctx}; "
-                              "shorten the prompt or raise n_ctx (-c)")
+        self._check_prompt_tokens(len(ids))
         return ids
+
+    def _check_prompt_tokens(self, n_tokens: int) -> None:
+        if n_tokens >= self.n_ctx:
+            raise BitnetError(f"the prompt is {n_tokens} tokens but the context holds {self.n_ctx} "
+                              "(prompt and at least one generated token); shorten the prompt or raise n_ctx (-c)")
 
     def _chat_ids(self, messages) -> list[int]:
         text = self.apply_chat_template(messages, add_generation_prompt=True)
@@ -270,3 +384,27 @@ class Model:
                 yield completions.chat_chunk(cid, created, name, {"content": piece}, None)
             if finish:
                 yield completions.chat_chunk(cid, created, name, {}, finish)
+
+
+def _utf8_len(text: str) -> int:
+    """Bytes of text in UTF-8 (a lone surrogate counts 3, as the U+FFFD it becomes), measured
+    a slice at a time so that a huge text is not copied whole."""
+    if text.isascii():
+        return len(text)
+    step = 1 << 20
+    return sum(len(text[i : i + step].encode("utf-8", errors="surrogatepass")) for i in range(0, len(text), step))
+
+
+def _messages_utf8_len(messages) -> int:
+    """UTF-8 bytes of the roles and contents of chat messages (malformed ones are chat.py's to refuse)."""
+    if not isinstance(messages, (list, tuple)):
+        return 0
+    return sum(_utf8_len(v) for m in messages if isinstance(m, dict)
+               for v in (m.get("role"), m.get("content")) if isinstance(v, str))
+
+
+def _token_id(value) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise BitnetError(f"token ids must be integers, got {type(value).__name__} {value!r:.40}") from None
