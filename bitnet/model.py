@@ -26,7 +26,7 @@ INT32_MAX = 2**31 - 1  # the C API counts tokens and threads in int32_t
 # leaves room for any real text, while text far beyond it could only be refused after paying
 # for its tokenization (about 1 s per MiB on one core).
 PROMPT_BYTES_PER_TOKEN = 64
-MIN_MAX_PROMPT_BYTES = 1 << 20
+PROMPT_BYTES_FLOOR = 1 << 20
 SHA256_CHUNK_BYTES = 8 << 20
 SHA256_PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar (on a terminal) from this size
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -35,7 +35,7 @@ _SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 def default_max_prompt_bytes(n_ctx: int) -> int:
     """The default prompt cap in UTF-8 bytes: max(1 MiB, 64 bytes x n_ctx)."""
-    return max(MIN_MAX_PROMPT_BYTES, PROMPT_BYTES_PER_TOKEN * n_ctx)
+    return max(PROMPT_BYTES_FLOOR, PROMPT_BYTES_PER_TOKEN * n_ctx)
 
 
 def parse_sha256(text: str) -> str:
@@ -173,6 +173,7 @@ class Model:
         ids = [_token_id(t) for t in token_ids]
         if not ids:
             raise BitnetError("logits() needs at least one token id")
+        self._check_vocab(ids)
         ctx = NativeContext(self.native, len(ids), self.n_threads)
         try:
             return ctx.decode(ids, all_logits=True)
@@ -274,11 +275,14 @@ class Model:
             if self.tokenizer.bos_id is None:
                 raise BitnetError("the prompt is empty and the model has no BOS token to start from")
             ids = [self.tokenizer.bos_id]
-        bad = [t for t in ids if not 0 <= t < self.n_vocab]
-        if bad:
-            raise BitnetError(f"token id {bad[0]} is out of range [0, {self.n_vocab})")
+        self._check_vocab(ids)
         self._check_prompt_tokens(len(ids))
         return ids
+
+    def _check_vocab(self, ids: list[int]) -> None:
+        bad = next((t for t in ids if not 0 <= t < self.n_vocab), None)
+        if bad is not None:
+            raise BitnetError(f"token id {bad} is out of range [0, {self.n_vocab})")
 
     def _check_prompt_tokens(self, n_tokens: int) -> None:
         if n_tokens >= self.n_ctx:

@@ -11,10 +11,13 @@
 // Limits (beyond "fits in the bytes that are there"): keys 1..65535 bytes, unique; at most
 // 2^20 key/values and 2^20 tensors; value types 0..12, arrays of arrays refused, bools 0/1;
 // `general.alignment` a UINT32 power of two in 1..1 MiB; tensor names 1..63 bytes (ggml's
-// GGML_MAX_NAME 64 with the NUL), unique; 1..4 dims, each >= 1, element count within int64;
-// a known type id; offsets multiples of the alignment; data inside the file, no overlaps.
-// Type id 39 (TL2 in bitnet.cpp, MXFP4 upstream) is accepted only as MXFP4 and only when
-// the bytes up to the next tensor (or the end) are exactly an MXFP4 tensor plus padding.
+// GGML_MAX_NAME 64 with the NUL), unique; no NUL byte in a key or name; 1..4 dims, each
+// >= 1, element count within int64; a known type id; offsets multiples of the alignment,
+// rising in tensor-info order (as ggml requires); data inside the file, no overlaps; an I2_S
+// tensor followed by exactly its 32-byte tail plus padding (another tail size is refused).
+// Type id 39 (TL2 in bitnet.cpp, MXFP4 upstream) is TL2, and refused, in a bitnet.cpp file
+// (architecture `bitnet*` or general.file_type 39); elsewhere it is accepted as MXFP4 only
+// when the bytes up to the next tensor (or the end) are exactly an MXFP4 tensor plus padding.
 // Versions 2 and 3 (same layout) are read; v1 and big-endian files are refused.
 #pragma once
 #include <cstdint>
@@ -24,10 +27,12 @@
 
 namespace bitnet {
 
+// clang-format off
 enum class gguf_value_type : uint32_t {
     UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6,
     BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 };
+// clang-format on
 
 struct gguf_kv {
     std::string key;
@@ -42,11 +47,11 @@ struct gguf_kv {
 struct gguf_tensor {
     std::string name;
     uint32_t n_dims;
-    int64_t ne[4];         // unused dims are 1
-    uint32_t type;         // ggml type id (see quant_types.h)
-    uint64_t offset;       // relative to the data section
-    uint64_t n_bytes;      // from quant_type_tensor_bytes
-    const uint8_t *data;   // into the map
+    int64_t ne[4];        // unused dims are 1
+    uint32_t type;        // ggml type id (see quant_types.h)
+    uint64_t offset;      // relative to the data section
+    uint64_t n_bytes;     // from quant_type_tensor_bytes
+    const uint8_t *data;  // into the map
 };
 
 class gguf_file {

@@ -54,7 +54,8 @@ struct loader {
         int64_t v = 0;
         if (!file.get_int(full, &v, &err)) return err.empty() ? true : fail(err);
         if (v < lo || v > hi)
-            return fail("key '" + full + "' = " + std::to_string(v) + " is out of range");
+            return fail("key '" + full + "' = " + std::to_string(v) + " is out of range [" + std::to_string(lo) +
+                        ", " + std::to_string(hi) + "]");
         *out = v;
         return true;
     }
@@ -134,7 +135,8 @@ struct loader {
             out->codes = t->data;
             std::memcpy(&out->scale, t->data + n / 4, sizeof(float));
             if (!std::isfinite(out->scale) || out->scale < 0)
-                return fail("tensor '" + name + "' has an invalid scale");
+                return fail("tensor '" + name + "' has scale " + std::to_string(out->scale) +
+                            " (must be finite and >= 0); the file is corrupt");
             if (has_unused_code(t->data, n / 4))
                 return fail("tensor '" + name + "' holds the unused 2-bit code 3: not a valid I2_S "
                             "tensor (an ARM-built bitnet.cpp file or a corrupt file?)");
@@ -259,6 +261,23 @@ bool read_hparams(loader &ld, const arch_info &arch, hparams *hp) {
     return true;
 }
 
+// The tokenizer's per-token arrays are indexed by token id: each must have one entry per row of
+// token_embd.weight (llama.cpp's rule), so that no id the model can produce indexes past one.
+bool check_vocab_arrays(loader &ld, int64_t n_vocab) {
+    static const char *const kPerTokenKeys[] = {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                                                "tokenizer.ggml.scores"};
+    for (const char *key : kPerTokenKeys) {
+        const gguf_kv *kv = ld.file.find(key);
+        if (kv == nullptr) continue;
+        if (kv->type != gguf_value_type::ARRAY) return ld.fail("key '" + std::string(key) + "' is not an array");
+        if (kv->n_elements != static_cast<uint64_t>(n_vocab))
+            return ld.fail("key '" + std::string(key) + "' has " + std::to_string(kv->n_elements) +
+                           " entries but token_embd.weight has " + std::to_string(n_vocab) +
+                           " rows (one per token)");
+    }
+    return true;
+}
+
 bool load_layer(loader &ld, const hparams &hp, int64_t il, layer_weights *l) {
     const std::string p = "blk." + std::to_string(il) + ".";
     const int64_t E = hp.n_embd, Q = hp.n_head * hp.head_dim, KV = hp.n_head_kv * hp.head_dim, F = hp.n_ff;
@@ -312,7 +331,7 @@ std::unique_ptr<model> model_load(const std::string &path, std::string *error) {
         return nullptr;
     }
     loader ld{f, arch_name + ".", error};
-    if (!read_hparams(ld, *m->arch, &m->hp)) return nullptr;
+    if (!read_hparams(ld, *m->arch, &m->hp) || !check_vocab_arrays(ld, m->hp.n_vocab)) return nullptr;
     const hparams &hp = m->hp;
 
     if (!ld.load_dense("token_embd.weight", hp.n_embd, hp.n_vocab, &m->token_embd)) return nullptr;

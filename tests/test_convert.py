@@ -248,6 +248,12 @@ def _copy_checkpoint(src: Path, dst: Path, drop: str | None = None, config_patch
         ({"hidden_size": 130}, "not a multiple of num_attention_heads"),
         ({"intermediate_size": 384}, "has shape"),
         ({"hidden_act": "gelu"}, "not supported"),
+        ({"hidden_size": 2**40}, "positive integer up to 2147483647"),
+        ({"vocab_size": True}, "positive integer"),
+        ({"rope_theta": float("inf")}, "positive finite number"),
+        ({"rms_norm_eps": float("nan")}, "positive finite number"),
+        ({"quantization_config": "bitnet"}, "must be an object"),
+        ({"rope_scaling": ["linear"]}, "must be an object"),
         (
             {
                 "quantization_config": {

@@ -41,6 +41,7 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "seed": ("-s", "--seed"),
     "stop": ("-r", "--reverse-prompt", "--stop"),
     "no_display_prompt": ("--no-display-prompt",),
+    "model_sha256": ("--model-sha256",),
     # setup_env.py
     "hf_repo": ("-hr", "--hf-repo"),
     "model_dir": ("-md", "--model-dir"),
@@ -50,6 +51,7 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "log_dir": ("-ld", "--log-dir"),
     "skip_build": ("--skip-build",),
     "jobs": ("-j", "--jobs"),
+    "allow_pickle": ("--allow-pickle",),
 }
 
 
@@ -88,14 +90,22 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 # ---- number checks (argparse `type=` functions; their message becomes the one-line error) ----
 
 
-def int_at_least(lo: int) -> Callable[[str], int]:
+INT32_MAX = 2**31 - 1  # what the engine's C API holds for counts (threads, context, top-k)
+UINT64_MAX = 2**64 - 1
+
+
+def int_at_least(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An integer >= lo (and <= hi when given: a value the C API would wrap is a usage error)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text, 10)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:80]!r}") from None
         if value < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {value}")
         return value
 
     parse.__name__ = "integer"
@@ -121,6 +131,19 @@ def float_in(lo: float | None = None, hi: float | None = None, lo_open: bool = F
 
     parse.__name__ = "number"
     return parse
+
+
+def sha256_hex(text: str) -> str:
+    """A SHA-256 digest (64 hex digits, either case) as lower-case hex."""
+    from bitnet.model import parse_sha256  # only when the flag is given: --help stays light
+
+    try:
+        return parse_sha256(text)
+    except BitnetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+sha256_hex.__name__ = "sha256"
 
 
 def default_threads() -> int:

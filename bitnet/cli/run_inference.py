@@ -10,6 +10,8 @@ import os
 import sys
 
 from bitnet.cli.common import (
+    INT32_MAX,
+    UINT64_MAX,
     ArgumentParser,
     add_flag,
     default_threads,
@@ -17,6 +19,7 @@ from bitnet.cli.common import (
     int_at_least,
     one_line,
     run_main,
+    sha256_hex,
 )
 from bitnet.errors import BitnetError
 
@@ -37,6 +40,11 @@ examples:
   python run_inference.py -m models/BitNet-b1.58-2B-4T/ggml-model-i2_s.gguf -p "The capital of France is" -n 32
   python run_inference.py -m model.gguf -p "You are a helpful assistant." -cnv
   python run_inference.py -m model.gguf -f prompt.txt -n -1 -temp 0 --seed 42
+  python run_inference.py -m model.gguf -p "Hi" --model-sha256 "$(sha256sum model.gguf | cut -c1-64)"
+
+A prompt may be at most max(1 MiB, 64 bytes x -c) long (checked before tokenization), and its
+tokens must fit the context with room for one generated token: a longer one is an error,
+never silently cut.
 
 exit status: 0 ok, 1 failure (missing or invalid model file, ...), 2 bad flags, 130 Ctrl+C."""
 
@@ -54,16 +62,16 @@ def build_parser() -> ArgumentParser:
     p.add_flag("n_predict", metavar="N", type=int_at_least(-1), default=128,
                help="tokens to generate (per reply with -cnv); -1 = until the model ends the "
                     "text or the context is full (default: 128)")
-    p.add_flag("threads", metavar="N", type=int_at_least(1), default=default_threads(),
+    p.add_flag("threads", metavar="N", type=int_at_least(1, INT32_MAX), default=default_threads(),
                help="threads to use (default: the cores available, %(default)s here)")
-    p.add_flag("ctx_size", metavar="N", type=int_at_least(1), default=2048,
+    p.add_flag("ctx_size", metavar="N", type=int_at_least(1, INT32_MAX), default=2048,
                help="context size in tokens: prompt + generated text (default: 2048)")
     p.add_flag("temperature", metavar="T", type=float_in(lo=0.0), default=0.8,
                help="sampling temperature; 0 = greedy, always the most likely token (default: 0.8)")
     p.add_flag("conversation", action="store_true",
                help="chat mode for instruct models: -p is the system prompt, messages come from stdin")
     sampling = p.add_argument_group("sampling (llama.cpp's flags)")
-    add_flag(sampling, "top_k", metavar="K", type=int_at_least(0), default=40,
+    add_flag(sampling, "top_k", metavar="K", type=int_at_least(0, INT32_MAX), default=40,
              help="keep the K most likely tokens; 0 = all (default: 40)")
     add_flag(sampling, "top_p", metavar="P", type=float_in(lo=0.0, hi=1.0, lo_open=True),
              default=0.95, help="keep the most likely tokens up to probability mass P, "
@@ -72,12 +80,14 @@ def build_parser() -> ArgumentParser:
              help="drop tokens less likely than P x the top one; 0 = off (default: 0.05)")
     add_flag(sampling, "repeat_penalty", metavar="X", type=float_in(lo=0.0, lo_open=True),
              default=1.0, help="penalize tokens already seen; 1 = off (default: 1.0)")
-    add_flag(sampling, "seed", metavar="N", type=int_at_least(-1), default=-1,
+    add_flag(sampling, "seed", metavar="N", type=int_at_least(-1, UINT64_MAX), default=-1,
              help="random seed; -1 = a new one each run (default: -1)")
     add_flag(sampling, "stop", metavar="TEXT", action="append", default=None,
              help="stop when the text contains TEXT (not included); repeatable")
     p.add_flag("no_display_prompt", action="store_true",
                help="print only the generated text, not the prompt before it")
+    p.add_flag("model_sha256", metavar="HEX", type=sha256_hex, default=None,
+               help="pin the model file: refuse to load it unless its SHA-256 is HEX (64 hex digits)")
     return p
 
 
@@ -86,21 +96,42 @@ class UsageError(Exception):
 
 
 def read_prompt(args) -> str:
+    """The prompt text of -p / -f; a file is read no further than the prompt byte cap."""
     if args.file is not None and args.prompt is not None:
         raise UsageError("give the prompt with -p or with -f, not both")
     if args.file is None:
         return args.prompt or ""
+    if args.file == "-" and args.conversation:
+        raise UsageError("-f - reads stdin, which -cnv needs for the chat: use -p or a file")
+    from bitnet.model import default_max_prompt_bytes
+
+    limit = default_max_prompt_bytes(args.ctx_size)
     if args.file == "-":
-        if args.conversation:
-            raise UsageError("-f - reads stdin, which -cnv needs for the chat: use -p or a file")
-        return sys.stdin.read()
+        return _decode_prompt(_read_capped(sys.stdin.buffer, "the prompt on stdin", limit), "stdin")
     try:
-        with open(args.file, encoding="utf-8") as f:
-            return f.read()
+        with open(args.file, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise ValueError(f"prompt file {args.file} is {size} bytes, over the limit of {limit} bytes "
+                                 "(max(1 MiB, 64 bytes x -c)); shorten it")
+            data = _read_capped(f, f"prompt file {args.file}", limit)
     except FileNotFoundError:
         raise FileNotFoundError(f"prompt file not found: {args.file}") from None
+    return _decode_prompt(data, f"prompt file {args.file}")
+
+
+def _read_capped(stream, what: str, limit: int) -> bytes:
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{what} is over the limit of {limit} bytes (max(1 MiB, 64 bytes x -c)); shorten it")
+    return data
+
+
+def _decode_prompt(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"prompt file is not UTF-8 text: {args.file}") from None
+        raise ValueError(f"{what} is not UTF-8 text") from None
 
 
 def check_model_path(path: str) -> None:
@@ -237,7 +268,7 @@ def run(argv: list[str] | None = None) -> int:
     from bitnet import Model  # after parsing: --help and flag errors need no engine
 
     model = Model(args.model, n_threads=args.threads, n_ctx=args.ctx_size,
-                  seed=None if args.seed < 0 else args.seed)
+                  seed=None if args.seed < 0 else args.seed, model_sha256=args.model_sha256)
     try:
         if args.conversation:
             chat(model, prompt, args)

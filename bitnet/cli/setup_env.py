@@ -111,6 +111,9 @@ def build_parser() -> ArgumentParser:
                help="do not build the engine (e.g. it was installed with pip)")
     p.add_flag("jobs", metavar="N", type=int_at_least(1), default=default_threads(),
                help="parallel build jobs (default: the cores available, %(default)s here)")
+    p.add_flag("allow_pickle", action="store_true",
+               help="with -md: convert a pickle checkpoint (pytorch_model.bin, *.pt) when the folder has "
+                    "no safetensors; pickle files can run code when loaded: only for files you trust")
     return p
 
 
@@ -231,14 +234,14 @@ def download(repo: str, dest: Path) -> int:
     return 0
 
 
-def convert(model_dir: Path, outfile: Path, quant_embd: bool) -> None:
+def convert(model_dir: Path, outfile: Path, quant_embd: bool, allow_pickle: bool = False) -> None:
     """Convert the checkpoint in model_dir to an I2_S GGUF (the writer renames it into place
     only when complete, so an interrupted run leaves no half file to be mistaken for a model)."""
     from bitnet.convert import hf_bitnet  # numpy/safetensors: only when a model is converted
 
     print(f"converting {model_dir} to {outfile} ...", file=sys.stderr)
-    hf_bitnet.convert(model_dir, outfile, "i2_s",
-                      token_embedding_type="f16" if quant_embd else None, progress=True)
+    hf_bitnet.convert(model_dir, outfile, "i2_s", token_embedding_type="f16" if quant_embd else None,
+                      progress=True, allow_pickle=allow_pickle)
 
 
 def model_folder(args, parser: ArgumentParser) -> Path:
@@ -269,7 +272,7 @@ def prepare_model(model_dir: Path, args) -> int:
     if outfile.is_file() and outfile.stat().st_size > 0:
         print(f"{outfile} already exists: kept (delete it to convert again)", file=sys.stderr)
     else:
-        convert(model_dir, outfile, args.quant_embd)
+        convert(model_dir, outfile, args.quant_embd, args.allow_pickle)
     print(f"model ready: {outfile}\n"
           f"try: python run_inference.py -m {outfile} -p \"You are a helpful assistant\" -cnv",
           file=sys.stderr)

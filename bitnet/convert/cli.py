@@ -46,6 +46,7 @@ def _converter_parser() -> argparse.ArgumentParser:
         help="store the token embedding (and only it) in this type; default: exactly as the checkpoint stores it",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_allow_pickle(p)
     return p
 
 
@@ -55,7 +56,18 @@ def _helper_parser() -> argparse.ArgumentParser:
         description="bitnet.cpp's helper: convert a Hugging Face BitNet checkpoint in DIR to DIR/ggml-model-i2_s.gguf.",
     )
     p.add_argument("model_dir", metavar="DIR", help="model directory with config.json, *.safetensors, tokenizer.json")
+    _add_allow_pickle(p)
     return p
+
+
+def _add_allow_pickle(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read a pickle checkpoint (pytorch_model.bin, *.pt, *.pth, *.ckpt) when there are no safetensors; "
+        "pickle files can run code when loaded, so use this only for files you trust (they are read with "
+        "torch.load(weights_only=True), which needs PyTorch)",
+    )
 
 
 def _human_size(n_bytes: int) -> str:
@@ -79,6 +91,7 @@ def _run(parser: argparse.ArgumentParser, argv, outtype_default: str | None) -> 
         outtype=outtype,
         token_embedding_type=getattr(args, "token_embedding_type", None),
         progress=not getattr(args, "no_progress", False),
+        allow_pickle=args.allow_pickle,
     )
     print(f"wrote {out} ({_human_size(out.stat().st_size)})")
     return 0
@@ -95,7 +108,7 @@ def _guarded(parser_factory, argv, outtype_default=None) -> int:
         _error(e)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("error: interrupted; no output file was written", file=sys.stderr)
+        print("error: interrupted; no output file was written (an existing one is unchanged)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, OSError) as e:
         _error(e)

@@ -4,10 +4,15 @@ Reads config.json and the safetensors tensors (packed uint8 + weight_scale, or f
 ternarized by absmean; see ternary.py), checks every shape against the config before the
 output file is created, then streams: plan every tensor (name, dims, type, size), write the
 header, write each tensor's bytes. Nothing larger than one tensor is held in memory.
+Pickle checkpoints (pytorch_model.bin, *.pt, ...) can run code when loaded: they are refused
+unless allow_pickle=True, and then read with torch.load(weights_only=True) (pickle_reader.py).
+The output is written to a temporary file renamed into place when complete (GGUFWriter), so
+a failure or Ctrl+C leaves an existing output file as it was.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,7 +23,8 @@ import numpy as np
 from bitnet.convert import i2s
 from bitnet.convert.dtypes import FLOAT_TYPES, SAFETENSORS_FLOATS, from_float_type, to_float_type
 from bitnet.convert.hparams import ARCH, HParams, read_config
-from bitnet.convert.safetensors_reader import Checkpoint
+from bitnet.convert.pickle_reader import PickleCheckpoint, find_pickle_files
+from bitnet.convert.safetensors_reader import INDEX_FILE, SINGLE_FILE, Checkpoint, TensorSource
 from bitnet.convert.ternary import absmean_ternarize, effective_scale, unpack_hf_packed
 from bitnet.gguf_writer import GGML_TYPE_I2_S, GGUFWriter
 
@@ -55,7 +61,7 @@ class TensorJob:
 class _Planner:
     """Builds the TensorJobs, checking each source tensor and recording which were used."""
 
-    def __init__(self, ckpt: Checkpoint, hp: HParams, outtype: str):
+    def __init__(self, ckpt: TensorSource, hp: HParams, outtype: str):
         self.ckpt, self.hp, self.outtype = ckpt, hp, outtype
         self.used: set[str] = set()
 
@@ -83,7 +89,7 @@ class _Planner:
                 yield chunk if target == stored else to_float_type(from_float_type(chunk, stored), target)
                 self.ckpt.release_pages()  # the writer is done with the chunk
 
-        return TensorJob(gguf_name, tuple(reversed(shape)), ggml_type, int(np.prod(shape)) * elem_bytes, produce)
+        return TensorJob(gguf_name, tuple(reversed(shape)), ggml_type, math.prod(shape) * elem_bytes, produce)
 
     def ternary_source(self, hf: str, out_f: int, in_f: int) -> Callable[[], tuple[np.ndarray, np.float32]]:
         weight, scale_name = f"{hf}.weight", f"{hf}.weight_scale"
@@ -103,7 +109,7 @@ class _Planner:
             codes = lambda: _as_ternary(weight, self.ckpt.load_f32(weight))
         if scale_name not in self.ckpt:
             raise ValueError(f"checkpoint is missing tensor {scale_name!r} (packed weights need their scale)")
-        if int(np.prod(self.ckpt.shape(scale_name))) != 1:
+        if math.prod(self.ckpt.shape(scale_name)) != 1:
             raise ValueError(f"tensor {scale_name!r} has shape {list(self.ckpt.shape(scale_name))}: one scale expected")
         self._source(scale_name, self.ckpt.shape(scale_name))
         linear_class = self.hp.linear_class
@@ -140,7 +146,7 @@ def _as_ternary(name: str, w: np.ndarray) -> np.ndarray:
     return w.astype(np.int8)
 
 
-def plan_tensors(ckpt: Checkpoint, hp: HParams, outtype: str, token_embedding_type: str | None) -> list[TensorJob]:
+def plan_tensors(ckpt: TensorSource, hp: HParams, outtype: str, token_embedding_type: str | None) -> list[TensorJob]:
     p = _Planner(ckpt, hp, outtype)
     jobs = [
         p.float_tensor("token_embd.weight", "model.embed_tokens.weight", (hp.n_vocab, hp.n_embd), token_embedding_type)
@@ -165,7 +171,27 @@ def plan_tensors(ckpt: Checkpoint, hp: HParams, outtype: str, token_embedding_ty
     return jobs
 
 
-def _check_outfile(outfile: Path, model_dir: Path, ckpt: Checkpoint) -> None:
+def open_checkpoint(model_dir: Path, allow_pickle: bool = False) -> TensorSource:
+    """The checkpoint's tensors: safetensors when present, else pickle files if allowed."""
+    if (model_dir / SINGLE_FILE).is_file() or (model_dir / INDEX_FILE).is_file():
+        return Checkpoint(model_dir)
+    files, index = find_pickle_files(model_dir)
+    if not files:
+        raise FileNotFoundError(
+            f"{model_dir}: no checkpoint found ({SINGLE_FILE}, {INDEX_FILE}; or, with --allow-pickle, "
+            "pytorch_model.bin, *.pt, *.pth, *.ckpt)"
+        )
+    if not allow_pickle:
+        names = ", ".join(p.name for p in ([index] if index else files)[:3])
+        raise ValueError(
+            f"{model_dir}: the weights are a pickle checkpoint ({names}), and loading a pickle file can run "
+            "arbitrary code, so it is refused; get the model's .safetensors files instead, or, if you trust "
+            "this file, pass --allow-pickle (allow_pickle=True) to read it with torch.load(weights_only=True)"
+        )
+    return PickleCheckpoint(files, index)
+
+
+def _check_outfile(outfile: Path, model_dir: Path, ckpt: TensorSource) -> None:
     if outfile.is_dir():
         raise ValueError(f"output {outfile} is a directory; give a file name")
     if not outfile.parent.is_dir():
@@ -178,9 +204,18 @@ def _check_outfile(outfile: Path, model_dir: Path, ckpt: Checkpoint) -> None:
 
 
 def convert(
-    model_dir, outfile, outtype: str = "i2_s", token_embedding_type: str | None = None, progress: bool = True
+    model_dir,
+    outfile,
+    outtype: str = "i2_s",
+    token_embedding_type: str | None = None,
+    progress: bool = True,
+    allow_pickle: bool = False,
 ) -> Path:
-    """Convert a BitNetForCausalLM checkpoint directory to a GGUF file; return its path."""
+    """Convert a BitNetForCausalLM checkpoint directory to a GGUF file; return its path.
+
+    allow_pickle: read a pickle checkpoint (only with torch.load(weights_only=True)) when the
+    directory has no safetensors; without it such a checkpoint is refused (ValueError).
+    """
     from bitnet.convert.tokenizer_meta import gguf_tokenizer_fields
 
     if outtype not in OUTTYPES:
@@ -191,7 +226,7 @@ def convert(
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     hp = read_config(model_dir)
-    ckpt = Checkpoint(model_dir)
+    ckpt = open_checkpoint(model_dir, allow_pickle)
     jobs = plan_tensors(ckpt, hp, outtype, token_embedding_type)
     tokenizer_fields = gguf_tokenizer_fields(model_dir, n_vocab=hp.n_vocab)
     _check_outfile(outfile, model_dir, ckpt)

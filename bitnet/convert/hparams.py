@@ -8,6 +8,7 @@ depends on an implied default.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ ARCH = "bitnet-b1.58"
 SUPPORTED_ARCHITECTURES = ("BitNetForCausalLM",)
 ACTIVATIONS = ("relu2", "silu")
 DEFAULT_ROPE_THETA = 500000.0
+MAX_INT = 2**31 - 1  # the engine holds every hyper-parameter in an int32
 REQUIRED_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
@@ -56,20 +58,20 @@ def _positive_int(config: dict, key: str, default: int | None = None) -> int:
     value = config.get(key, default)
     if value is None:
         raise ValueError(f"config.json lacks {key!r}")
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"config.json: {key} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_INT:
+        raise ValueError(f"config.json: {key} must be a positive integer up to {MAX_INT}, got {value!r:.80}")
     return value
 
 
 def _positive_float(config: dict, key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"config.json: {key} must be a positive number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"config.json: {key} must be a positive finite number, got {value!r:.80}")
     return float(value)
 
 
 def _rope_theta(config: dict) -> float:
-    params = config.get("rope_parameters") or {}
-    scaling = config.get("rope_scaling") or {}
+    params = _section(config, "rope_parameters")
+    scaling = _section(config, "rope_scaling")
     for kind in (params.get("rope_type"), scaling.get("rope_type"), scaling.get("type")):
         if kind not in (None, "default"):
             raise ValueError(f"config.json: RoPE scaling {kind!r} is not supported (only plain RoPE)")
@@ -77,17 +79,28 @@ def _rope_theta(config: dict) -> float:
     return _positive_float(config, "rope_theta", theta)
 
 
+def _section(config: dict, key: str) -> dict:
+    """A nested object of config.json ({} when absent); anything else is a malformed config."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"config.json: {key} must be an object, got {type(value).__name__}")  # noqa: TRY004
+    return value
+
+
 def _linear_class(config: dict) -> str:
-    quant = config.get("quantization_config")
-    if quant is None:
+    if config.get("quantization_config") is None:
         return "bitlinear"
+    quant = _section(config, "quantization_config")
     method = quant.get("quant_method")
     if method != "bitnet":
         raise ValueError(f"config.json: quantization method {method!r} is not supported (only 'bitnet')")
     linear_class = quant.get("linear_class", "bitlinear")
     if linear_class not in ("bitlinear", "autobitlinear"):
         raise ValueError(f"config.json: unknown BitNet linear_class {linear_class!r}")
-    kept_float = [m for m in quant.get("modules_to_not_convert") or [] if m != "lm_head"]
+    kept = quant.get("modules_to_not_convert") or []
+    kept_float = [str(m) for m in (kept if isinstance(kept, list) else [kept]) if m != "lm_head"]
     if kept_float:  # those layers would be plain float linears, which the engine does not run
         raise ValueError(f"config.json: layers kept in float ({', '.join(kept_float)}) are not supported")
     if quant.get("use_rms_norm"):
@@ -97,6 +110,7 @@ def _linear_class(config: dict) -> str:
 
 def parse_config(config: dict) -> HParams:
     archs = config.get("architectures") or []
+    archs = archs if isinstance(archs, list) else [archs]
     if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
         found = ", ".join(map(str, archs)) or f"model_type {config.get('model_type')!r}"
         raise ValueError(
@@ -144,7 +158,7 @@ def read_config(model_dir) -> HParams:
         raise FileNotFoundError(f"{model_dir}: no config.json (not a Hugging Face model directory)")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object")  # noqa: TRY004 (bad file content)

@@ -12,6 +12,7 @@ the process (they stay in the page cache), so a 2B model is never resident all a
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import struct
 from pathlib import Path
@@ -45,7 +46,7 @@ class SafetensorsFile:
                 raise ValueError(f"{self.path}: header length {n_header} does not fit in the file ({size} bytes)")
             try:
                 header = json.loads(f.read(n_header))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
                 raise ValueError(f"{self.path}: header is not valid JSON ({e})") from None
         if not isinstance(header, dict):
             raise ValueError(f"{self.path}: header is not a JSON object")  # noqa: TRY004 (bad file content)
@@ -67,7 +68,7 @@ class SafetensorsFile:
                 f"{self.path}: tensor {name!r} data [{begin}, {end}) lies outside the file's {n_data} data bytes "
                 "(truncated download?)"
             )
-        if dtype in DTYPES and end - begin != int(np.prod(shape)) * DTYPES[dtype].itemsize:
+        if dtype in DTYPES and end - begin != math.prod(shape) * DTYPES[dtype].itemsize:  # exact, no overflow
             raise ValueError(
                 f"{self.path}: tensor {name!r} has {end - begin} bytes, not {dtype} of shape {list(shape)}"
             )
@@ -90,7 +91,27 @@ class SafetensorsFile:
             self._mmap.madvise(mmap.MADV_DONTNEED)
 
 
-class Checkpoint:
+class TensorSource:
+    """What the converter reads tensors through; subclasses provide names, dtype (safetensors'
+    spelling: F32, F16, BF16, U8, I8, ...), shape, raw (storage dtype), release_pages, paths."""
+
+    def dtype(self, name: str) -> str:
+        raise NotImplementedError
+
+    def raw(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def load_f32(self, name: str) -> np.ndarray:
+        """A float tensor as a new f32 array (exact for F32/F16/BF16)."""
+        dtype, raw = self.dtype(name), self.raw(name)
+        if dtype == "BF16":
+            return bf16_to_f32(raw)
+        if dtype in ("F32", "F16"):
+            return raw.astype(np.float32)
+        raise ValueError(f"tensor {name!r} is {dtype}, expected a float type (F32/F16/BF16)")
+
+
+class Checkpoint(TensorSource):
     """All tensors of a Hugging Face model directory, single-file or sharded."""
 
     def __init__(self, model_dir):
@@ -101,9 +122,7 @@ class Checkpoint:
         elif (root / INDEX_FILE).is_file():
             self._where = self._read_index(root)
         else:
-            raise FileNotFoundError(
-                f"{root}: no {SINGLE_FILE} or {INDEX_FILE} (only safetensors checkpoints are supported)"
-            )
+            raise FileNotFoundError(f"{root}: no {SINGLE_FILE} or {INDEX_FILE}")
 
     def _open(self, root: Path, file_name: str) -> SafetensorsFile:
         if file_name not in self.files:
@@ -113,8 +132,10 @@ class Checkpoint:
     def _read_index(self, root: Path) -> dict[str, str]:
         try:
             weight_map = json.loads((root / INDEX_FILE).read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
             raise ValueError(f"{root / INDEX_FILE}: not a valid safetensors index ({e})") from None
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{root / INDEX_FILE}: 'weight_map' is not a JSON object")
         for name, file_name in weight_map.items():
             if not isinstance(file_name, str) or Path(file_name).name != file_name:
                 raise ValueError(f"{root / INDEX_FILE}: shard {file_name!r} for {name!r} is not a file name")
@@ -141,15 +162,6 @@ class Checkpoint:
 
     def raw(self, name: str) -> np.ndarray:
         return self._file(name).raw(name)
-
-    def load_f32(self, name: str) -> np.ndarray:
-        """A float tensor as a new f32 array (exact for F32/F16/BF16)."""
-        dtype, raw = self.dtype(name), self.raw(name)
-        if dtype == "BF16":
-            return bf16_to_f32(raw)
-        if dtype in ("F32", "F16"):
-            return raw.astype(np.float32)
-        raise ValueError(f"tensor {name!r} is {dtype}, expected a float type (F32/F16/BF16)")
 
     def release_pages(self) -> None:
         for f in self.files.values():

@@ -105,7 +105,9 @@ struct file_spec {
     int64_t n_tensors = -1;
 };
 
-static uint8_t data_byte(uint64_t i) { return (uint8_t)(i * 7 + 1); }
+static uint8_t data_byte(uint64_t i) {
+    return (uint8_t)(i * 7 + 1);
+}
 
 // Header, kvs, tensor infos, padding, data. The file ends where the last tensor's data ends
 // (no trailing padding), so every shorter prefix is a broken file. Offsets from 4096 on get
@@ -165,8 +167,8 @@ static file_spec valid_spec() {
         kv_scalar<float>("t.nan", F32V, std::numeric_limits<float>::quiet_NaN()),
         kv_scalar<double>("t.inf", F64V, -std::numeric_limits<double>::infinity()),
         kv_scalar<uint8_t>("t.bool", BOOL, 1),
-        kv_strings("tokenizer.ggml.tokens", {"a", "h\xc3\xa9llo", "\xff\xfe", "\xe2\x82",
-                                             "\xe6\x97\xa5", "\"q\\\t", "", "\xed\xa0\x80"}),
+        kv_strings("tokenizer.ggml.tokens", {"a", "h\xc3\xa9llo", "\xff\xfe", "\xe2\x82", "\xe6\x97\xa5",
+                                             "\"q\\\t", "", "\xed\xa0\x80"}),
         kv_array<int32_t>("t.ints", I32, {1, -2, 3}),
         kv_array<uint8_t>("t.empty", U8, {}),
         kv_array<uint8_t>("t.bools", BOOL, {1, 0}),
@@ -212,8 +214,7 @@ static void test_valid_file() {
     check(f->get_int("t.i64", &i, &err) && i == INT64_MIN, "get_int i64");
     check(!f->get_int("t.u64", &i, &err) && err.find("out of range") != std::string::npos,
           "u64 max refused: " + err);
-    check(!f->get_int("general.name", &i, &err) &&
-              err == "key 'general.name' is string, expected an integer",
+    check(!f->get_int("general.name", &i, &err) && err == "key 'general.name' is string, expected an integer",
           "get_int on a string: " + err);
     check(!f->get_int("absent", &i, &err) && err.empty(), "absent key: false, empty error");
     check(f->get_float("t.f32", &d, &err) && d == (double)0.1f, "get_float f32");
@@ -246,10 +247,9 @@ static void test_valid_file() {
     expect_json(*f, "t.bool", "true");
     expect_json(*f, "general.name", "\"tiny \\\"quoted\\\"\\n\\u0001\"");
     // Invalid UTF-8 -> one U+FFFD per maximal ill-formed subpart, as Python's decoder does.
-    expect_json(
-        *f, "tokenizer.ggml.tokens",
-        "[\"a\",\"h\xc3\xa9llo\",\"\xef\xbf\xbd\xef\xbf\xbd\",\"\xef\xbf\xbd\",\"\xe6\x97\xa5\","
-        "\"\\\"q\\\\\\t\",\"\",\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"]");
+    expect_json(*f, "tokenizer.ggml.tokens",
+                "[\"a\",\"h\xc3\xa9llo\",\"\xef\xbf\xbd\xef\xbf\xbd\",\"\xef\xbf\xbd\",\"\xe6\x97\xa5\","
+                "\"\\\"q\\\\\\t\",\"\",\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"]");
     expect_json(*f, "t.ints", "[1,-2,3]");
     expect_json(*f, "t.empty", "[]");
     expect_json(*f, "t.bools", "[true,false]");
@@ -257,15 +257,14 @@ static void test_valid_file() {
 
     check(f->tensors().size() == 4, "tensor count");
     const gguf_tensor *t = f->tensor("b");
-    check(t && t->type == GGML_I2_S && t->n_dims == 2 && t->ne[0] == 128 && t->ne[1] == 2 &&
-              t->ne[2] == 1 && t->ne[3] == 1 && t->n_bytes == 96 && t->offset == 32,
+    check(t && t->type == GGML_I2_S && t->n_dims == 2 && t->ne[0] == 128 && t->ne[1] == 2 && t->ne[2] == 1 &&
+              t->ne[3] == 1 && t->n_bytes == 96 && t->offset == 32,
           "tensor b fields");
     const gguf_tensor *a = f->tensor("a"), *last = f->tensor(std::string(63, 'n'));
     check(last && last->n_bytes == 6 && last->offset == 224, "63-byte tensor name accepted");
     // The data pointers land on the bytes the writer put there.
     check(a && t && last && a->data[0] == data_byte(0) && t->data - a->data == 32 &&
-              t->data[0] == data_byte(32) && last->data - a->data == 224 &&
-              last->data[5] == data_byte(229),
+              t->data[0] == data_byte(32) && last->data - a->data == 224 && last->data[5] == data_byte(229),
           "tensor data pointers");
     check(f->tensor("nope") == nullptr && f->find("nope") == nullptr, "absent lookups");
 }
@@ -305,8 +304,8 @@ static void test_other_valid_files() {
 static void expect_refused(const std::string &name, const bytes &b, const std::string &want) {
     std::string path = write_file(b), err;
     auto f = gguf_file::open(path, &err);
-    bool ok = f == nullptr && err.rfind(path + ": ", 0) == 0 &&
-              err.find(want) != std::string::npos && err.find('\n') == std::string::npos;
+    bool ok = f == nullptr && err.rfind(path + ": ", 0) == 0 && err.find(want) != std::string::npos &&
+              err.find('\n') == std::string::npos;
     check(ok, name + ": want error containing '" + want + "', got '" + err + "'");
     if (getenv("TEST_GGUF_VERBOSE")) printf("  %-36s %s\n", name.c_str(), err.c_str());
 }
@@ -329,8 +328,7 @@ static void test_header_errors() {
                    "not a GGUF file (bad magic 47 47 4d 4c");
     expect_refused("byte-swapped magic", patched(good, 0, {'F', 'U', 'G', 'G'}),
                    "big-endian GGUF is not supported");
-    expect_refused("big-endian version", patched(good, 4, {0, 0, 0, 3}),
-                   "big-endian GGUF is not supported");
+    expect_refused("big-endian version", patched(good, 4, {0, 0, 0, 3}), "big-endian GGUF is not supported");
     expect_refused("version 0", patched(good, 4, {0, 0, 0, 0}), "unsupported GGUF version 0");
     expect_refused("version 1", patched(good, 4, {1, 0, 0, 0}),
                    "GGUF v1 is not supported (re-convert the model)");
@@ -340,20 +338,16 @@ static void test_header_errors() {
         "n_tensors 2^63", [](file_spec &s) { s.n_tensors = INT64_MAX; },
         "n_tensors = 9223372036854775807 is implausible");
     expect_refused(
-        "n_tensors 1000", [](file_spec &s) { s.n_tensors = 1000; },
-        "n_tensors = 1000 is implausible");
+        "n_tensors 1000", [](file_spec &s) { s.n_tensors = 1000; }, "n_tensors = 1000 is implausible");
     expect_refused(
-        "n_kv 2^63", [](file_spec &s) { s.n_kv = INT64_MAX; },
-        "n_kv = 9223372036854775807 is implausible");
+        "n_kv 2^63", [](file_spec &s) { s.n_kv = INT64_MAX; }, "n_kv = 9223372036854775807 is implausible");
     expect_refused("n_kv 2^64-1", patched(good, 16, bytes(8, 0xff)),
                    "n_kv = 18446744073709551615 is implausible");
-    expect_refused(
-        "n_kv one too many", [](file_spec &s) { s.n_kv = (int64_t)s.kvs.size() + 1; }, "");
+    expect_refused("n_kv one too many", [](file_spec &s) { s.n_kv = (int64_t)s.kvs.size() + 1; }, "");
     expect_refused("n_tensors one too many", [](file_spec &s) { s.n_tensors = 5; }, "");
 
     std::string err;
-    check(!gguf_file::open(g_dir + "/missing.gguf", &err) &&
-              err.find("cannot open") != std::string::npos,
+    check(!gguf_file::open(g_dir + "/missing.gguf", &err) && err.find("cannot open") != std::string::npos,
           "missing file: " + err);
     check(!gguf_file::open(g_dir, &err) && err.find("not a regular file") != std::string::npos,
           "directory: " + err);
@@ -381,8 +375,9 @@ static void test_kv_errors() {
     put<uint64_t>(huge_string, UINT64_MAX);
     expect_refused("string length 2^64-1", add(kv_raw("k", STR, huge_string)), "runs past the end");
     expect_refused("empty key", add(kv_string("", "x")), "is 0 bytes long (allowed 1..65535)");
-    expect_refused("key of 65536 bytes", add(kv_string(std::string(65536, 'k'), "x")),
-                   "is 65536 bytes long");
+    expect_refused("NUL in a key", only(kv_string(std::string("general.name\0x", 14), "x")),
+                   "key #0 at offset 24 contains a NUL byte");
+    expect_refused("key of 65536 bytes", add(kv_string(std::string(65536, 'k'), "x")), "is 65536 bytes long");
     bytes key_past_end;
     put<uint64_t>(key_past_end, 100);
     key_past_end.resize(key_past_end.size() + 20, 'k');
@@ -426,8 +421,7 @@ static void test_kv_errors() {
                    "string #1 of 1073741824 bytes");
     expect_refused("duplicate key", add(kv_scalar<uint8_t>("t.u8", U8, 1)), "duplicate key 't.u8'");
     expect_refused("bool byte 2", add(kv_scalar<uint8_t>("k", BOOL, 2)), "bool byte is 2");
-    expect_refused("bool array byte 2", add(kv_array<uint8_t>("k", BOOL, {1, 0, 2})),
-                   "bool byte is 2");
+    expect_refused("bool array byte 2", add(kv_array<uint8_t>("k", BOOL, {1, 0, 2})), "bool byte is 2");
     auto align = [](bytes kv) { return [kv](file_spec &s) { s.kvs[1] = kv; }; };
     expect_refused("alignment as uint64", align(kv_scalar<uint64_t>("general.alignment", U64, 32)),
                    "general.alignment must be uint32, found uint64");
@@ -448,24 +442,18 @@ static void test_tensor_errors() {
         return [edit](file_spec &s) { edit(s.tensors[0]); };
     };
     expect_refused(
-        "duplicate tensor name", [](file_spec &s) { s.tensors[1].name = "a"; },
-        "duplicate tensor name 'a'");
-    expect_refused("tensor name of 64 bytes",
-                   tensor0([](tensor_spec &t) { t.name = std::string(64, 'x'); }),
+        "duplicate tensor name", [](file_spec &s) { s.tensors[1].name = "a"; }, "duplicate tensor name 'a'");
+    expect_refused("tensor name of 64 bytes", tensor0([](tensor_spec &t) { t.name = std::string(64, 'x'); }),
                    "tensor #0 name at offset 707 is 64 bytes long (allowed 1..63)");
     // Names from the file are escaped, so the message stays on one line.
     expect_refused(
-        "duplicate name with a newline",
-        [](file_spec &s) { s.tensors[0].name = s.tensors[1].name = "x\ny"; },
+        "duplicate name with a newline", [](file_spec &s) { s.tensors[0].name = s.tensors[1].name = "x\ny"; },
         "duplicate tensor name 'x\\x0ay'");
-    expect_refused("empty tensor name", tensor0([](tensor_spec &t) { t.name.clear(); }),
-                   "is 0 bytes long");
+    expect_refused("empty tensor name", tensor0([](tensor_spec &t) { t.name.clear(); }), "is 0 bytes long");
     expect_refused("n_dims 0", tensor0([](tensor_spec &t) { t.ne.clear(); }),
                    "tensor 'a' has n_dims = 0 (expected 1..4)");
-    expect_refused("n_dims 5", tensor0([](tensor_spec &t) { t.ne = {4, 2, 1, 1, 1}; }),
-                   "has n_dims = 5");
-    expect_refused("zero dim", tensor0([](tensor_spec &t) { t.ne = {4, 0}; }),
-                   "tensor 'a' dimension 1 is 0");
+    expect_refused("n_dims 5", tensor0([](tensor_spec &t) { t.ne = {4, 2, 1, 1, 1}; }), "has n_dims = 5");
+    expect_refused("zero dim", tensor0([](tensor_spec &t) { t.ne = {4, 0}; }), "tensor 'a' dimension 1 is 0");
     expect_refused("dim above int64", tensor0([](tensor_spec &t) { t.ne = {uint64_t(1) << 63}; }),
                    "dimension 0 is 9223372036854775808");
     expect_refused("element count overflow",
@@ -502,29 +490,61 @@ static void test_tensor_errors() {
         "is past the end of the file");
     expect_refused("data past the end", tensor0([](tensor_spec &t) { t.ne = {4, 200}; }),
                    "tensor 'a' data [");
-    expect_refused(
-        "overlap", [](file_spec &s) { s.tensors[0].ne = {16}; }, "tensors 'a' and 'b' overlap");
+    expect_refused("overlap", [](file_spec &s) { s.tensors[0].ne = {16}; }, "tensors 'a' and 'b' overlap");
     expect_refused("same offset", [](file_spec &s) { s.tensors[2].offset = 32; }, "overlap");
+    expect_refused(
+        "offsets out of order", [](file_spec &s) { std::swap(s.tensors[0].offset, s.tensors[1].offset); },
+        "tensor offsets are out of order: 'b' at 0 follows 'a' at 32");
+    // I2_S is n/4 codes + a 32-byte tail: a writer with another tail leaves other room.
+    expect_refused(
+        "I2_S tail too short", [](file_spec &s) { s.tensors[1].ne = {128, 3}; },
+        "I2_S tensor 'b' needs 128 bytes (n/4 codes + a 32-byte scale tail) but only 96 lie "
+        "before 'd': its tail is not 32 bytes");
+    expect_refused(
+        "I2_S tail too long",
+        [](file_spec &s) {
+            s.tensors[1].ne = {128, 1};
+            s.tensors.pop_back();  // nothing after 'd' to keep in order
+        },
+        "needs 64 bytes (n/4 codes + a 32-byte scale tail) but 96 lie before 'd'");
+    expect_refused("NUL in a tensor name", tensor0([](tensor_spec &t) { t.name = std::string("a\0b", 3); }),
+                   "tensor #0 name at offset 707 contains a NUL byte");
+}
+
+// Id 39: TL2 in bitnet.cpp files, MXFP4 upstream. Outside bitnet.cpp files it is read as MXFP4
+// only when exactly MXFP4-sized (test_other_valid_files has the one that loads).
+static void test_type_39() {
+    auto upstream = [](std::vector<tensor_spec> tensors) {
+        return [tensors](file_spec &s) {
+            s.kvs = {kv_string("general.architecture", "gpt-oss")};
+            s.tensors = tensors;
+        };
+    };
     // MXFP4 would need 256/32*17 = 136 bytes; only 96 are there before the next tensor.
-    expect_refused(
-        "type 39 TL2-sized",
-        [](file_spec &s) {
-            s.tensors = {{"m", {256}, GGML_TL2_OR_MXFP4, 0, 96}, {"z", {1}, GGML_F32, 96, 4}};
-        },
-        "has ggml type 39, which is TL2 in bitnet.cpp files and MXFP4 upstream");
+    expect_refused("type 39 TL2-sized",
+                   upstream({{"m", {256}, GGML_TL2_OR_MXFP4, 0, 96}, {"z", {1}, GGML_F32, 96, 4}}),
+                   "has ggml type 39, which is TL2 in bitnet.cpp files and MXFP4 upstream");
     // MXFP4 would take 34 bytes, but 128 lie before the next tensor: not an MXFP4 layout.
+    expect_refused("type 39 with a gap",
+                   upstream({{"m", {64}, GGML_TL2_OR_MXFP4, 0, 128}, {"z", {1}, GGML_F32, 128, 4}}),
+                   "its data is not MXFP4-sized");
+    expect_refused("type 39 ne0 16", upstream({{"m", {16}, GGML_TL2_OR_MXFP4, 0, 16}}),
+                   "ne0 = 16 is not a multiple of 32, and TL2 is not supported");
+    expect_refused("type 39 past the end", upstream({{"m", {256}, GGML_TL2_OR_MXFP4, 0, 100}}), "type 39");
+    // MXFP4-sized, but the file says bitnet.cpp: TL2, whatever its size.
+    const std::vector<tensor_spec> mxfp4_sized = {{"m", {64}, GGML_TL2_OR_MXFP4, 0, 34},
+                                                  {"z", {1}, GGML_F32, 64, 4}};
     expect_refused(
-        "type 39 with a gap",
-        [](file_spec &s) {
-            s.tensors = {{"m", {64}, GGML_TL2_OR_MXFP4, 0, 128}, {"z", {1}, GGML_F32, 128, 4}};
+        "type 39 in a bitnet file", [&](file_spec &s) { s.tensors = mxfp4_sized; },
+        "type 39, which is TL2 in bitnet.cpp files and MXFP4 upstream; the architecture "
+        "'bitnet-b1.58' is bitnet.cpp's, and TL2 is not supported (re-convert the model with i2_s)");
+    expect_refused(
+        "type 39 with file_type 39",
+        [&](file_spec &s) {
+            upstream(mxfp4_sized)(s);
+            s.kvs.push_back(kv_scalar<uint32_t>("general.file_type", U32, 39));
         },
-        "its data is not MXFP4-sized");
-    expect_refused(
-        "type 39 ne0 16", [](file_spec &s) { s.tensors = {{"m", {16}, GGML_TL2_OR_MXFP4, 0, 16}}; },
-        "ne0 = 16 is not a multiple of 32, and TL2 is not supported");
-    expect_refused(
-        "type 39 past the end",
-        [](file_spec &s) { s.tensors = {{"m", {256}, GGML_TL2_OR_MXFP4, 0, 100}}; }, "type 39");
+        "general.file_type 39 is bitnet.cpp's TL2");
 }
 
 // Every prefix of a valid file is broken: none may crash, all must be refused.
@@ -535,8 +555,7 @@ static void test_truncation() {
         std::string path = write_file(bytes(good.begin(), good.begin() + n)), err;
         auto f = gguf_file::open(path, &err);
         if (f || err.rfind(path + ": ", 0) != 0 || err.find('\n') != std::string::npos) {
-            if (bad++ < 5)
-                printf("FAIL: truncated to %zu bytes: %s\n", n, f ? "loaded" : err.c_str());
+            if (bad++ < 5) printf("FAIL: truncated to %zu bytes: %s\n", n, f ? "loaded" : err.c_str());
         }
         unlink(path.c_str());
     }
@@ -614,14 +633,13 @@ static void test_quant_table() {
     for (const row &r : rows) {
         const quant_type_traits *t = quant_type_find(r.id);
         const std::string name = "type " + std::to_string(r.id);
-        check(t && t->block_size == r.block && t->type_size == r.size &&
-                  t->readable == r.readable && !t->whole_tensor,
+        check(t && t->block_size == r.block && t->type_size == r.size && t->readable == r.readable &&
+                  !t->whole_tensor,
               name + " traits");
         const int64_t ne[2] = {512, 3};
         uint64_t n = 0;
-        check(
-            quant_type_tensor_bytes(r.id, ne, 2, &n) && n == (uint64_t)(3 * 512 / r.block * r.size),
-            name + " bytes");
+        check(quant_type_tensor_bytes(r.id, ne, 2, &n) && n == (uint64_t)(3 * 512 / r.block * r.size),
+              name + " bytes");
     }
     uint64_t n = 0;
     const int64_t i2s[2] = {256, 3};
@@ -632,24 +650,20 @@ static void test_quant_table() {
               quant_type_tensor_bytes(GGML_TL1, i2s, 2, &n) && n == 256 * 3 / 4 + 32,
           "TL1 known, not readable, n/4 + 32");
     const int64_t mx[1] = {64};
-    check(quant_type_tensor_bytes(GGML_TL2_OR_MXFP4, mx, 1, &n) && n == 34,
-          "type 39 sized as MXFP4");
+    check(quant_type_tensor_bytes(GGML_TL2_OR_MXFP4, mx, 1, &n) && n == 34, "type 39 sized as MXFP4");
     for (uint32_t id : {4u, 5u, 16u, 23u, 29u, 31u, 37u, 40u, 1000u}) {
         check(quant_type_find(id) == nullptr, "unknown id " + std::to_string(id));
     }
     n = 7;
-    const int64_t bad_i2s[2] = {64, 4}, huge[2] = {INT64_MAX, 2},
-                  f32_wrap[2] = {int64_t(1) << 62, 1}, tl1_wrap[2] = {int64_t(1) << 62, 4},
-                  zero[2] = {4, 0}, neg[1] = {-4};
+    const int64_t bad_i2s[2] = {64, 4}, huge[2] = {INT64_MAX, 2}, f32_wrap[2] = {int64_t(1) << 62, 1},
+                  tl1_wrap[2] = {int64_t(1) << 62, 4}, zero[2] = {4, 0}, neg[1] = {-4};
     check(!quant_type_tensor_bytes(GGML_I2_S, bad_i2s, 2, &n), "I2_S ne0 % 128 != 0 refused");
     check(!quant_type_tensor_bytes(GGML_F32, huge, 2, &n), "element overflow refused");
     check(!quant_type_tensor_bytes(GGML_F32, f32_wrap, 2, &n), "byte overflow refused");
-    check(!quant_type_tensor_bytes(GGML_TL1, tl1_wrap, 2, &n),
-          "element overflow with small bytes refused");
+    check(!quant_type_tensor_bytes(GGML_TL1, tl1_wrap, 2, &n), "element overflow with small bytes refused");
     check(!quant_type_tensor_bytes(GGML_F32, zero, 2, &n), "zero dim refused");
     check(!quant_type_tensor_bytes(GGML_F32, neg, 1, &n), "negative dim refused");
-    check(!quant_type_tensor_bytes(GGML_F32, i2s, 0, &n) &&
-              !quant_type_tensor_bytes(GGML_F32, i2s, 5, &n),
+    check(!quant_type_tensor_bytes(GGML_F32, i2s, 0, &n) && !quant_type_tensor_bytes(GGML_F32, i2s, 5, &n),
           "n_dims 0/5 refused");
     check(!quant_type_tensor_bytes(16, i2s, 2, &n), "unknown id refused");
     check(n == 7, "*n_bytes untouched on failure");
@@ -669,12 +683,12 @@ int main() {
     test_header_errors();
     test_kv_errors();
     test_tensor_errors();
+    test_type_39();
     test_truncation();
     test_mutations();
     test_large_vocab();
 
-    for (int i = 0; i < g_file_counter; i++)
-        unlink((g_dir + "/f" + std::to_string(i) + ".gguf").c_str());
+    for (int i = 0; i < g_file_counter; i++) unlink((g_dir + "/f" + std::to_string(i) + ".gguf").c_str());
     rmdir(g_dir.c_str());
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
