@@ -1,0 +1,157 @@
+"""Smoke tests of the benchmark tools on the tiny model: they run and print well-formed output.
+Speed is never asserted here (DESIGN section 6): the figures live in benchmark runs."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+E2E = REPO / "utils" / "e2e_benchmark.py"
+TINY_RUN = ["-p", "8", "-n", "4", "-r", "2"]
+
+BENCH_KEYS = {"model", "model_desc", "isa", "n_threads", "test", "tokens_per_s_mean", "tokens_per_s_std", "reps",
+              "bandwidth_gb_s", "bytes_per_token", "bandwidth_fraction"}
+E2E_KEYS = {"pp_tokens_per_s", "pp_tokens_per_s_std", "tg_tokens_per_s", "tg_tokens_per_s_std", "n_threads",
+            "n_prompt", "n_gen", "model", "model_desc", "isa", "peak_rss_mb", "repetitions"}
+
+
+def find_binary(name: str) -> Path:
+    found = [p for p in REPO.glob(f"build/**/bin/{name}") if p.is_file()]
+    if not found:
+        pytest.fail(f"{name} is not built: run `pip install -e .` (or `python setup_env.py`) first")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def run(args: list, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **(env or {})))
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int):
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+# ---- bitnet-bench (native) ----------------------------------------------------------------------
+
+
+def test_bitnet_bench_json(tiny_gguf):
+    proc = run([find_binary("bitnet-bench"), "-m", tiny_gguf, *TINY_RUN, "-t", "1,2", "--bw-mib", "8",
+                "--bw-passes", "2", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    records = json_lines(proc.stdout)
+    assert [(r["n_threads"], r["test"]) for r in records] == [(1, "pp8"), (1, "tg4"), (2, "pp8"), (2, "tg4")]
+    for r in records:
+        assert BENCH_KEYS <= r.keys()
+        assert r["model"] == str(tiny_gguf) and r["reps"] == 2 and len(r["tokens_per_s_samples"]) == 2
+        assert r["tokens_per_s_mean"] > 0 and r["tokens_per_s_std"] >= 0 and r["bytes_per_token"] > 0
+        assert "bitnet-b1.58" in r["model_desc"] and r["isa"]
+    tg = [r for r in records if r["test"].startswith("tg")]
+    assert all(r["bandwidth_gb_s"] > 0 and r["bandwidth_fraction"] > 0 for r in tg)
+    assert all(r["bandwidth_fraction"] is None for r in records if r["test"].startswith("pp"))
+
+
+def test_bitnet_bench_table_without_bandwidth(tiny_gguf):
+    proc = run([find_binary("bitnet-bench"), "-m", tiny_gguf, *TINY_RUN, "-t", "1", "--no-bandwidth"])
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) == 4 and "pp8" in rows[2] and "tg4" in rows[3] and "±" in rows[3]
+    assert "bandwidth probe off" in proc.stdout
+
+
+@pytest.mark.parametrize("args, code", [
+    (["-p", "x"], 2), (["-t", "0"], 2), (["--frobnicate"], 2), (["-r"], 2), (["--isa", "nonesuch"], 2),
+])
+def test_bitnet_bench_bad_flags(tiny_gguf, args, code):
+    assert_one_line_error(run([find_binary("bitnet-bench"), "-m", tiny_gguf, *args]), code)
+
+
+def test_bitnet_bench_missing_model(tmp_path):
+    assert_one_line_error(run([find_binary("bitnet-bench")]), 2)
+    assert_one_line_error(run([find_binary("bitnet-bench"), "-m", tmp_path / "absent.gguf"]), 1)
+
+
+# ---- utils/e2e_benchmark.py ---------------------------------------------------------------------
+
+
+def test_e2e_benchmark_json(tiny_gguf):
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, *TINY_RUN, "-t", "1,2", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    records = json_lines(proc.stdout)
+    assert [r["n_threads"] for r in records] == [1, 2]
+    for r in records:
+        assert E2E_KEYS <= r.keys()
+        assert (r["n_prompt"], r["n_gen"], r["repetitions"], r["model"]) == (8, 4, 2, str(tiny_gguf))
+        assert r["pp_tokens_per_s"] > 0 and r["tg_tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
+        assert r["pp_tokens_per_s_std"] >= 0 and r["tg_tokens_per_s_std"] >= 0
+
+
+def test_e2e_benchmark_table(tiny_gguf):
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, "-p", "8", "-n", "0", "-r", "1", "-t", "1"])
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) == 3 and "pp8 t/s" in rows[0] and "bitnet" in rows[2] and "±" in rows[2]
+
+
+# A stand-in for llama-cpp-python with the calls the benchmark makes, to test the plumbing of
+# --compare without building llama.cpp.
+FAKE_LLAMA_CPP = textwrap.dedent("""
+    class Llama:
+        def __init__(self, model_path, n_ctx, n_batch, n_ubatch, n_threads, n_threads_batch, verbose):
+            assert n_batch >= 8 and n_threads == n_threads_batch
+            self.n_ctx, self.n_past = n_ctx, 0
+
+        def n_vocab(self):
+            return 100
+
+        def reset(self):
+            self.n_past = 0
+
+        def eval(self, tokens):
+            self.n_past += len(tokens)
+            assert self.n_past <= self.n_ctx
+""")
+
+
+def test_e2e_benchmark_compare(tiny_gguf, tmp_path):
+    (tmp_path / "llama_cpp").mkdir()
+    (tmp_path / "llama_cpp" / "__init__.py").write_text(FAKE_LLAMA_CPP)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, *TINY_RUN, "-t", "1", "--json",
+                "--compare", "llama-cpp-python", tiny_gguf], env)
+    assert proc.returncode == 0, proc.stderr
+    (r,) = json_lines(proc.stdout)
+    assert r["compare_engine"] == "llama-cpp-python" and r["pp_ratio"] > 0 and r["tg_ratio"] > 0
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, *TINY_RUN, "-t", "1",
+                "--compare", "llama-cpp-python", tiny_gguf], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "llama-cpp-python" in proc.stdout and "ratio" in proc.stdout
+
+
+@pytest.mark.parametrize("args, code", [
+    (["-t", "0"], 2), (["-p", "-1"], 2), (["-p", "0", "-n", "0"], 2), (["--bogus"], 2),
+    (["--compare", "nonesuch", "x.gguf"], 2),
+])
+def test_e2e_benchmark_bad_flags(tiny_gguf, args, code):
+    assert_one_line_error(run([sys.executable, E2E, "-m", tiny_gguf, *args]), code)
+
+
+def test_e2e_benchmark_failures(tiny_gguf, tmp_path):
+    assert_one_line_error(run([sys.executable, E2E, "-m", tmp_path / "absent.gguf"]), 1)
+    # With a llama_cpp that does not import: one line naming the package to install.
+    env = {"PYTHONPATH": str(tmp_path / "no_llama")}
+    (tmp_path / "no_llama" / "llama_cpp").mkdir(parents=True)
+    (tmp_path / "no_llama" / "llama_cpp" / "__init__.py").write_text("raise ImportError('no')\n")
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, "--compare", "llama-cpp-python", tiny_gguf], env)
+    assert_one_line_error(proc, 1)
+    assert "pip install llama-cpp-python" in proc.stderr
