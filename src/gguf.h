@@ -96,4 +96,8 @@ class gguf_file {
     std::unique_ptr<impl> impl_;
 };
 
+// A string from a file, quoted for a one-line message: control bytes escaped, long ones cut
+// (a file's text must never break an error message across lines).
+std::string quoted(const std::string &s);
+
 }  // namespace bitnet

@@ -26,8 +26,7 @@ const char *value_type_name(gguf_value_type t);
 // A kv's type for a message: "uint64", "array of string".
 std::string type_desc(const gguf_kv &kv);
 
-// A name from the file, quoted for a one-line message: control bytes escaped, long names cut.
-std::string quoted(const std::string &s);
+using bitnet::quoted;
 
 }  // namespace gguf_detail
 }  // namespace bitnet

@@ -26,22 +26,6 @@ std::string type_desc(const gguf_kv &kv) {
     return std::string("array of ") + value_type_name(kv.array_type);
 }
 
-std::string quoted(const std::string &s) {
-    std::string out = "'";
-    for (size_t i = 0; i < s.size() && i < 96; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f || c == '\\' || c == '\'') {
-            char buf[8];
-            snprintf(buf, sizeof buf, "\\x%02x", c);
-            out += buf;
-        } else {
-            out += (char)c;
-        }
-    }
-    if (s.size() > 96) out += "...";
-    return out + "'";
-}
-
 }  // namespace gguf_detail
 
 using gguf_detail::load;
@@ -345,6 +329,22 @@ std::string gguf_file::value_json(const gguf_kv &kv) const {
     }
     out += ']';
     return out;
+}
+
+std::string quoted(const std::string &s) {
+    std::string out = "'";
+    for (size_t i = 0; i < s.size() && i < 96; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f || c == '\\' || c == '\'') {
+            char buf[8];
+            snprintf(buf, sizeof buf, "\\x%02x", c);
+            out += buf;
+        } else {
+            out += (char)c;
+        }
+    }
+    if (s.size() > 96) out += "...";
+    return out + "'";
 }
 
 }  // namespace bitnet

@@ -244,7 +244,7 @@ bool read_hparams(loader &ld, const arch_info &arch, hparams *hp) {
     if (f.get_string(ld.prefix + "hidden_act", &act, &err) || f.get_string("bitnet.hidden_act", &act, &err)) {
         if (act == "relu2") hp->act = activation::relu2;
         else if (act == "silu") hp->act = activation::silu;
-        else return ld.fail("unsupported hidden_act '" + act + "' (supported: relu2, silu)");
+        else return ld.fail("unsupported hidden_act " + quoted(act) + " (supported: relu2, silu)");
     } else if (!err.empty()) {
         return ld.fail(err);
     }
@@ -327,7 +327,7 @@ std::unique_ptr<model> model_load(const std::string &path, std::string *error) {
     }
     m->arch = find_arch(arch_name);
     if (m->arch == nullptr) {
-        *error = path + ": unknown architecture '" + arch_name + "' (supported: " + supported_arch_list() + ")";
+        *error = path + ": unknown architecture " + quoted(arch_name) + " (supported: " + supported_arch_list() + ")";
         return nullptr;
     }
     loader ld{f, arch_name + ".", error};

@@ -5,7 +5,7 @@ Stable API (other test files import it):
     make_bitnet_checkpoint(out_dir, *, layout="packed", linear_class="autobitlinear",
                            hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, seed=0,
-                           tie_word_embeddings=True, float_dtype=None) -> Path
+                           tie_word_embeddings=True, float_dtype=None, vocab_size=None) -> Path
         Writes config.json, model.safetensors and the test tokenizer into out_dir, shaped like
         microsoft/bitnet-b1.58-2B-4T (BitNetForCausalLM, relu2, rope_theta 500000):
         layout "packed": linear weights as uint8 (out/4, in) + weight_scale, with
@@ -14,7 +14,8 @@ Stable API (other test files import it):
         layout "bf16" / "f32": float masters, no quantization_config (ternarized by absmean).
         float_dtype ("bf16" / "f32") sets the embedding, norms, lm_head and weight_scale dtype;
         default bf16 for "packed" and "bf16" (as the hub repos), f32 for "f32".
-        vocab_size = the tokenizer's token count. Hidden sizes must be multiples of 128 (I2_S).
+        vocab_size: the tokenizer's token count by default; a larger one pads the embedding
+        (as the hub's 128256-row 2B-4T does past its tokens). Hidden sizes: multiples of 128 (I2_S).
     load_reference(model_dir) -> transformers BitNetForCausalLM, float32, eval mode, eager
         attention, computing the exact ternary math (masters: autobitlinear online).
     reference_logits(model_dir, ids) -> np.ndarray float32 [len(ids), vocab_size]
@@ -52,7 +53,7 @@ LINEAR_MODULES = (
 )  # fmt: skip
 
 
-def _config(vocab: int, layout: str, linear_class: str, hidden: int, ff: int, layers: int, heads: int,
+def _config(vocab: int, n_tokens: int, layout: str, linear_class: str, hidden: int, ff: int, layers: int, heads: int,
             kv_heads: int, tied: bool, float_dtype: str) -> dict:  # fmt: skip
     config = {
         "architectures": ["BitNetForCausalLM"],
@@ -69,8 +70,8 @@ def _config(vocab: int, layout: str, linear_class: str, hidden: int, ff: int, la
         "rope_theta": 500000.0,
         "tie_word_embeddings": tied,
         "attention_bias": False,
-        "bos_token_id": vocab - 10,  # the tokenizer's <|begin_of_text|>
-        "eos_token_id": vocab - 1,  # <|eot_id|>
+        "bos_token_id": n_tokens - 10,  # the tokenizer's <|begin_of_text|>
+        "eos_token_id": n_tokens - 1,  # <|eot_id|>
         "torch_dtype": {"bf16": "bfloat16", "f32": "float32"}[float_dtype],
         "use_cache": True,
     }
@@ -108,7 +109,8 @@ def _linear_shapes(hidden: int, ff: int, heads: int, kv_heads: int) -> dict[str,
 def make_bitnet_checkpoint(out_dir, *, layout: str = "packed", linear_class: str = "autobitlinear",
                            hidden_size: int = 128, intermediate_size: int = 256, num_hidden_layers: int = 2,
                            num_attention_heads: int = 4, num_key_value_heads: int = 2, seed: int = 0,
-                           tie_word_embeddings: bool = True, float_dtype: str | None = None) -> Path:  # fmt: skip
+                           tie_word_embeddings: bool = True, float_dtype: str | None = None,
+                           vocab_size: int | None = None) -> Path:  # fmt: skip
     from safetensors.torch import save_file
 
     if layout not in LAYOUTS:
@@ -117,7 +119,11 @@ def make_bitnet_checkpoint(out_dir, *, layout: str = "packed", linear_class: str
         raise ValueError("hidden_size and intermediate_size must be multiples of 128 (I2_S blocks)")
     float_dtype = float_dtype or ("f32" if layout == "f32" else "bf16")
     out = Path(out_dir)
-    vocab = write_test_tokenizer(out)
+    vocab = n_tokens = write_test_tokenizer(out)
+    if vocab_size is not None:
+        if vocab_size < vocab:
+            raise ValueError(f"vocab_size {vocab_size} is below the tokenizer's {vocab} tokens")
+        vocab = vocab_size
     rng = np.random.default_rng(seed)
     hidden, ff = hidden_size, intermediate_size
 
@@ -146,7 +152,7 @@ def make_bitnet_checkpoint(out_dir, *, layout: str = "packed", linear_class: str
     if not tie_word_embeddings:
         tensors["lm_head.weight"] = _float(0.5 * rng.standard_normal((vocab, hidden)), float_dtype)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = _config(vocab, layout, linear_class, hidden, ff, num_hidden_layers, num_attention_heads,
+    config = _config(vocab, n_tokens, layout, linear_class, hidden, ff, num_hidden_layers, num_attention_heads,
                      num_key_value_heads, tie_word_embeddings, float_dtype)  # fmt: skip
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return out

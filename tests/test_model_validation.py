@@ -59,6 +59,10 @@ BAD_FILES = [
     ("vocab_size disagrees", dict(set_kv={f"{ARCH}.vocab_size": (7, "u32")}), r"vocab_size 7 disagrees"),
     ("wrong key type", dict(set_kv={f"{ARCH}.block_count": ("two", "string")}), r"block_count"),
     ("unknown activation", dict(set_kv={f"{ARCH}.hidden_act": ("gelu", "string")}), r"unsupported hidden_act 'gelu'"),
+    ("architecture with a newline", dict(set_kv={"general.architecture": ("evil\nname", "string")}),
+     r"unknown architecture 'evil\\x0aname'"),
+    ("activation with a newline", dict(set_kv={f"{ARCH}.hidden_act": ("gelu\r\nx", "string")}),
+     r"unsupported hidden_act 'gelu\\x0d\\x0ax'"),
     ("missing tensor", dict(drop_tensors=("blk.1.ffn_up.weight",)), r"missing tensor 'blk\.1\.ffn_up\.weight'"),
 ]
 
