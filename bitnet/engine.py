@@ -58,6 +58,7 @@ _SIGNATURES = {
     "bitnet_context_set_threads": (ctypes.c_int, [_P, _I32]),
     "bitnet_context_set_dump_dir": (ctypes.c_int, [_P, _S]),
     "bitnet_decode": (ctypes.c_int, [_P, _P, _I32, _P, ctypes.c_int]),
+    "bitnet_decode_multi": (ctypes.c_int, [_P, _P, _I32, _P]),
     "bitnet_sampler_default_params": (SamplerParams, []),
     "bitnet_sampler_new": (_P, [ctypes.POINTER(SamplerParams)]),
     "bitnet_sampler_free": (None, [_P]),
@@ -200,6 +201,18 @@ class NativeContext:
 
     def __del__(self):
         self.close()
+
+
+def decode_multi(contexts: list[NativeContext], tokens) -> np.ndarray:
+    """One new token for each context (all of one model) in a single batched pass over the
+    weights; logits [len(contexts), vocab], row i exactly what contexts[i].decode would give."""
+    ids = np.ascontiguousarray(tokens, dtype=np.int32)
+    if ids.ndim != 1 or ids.size == 0 or ids.size != len(contexts):
+        raise BitnetError("decode_multi needs one token id per context")
+    handles = (ctypes.c_void_p * len(contexts))(*[c._handle for c in contexts])
+    out = np.empty((ids.size, contexts[0].model.n_vocab), dtype=np.float32)
+    check(lib().bitnet_decode_multi(handles, _ptr(ids), ids.size, _ptr(out)))
+    return out
 
 
 class NativeSampler:

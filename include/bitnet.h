@@ -94,6 +94,13 @@ BITNET_API int bitnet_context_set_dump_dir(bitnet_context *ctx, const char *dir)
 BITNET_API int bitnet_decode(bitnet_context *ctx, const int32_t *tokens, int32_t n_tokens,
                              float *logits, int all_logits);
 
+/* Append one token to each of n different contexts of the same model, in one batched pass over
+ * the weights (continuous batching: several sequences for the price of about one), using the
+ * threads and scratch of ctxs[0]. logits: n * n_vocab floats, row i for ctxs[i]; may be NULL.
+ * Each row's result equals what bitnet_decode of that token alone would give. */
+BITNET_API int bitnet_decode_multi(bitnet_context *const *ctxs, const int32_t *tokens, int32_t n,
+                                   float *logits);
+
 /* ---- Sampling ---------------------------------------------------------------------------- */
 typedef struct bitnet_sampler_params {
     float temperature;        /* <= 0: greedy (argmax) */

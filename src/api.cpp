@@ -190,6 +190,20 @@ int bitnet_decode(bitnet_context *ctx, const int32_t *tokens, int32_t n_tokens, 
         BITNET_ERR_MEMORY);
 }
 
+int bitnet_decode_multi(bitnet_context *const *ctxs, const int32_t *tokens, int32_t n, float *logits) {
+    if (ctxs == nullptr || tokens == nullptr) return set_error(BITNET_ERR_ARGUMENT, "contexts or tokens is null");
+    if (n <= 0) return set_error(BITNET_ERR_ARGUMENT, "no sequences to decode");
+    return guarded(
+        [&]() -> int {
+            std::vector<bitnet::context *> seqs(static_cast<size_t>(n));
+            for (int32_t i = 0; i < n; ++i) seqs[static_cast<size_t>(i)] = ctxs[i] ? ctxs[i]->impl.get() : nullptr;
+            std::string error;
+            int status = bitnet::forward_decode_multi(seqs.data(), tokens, n, logits, &error);
+            return status == BITNET_OK ? status : set_error(status, error);
+        },
+        BITNET_ERR_MEMORY);
+}
+
 bitnet_sampler_params bitnet_sampler_default_params(void) {
     bitnet_sampler_params p;
     p.temperature = 0.8f;

@@ -65,12 +65,12 @@ void ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, float *y) 
     });
 }
 
-// Rotate-half RoPE on every head of m rows (n_heads heads of head_dim) at positions p0 + i.
-void rope(const context &ctx, float *x, int64_t m, int64_t n_heads, int64_t p0) {
+// Rotate-half RoPE on every head of m rows (n_heads heads of head_dim), row i at rows[i].pos.
+void rope(const context &ctx, const batch_row *rows, float *x, int64_t m, int64_t n_heads) {
     const int64_t hd = ctx.m->hp.head_dim, half = hd / 2;
     for (int64_t i = 0; i < m; ++i) {
-        const float *cs = ctx.rope_cos.data() + (p0 + i) * half;
-        const float *sn = ctx.rope_sin.data() + (p0 + i) * half;
+        const float *cs = rows[i].seq->rope_cos.data() + rows[i].pos * half;
+        const float *sn = rows[i].seq->rope_sin.data() + rows[i].pos * half;
         for (int64_t h = 0; h < n_heads; ++h) {
             float *v = x + (i * n_heads + h) * hd;
             for (int64_t j = 0; j < half; ++j) {
@@ -82,19 +82,22 @@ void rope(const context &ctx, float *x, int64_t m, int64_t n_heads, int64_t p0) 
     }
 }
 
-// Causal grouped-query attention of m new rows against the cache of layer il.
-void attention(context &ctx, int64_t il, int64_t m, int64_t p0) {
+// Causal grouped-query attention of m new rows, each against its own sequence's cache of
+// layer il up to and including its position (the batch's k, v are already in the caches).
+void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
     const hparams &hp = ctx.m->hp;
     const int64_t hd = hp.head_dim, kv_dim = hp.n_head_kv * hd, group = hp.n_head / hp.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const float *kc = ctx.k_cache.data() + il * ctx.n_ctx * kv_dim;
-    const float *vc = ctx.v_cache.data() + il * ctx.n_ctx * kv_dim;
     const int64_t n_items = m * hp.n_head;
+    const int64_t scores_per_thread = static_cast<int64_t>(ctx.scores.size()) / ctx.pool->size();
     ctx.pool->run([&](int t, int nt) {
-        float *scores = ctx.scores.data() + t * ctx.n_ctx;
+        float *scores = ctx.scores.data() + t * scores_per_thread;
         for (int64_t item = t; item < n_items; item += nt) {
             const int64_t i = item / hp.n_head, h = item % hp.n_head, g = h / group;
-            const int64_t n_keys = p0 + i + 1;
+            const context &seq = *rows[i].seq;
+            const float *kc = seq.k_cache.data() + il * seq.n_ctx * kv_dim;
+            const float *vc = seq.v_cache.data() + il * seq.n_ctx * kv_dim;
+            const int64_t n_keys = rows[i].pos + 1;
             const float *qv = ctx.q.data() + (i * hp.n_head + h) * hd;
             float max_s = -INFINITY;
             for (int64_t p = 0; p < n_keys; ++p) {
@@ -127,7 +130,7 @@ void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_
     });
 }
 
-void attention_block(context &ctx, const layer_weights &l, int64_t il, int64_t m, int64_t p0) {
+void attention_block(context &ctx, const batch_row *rows, const layer_weights &l, int64_t il, int64_t m) {
     const hparams &hp = ctx.m->hp;
     const int64_t E = hp.n_embd, Q = hp.n_head * hp.head_dim, KV = hp.n_head_kv * hp.head_dim;
     name_tensor(ctx, "attn_in", il, ctx.x.data(), m, E);
@@ -140,13 +143,15 @@ void attention_block(context &ctx, const layer_weights &l, int64_t il, int64_t m
     name_tensor(ctx, "q", il, ctx.q.data(), m, Q);
     name_tensor(ctx, "k", il, ctx.k.data(), m, KV);
     name_tensor(ctx, "v", il, ctx.v.data(), m, KV);
-    rope(ctx, ctx.q.data(), m, hp.n_head, p0);
-    rope(ctx, ctx.k.data(), m, hp.n_head_kv, p0);
-    float *kc = ctx.k_cache.data() + (il * ctx.n_ctx + p0) * KV;
-    float *vc = ctx.v_cache.data() + (il * ctx.n_ctx + p0) * KV;
-    std::memcpy(kc, ctx.k.data(), static_cast<size_t>(m * KV) * sizeof(float));
-    std::memcpy(vc, ctx.v.data(), static_cast<size_t>(m * KV) * sizeof(float));
-    attention(ctx, il, m, p0);
+    rope(ctx, rows, ctx.q.data(), m, hp.n_head);
+    rope(ctx, rows, ctx.k.data(), m, hp.n_head_kv);
+    for (int64_t i = 0; i < m; ++i) {
+        context &seq = *rows[i].seq;
+        const size_t at = static_cast<size_t>((il * seq.n_ctx + rows[i].pos) * KV);
+        std::memcpy(seq.k_cache.data() + at, ctx.k.data() + i * KV, static_cast<size_t>(KV) * sizeof(float));
+        std::memcpy(seq.v_cache.data() + at, ctx.v.data() + i * KV, static_cast<size_t>(KV) * sizeof(float));
+    }
+    attention(ctx, rows, il, m);
     name_tensor(ctx, "attn", il, ctx.att.data(), m, Q);
     const float *a = ctx.att.data();
     if (hp.has_sub_norms) {
@@ -212,10 +217,13 @@ void output_head(context &ctx, int64_t first, int64_t m, float *logits) {
     name_tensor(ctx, "logits", -1, logits, rows, V);
 }
 
-void forward_batch(context &ctx, const int32_t *tokens, int64_t m, float *logits, bool all_logits) {
+// One batch of m rows through the model with ctx's scratch and threads; row i is token
+// tokens[i] at position rows[i].pos of sequence rows[i].seq (ctx itself, or other contexts of
+// the same model when several sequences are decoded together).
+void forward_batch(context &ctx, const batch_row *rows, const int32_t *tokens, int64_t m, float *logits,
+                   bool all_logits) {
     const model &md = *ctx.m;
     const int64_t E = md.hp.n_embd;
-    const int64_t p0 = ctx.n_past;
     const size_t elem = md.token_embd.type == GGML_F32 ? 4 : 2;
     for (int64_t i = 0; i < m; ++i) {
         const auto *row = static_cast<const uint8_t *>(md.token_embd.data) + static_cast<size_t>(tokens[i]) * E * elem;
@@ -223,10 +231,10 @@ void forward_batch(context &ctx, const int32_t *tokens, int64_t m, float *logits
     }
     for (int64_t il = 0; il < md.hp.n_layer; ++il) {
         const layer_weights &l = md.layers[static_cast<size_t>(il)];
-        attention_block(ctx, l, il, m, p0);
+        attention_block(ctx, rows, l, il, m);
         ffn_block(ctx, l, il, m);
     }
-    ctx.n_past += m;
+    for (int64_t i = 0; i < m; ++i) rows[i].seq->n_past = std::max(rows[i].seq->n_past, rows[i].pos + 1);
     if (logits != nullptr) output_head(ctx, all_logits ? 0 : m - 1, m, logits);
 }
 
@@ -315,8 +323,51 @@ int forward_decode(context &ctx, const int32_t *tokens, int64_t n, float *logits
         float *out = nullptr;
         if (logits != nullptr && all_logits) out = logits + done * V;
         else if (logits != nullptr && last) out = logits;
-        forward_batch(ctx, tokens + done, m, out, all_logits);
+        std::vector<batch_row> rows(static_cast<size_t>(m));
+        for (int64_t i = 0; i < m; ++i) rows[static_cast<size_t>(i)] = {&ctx, ctx.n_past + i};
+        forward_batch(ctx, rows.data(), tokens + done, m, out, all_logits);
     }
+    return BITNET_OK;
+}
+
+int forward_decode_multi(context *const *seqs, const int32_t *tokens, int64_t n, float *logits,
+                         std::string *error) {
+    if (n <= 0 || n > kMaxBatch) {
+        *error = "decode_multi takes 1 to " + std::to_string(kMaxBatch) + " sequences, got " + std::to_string(n);
+        return BITNET_ERR_ARGUMENT;
+    }
+    context &lead = *seqs[0];
+    const int64_t V = lead.m->hp.n_vocab;
+    int64_t widest_ctx = 0;
+    std::vector<batch_row> rows(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+        context *seq = seqs[i];
+        const std::string which = "sequence " + std::to_string(i);
+        if (seq == nullptr || seq->m != lead.m) {
+            *error = which + (seq == nullptr ? " is null" : " belongs to another model");
+            return BITNET_ERR_ARGUMENT;
+        }
+        for (int64_t j = 0; j < i; ++j) {
+            if (seqs[j] == seq) {
+                *error = which + " repeats sequence " + std::to_string(j) + " (one token per sequence)";
+                return BITNET_ERR_ARGUMENT;
+            }
+        }
+        if (seq->n_past >= seq->n_ctx) {
+            *error = which + ": context is full (" + std::to_string(seq->n_ctx) + " tokens)";
+            return BITNET_ERR_CONTEXT_FULL;
+        }
+        if (tokens[i] < 0 || tokens[i] >= V) {
+            *error = "token id " + std::to_string(tokens[i]) + " is out of range [0, " + std::to_string(V) + ")";
+            return BITNET_ERR_ARGUMENT;
+        }
+        rows[static_cast<size_t>(i)] = {seq, seq->n_past};
+        widest_ctx = std::max(widest_ctx, seq->n_ctx);
+    }
+    // The lead's attention scratch must hold the longest sequence's scores.
+    const size_t n_scores = static_cast<size_t>(lead.pool->size() * widest_ctx);
+    if (lead.scores.size() < n_scores) lead.scores.assign(n_scores, 0.0f);
+    forward_batch(lead, rows.data(), tokens, n, logits, true);
     return BITNET_OK;
 }
 

@@ -38,6 +38,12 @@ struct context {
     std::string dump_dir;             // debug dumps of named tensors when not empty (debug_dump.h)
 };
 
+// One row of a batch: a token at position `pos` of sequence `seq` (whose KV cache it joins).
+struct batch_row {
+    context *seq;
+    int64_t pos;
+};
+
 // nullptr with *error on failure (bad arguments, allocation failure, unsupported ISA).
 std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_threads, std::string *error);
 
@@ -45,5 +51,11 @@ std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_thread
 // when all_logits; may be null. Returns a bitnet_status value.
 int forward_decode(context &ctx, const int32_t *tokens, int64_t n, float *logits, bool all_logits,
                    std::string *error);
+
+// Appends one token to each of n different contexts of the same model in a single batched
+// pass (one read of the weights for all of them), on seqs[0]'s threads and scratch.
+// logits: n * n_vocab floats, row i for seqs[i]; may be null. Returns a bitnet_status value.
+int forward_decode_multi(context *const *seqs, const int32_t *tokens, int64_t n, float *logits,
+                         std::string *error);
 
 }  // namespace bitnet
