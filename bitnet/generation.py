@@ -1,9 +1,15 @@
-"""Turning a stream of token ids into a stream of text: incremental UTF-8 and stop strings."""
+"""One generation after its prompt, step by step: sampling, budgets, end-of-generation tokens,
+stop strings, incremental UTF-8 and log-probabilities. `Model` and the server's scheduler both
+drive a `Generation` (the one feeds it a context's logits in a loop, the other a row of a
+batched decode), so a request gives the same tokens, text and finish reason through either."""
 
 from __future__ import annotations
 
 import codecs
+import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass
@@ -21,6 +27,7 @@ class SamplingOptions:
     frequency_penalty: float = 0.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None  # None: off; k >= 0: each token's log-probability and its k best rivals
 
     def sampler_params(self, seed: int) -> dict:
         return dict(
@@ -84,3 +91,105 @@ class TextStream:
                     held = n
                     break
         return held
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+
+
+@dataclass
+class GenerationRequest:
+    """A checked request: the prompt's token ids, the options and the resolved seed."""
+
+    prompt_ids: list[int]
+    options: SamplingOptions
+    seed: int
+
+
+@dataclass
+class TokenLogprob:
+    """A token's log-probability under the model (log-softmax of its raw logits)."""
+
+    token: int
+    text: str
+    data: bytes  # the token's bytes (its text may be part of a UTF-8 character)
+    logprob: float
+    top: list[TokenLogprob] = field(default_factory=list)  # the most likely tokens at this step
+
+
+@dataclass
+class Emission:
+    """What one step of a generation gives."""
+
+    text: str  # text that became final at this step ("" while a character or stop string is open)
+    token: int | None  # the sampled token; None when the step only ended the generation
+    logprob: TokenLogprob | None = None
+    finish_reason: str | None = None  # "stop" or "length" when this step ended the generation
+
+
+class Generation:
+    """Sampling after a prompt whose logits the caller computes: `step(logits)` per token.
+
+    Ends with finish_reason "stop" at an end-of-generation token (not emitted) or a stop string
+    (cut before it), "length" once max_tokens tokens are out; a caller whose context is full
+    ends it with `finish("length")`. Holds a native sampler: create, use and close it on the
+    thread that runs the engine.
+    """
+
+    def __init__(self, tokenizer, request: GenerationRequest):
+        from bitnet.engine import NativeSampler  # the engine only where a generation runs
+
+        opts = request.options
+        self.tokenizer = tokenizer
+        self.max_tokens = opts.max_tokens  # None: until the context is full
+        self.n_logprobs = opts.logprobs
+        self.n_gen = 0
+        self.finish_reason: str | None = None
+        self._text = TextStream(opts.stop)
+        self._sampler = NativeSampler(**opts.sampler_params(request.seed))
+        for t in request.prompt_ids:
+            self._sampler.accept(t)
+
+    def step(self, logits: np.ndarray) -> Emission:
+        """Sample the next token from the logits of the last position."""
+        if self.max_tokens is not None and self.n_gen >= self.max_tokens:  # max_tokens=0
+            return self.finish("length")
+        token = self._sampler.sample(logits)
+        if self.tokenizer.is_eog(token):
+            return self.finish("stop")
+        self._sampler.accept(token)
+        self.n_gen += 1
+        logprob = self._logprob(logits, token) if self.n_logprobs is not None else None
+        text = self._text.push(self.tokenizer.token_to_bytes(token))
+        if self._text.stopped:
+            self.finish_reason = "stop"
+            return Emission(text, token, logprob, "stop")
+        if self.max_tokens is not None and self.n_gen >= self.max_tokens:
+            self.finish_reason = "length"
+            return Emission(text + self._text.flush(), token, logprob, "length")
+        return Emission(text, token, logprob)
+
+    def finish(self, reason: str) -> Emission:
+        """End the generation now: release the text still held back."""
+        self.finish_reason = self.finish_reason or reason
+        return Emission(self._text.flush(), None, None, self.finish_reason)
+
+    def close(self):
+        self._sampler.close()
+
+    def _logprob(self, logits: np.ndarray, token: int) -> TokenLogprob:
+        row = np.asarray(logits, dtype=np.float64)
+        peak = float(row.max())
+        log_total = peak + math.log(float(np.exp(row - peak).sum()))
+        top = []
+        if self.n_logprobs:
+            k = min(self.n_logprobs, row.size)
+            best = np.argpartition(-row, k - 1)[:k]
+            best = best[np.argsort(-row[best], kind="stable")]
+            top = [self._entry(int(t), float(row[t]) - log_total) for t in best]
+        return self._entry(token, float(row[token]) - log_total, top)
+
+    def _entry(self, token: int, logprob: float, top=()) -> TokenLogprob:
+        data = self.tokenizer.token_to_bytes(token)
+        # -9999 stands for a probability that underflows, as OpenAI reports it; JSON has no -inf
+        logprob = logprob if math.isfinite(logprob) else -9999.0
+        return TokenLogprob(token, data.decode("utf-8", errors="replace"), data, logprob, list(top))

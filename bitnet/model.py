@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from bitnet import chat, completions
-from bitnet.engine import NativeContext, NativeModel, NativeSampler
+from bitnet.engine import NativeContext, NativeModel
 from bitnet.errors import BitnetError
-from bitnet.generation import SamplingOptions, TextStream
+from bitnet.generation import MAX_TOP_LOGPROBS, Emission, Generation, GenerationRequest, SamplingOptions
 from bitnet.tokenizer import Tokenizer
 
 
@@ -188,40 +188,85 @@ class Model:
         """Text generated after `prompt`: a str, or an iterator of pieces when stream=True."""
         opts = self._options(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, **options)
-        ids = self._prompt_ids(prompt)
-        pieces = self._stream_text(ids, opts)
+        pieces = (e.text for e in self.run_generation(self._request(self._prompt_ids(prompt), opts)))
         if stream:
-            return (piece for piece, _ in pieces if piece)
-        return "".join(piece for piece, _ in pieces)
+            return (piece for piece in pieces if piece)
+        return "".join(pieces)
 
     def generate_tokens(self, prompt: str | list[int], max_tokens: int | None = 128, **options) -> Iterator[int]:
         """Sampled token ids after `prompt`, stopping at an end-of-generation token."""
         opts = self._options(max_tokens=max_tokens, **options)
-        return self._tokens(self._prompt_ids(prompt), opts)
+        emissions = self.run_generation(self._request(self._prompt_ids(prompt), opts))
+        return (e.token for e in emissions if e.token is not None)
 
     def create_completion(self, prompt: str | list[int], max_tokens: int | None = 16, stream: bool = False,
-                          **options):
-        """OpenAI "text_completion" dict, or an iterator of its stream chunks."""
-        opts = self._options(max_tokens=max_tokens, **options)
-        ids = self._prompt_ids(prompt)
-        name = Path(self.model_path).name
-        if stream:
-            return self._completion_chunks(ids, opts, name)
-        text, reason = self._collect(ids, opts)
-        return completions.completion(name, text, reason, len(ids), self.last_timings["n_gen"])
+                          logprobs: int | None = None, stream_options: dict | None = None, **options):
+        """OpenAI "text_completion" dict, or an iterator of its stream chunks.
+
+        logprobs=k adds each token's log-probability and its k most likely rivals (0 <= k <= 20);
+        stream_options={"include_usage": True} ends a stream with a usage chunk.
+        """
+        request = self.prepare_completion(prompt, max_tokens=max_tokens, logprobs=logprobs, **options)
+        return self._respond(request, False, stream, stream_options)
 
     __call__ = create_completion
 
     def create_chat_completion(self, messages: list[dict], max_tokens: int | None = None, stream: bool = False,
-                               **options):
+                               logprobs: bool = False, top_logprobs: int | None = None,
+                               stream_options: dict | None = None, **options):
         """OpenAI "chat.completion" dict, or an iterator of "chat.completion.chunk" dicts."""
+        request = self.prepare_chat(messages, max_tokens=max_tokens, logprobs=logprobs, top_logprobs=top_logprobs,
+                                    **options)
+        return self._respond(request, True, stream, stream_options)
+
+    # The request logic of create_completion / create_chat_completion, which the server shares:
+    # prepare_* checks a request and tokenizes it (no engine work), a `Generation` samples it,
+    # and completions.ResultBuilder shapes the result.
+    def prepare_completion(self, prompt: str | list[int], max_tokens: int | None = 16, logprobs: int | None = None,
+                           **options) -> GenerationRequest:
+        """The checked request of create_completion: prompt ids, options (aliases resolved), seed."""
+        opts = self._options(max_tokens=max_tokens, logprobs=_logprobs_count(logprobs, "logprobs"), **options)
+        return self._request(self._prompt_ids(prompt), opts)
+
+    def prepare_chat(self, messages: list[dict], max_tokens: int | None = None, logprobs: bool = False,
+                     top_logprobs: int | None = None, **options) -> GenerationRequest:
+        """The checked request of create_chat_completion: the rendered prompt's ids, options, seed."""
+        if top_logprobs is not None and not logprobs:
+            raise BitnetError("top_logprobs needs logprobs=True")
         ids = self._chat_ids(messages)
-        opts = self._options(max_tokens=max_tokens, **options)
-        name = Path(self.model_path).name
-        if stream:
-            return self._chat_chunks(ids, opts, name)
-        text, reason = self._collect(ids, opts)
-        return completions.chat_completion(name, text, reason, len(ids), self.last_timings["n_gen"])
+        n_logprobs = _logprobs_count(top_logprobs or 0, "top_logprobs") if logprobs else None
+        return self._request(ids, self._options(max_tokens=max_tokens, logprobs=n_logprobs, **options))
+
+    def run_generation(self, request: GenerationRequest) -> Iterator[Emission]:
+        """Run a prepared request on the model's persistent context (its cached prefix reused);
+        the last emission has the finish reason. Sets last_timings."""
+        ids = request.prompt_ids
+        t0 = time.perf_counter()
+        generation = Generation(self.tokenizer, request)
+        try:
+            ctx, cached = self._context(ids)
+            logits = ctx.decode(ids[cached:])
+            self._ctx_tokens = list(ids)
+            t1 = time.perf_counter()
+            self.last_timings = {"n_prompt": len(ids) - cached, "prompt_ms": (t1 - t0) * 1e3, "n_gen": 0,
+                                 "gen_ms": 0.0}
+            try:
+                while True:
+                    emission = generation.step(logits)
+                    self.last_timings["n_gen"] = generation.n_gen
+                    self._update_gen_time(t1)
+                    yield emission
+                    if emission.finish_reason:
+                        return
+                    if ctx.n_past >= ctx.n_ctx:
+                        yield generation.finish("length")
+                        return
+                    logits = ctx.decode([emission.token])
+                    self._ctx_tokens.append(emission.token)
+            finally:
+                self._update_gen_time(t1)
+        finally:
+            generation.close()
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The prompt text for messages; their text is held to max_prompt_bytes before rendering."""
@@ -313,81 +358,35 @@ class Model:
         self._ctx_tokens = self._ctx_tokens[:common]
         return self._ctx, common
 
-    def _tokens(self, ids: list[int], opts: SamplingOptions) -> Iterator[int]:
-        """Sampled token ids after the prompt; sets last_timings and self._finish_reason."""
-        seed = opts.seed if opts.seed is not None else self.seed
-        if seed is None or seed < 0:
-            seed = secrets.randbits(63)
-        sampler = NativeSampler(**opts.sampler_params(seed))
-        self._finish_reason = "length"
-        t0 = time.perf_counter()
-        ctx, cached = self._context(ids)
-        logits = ctx.decode(ids[cached:])
-        self._ctx_tokens = list(ids)
-        t1 = time.perf_counter()
-        self.last_timings = {"n_prompt": len(ids) - cached, "prompt_ms": (t1 - t0) * 1e3, "n_gen": 0, "gen_ms": 0.0}
-        for t in ids:
-            sampler.accept(t)
-        budget = opts.max_tokens if opts.max_tokens is not None else self.n_ctx
-        try:
-            while self.last_timings["n_gen"] < budget:
-                token = sampler.sample(logits)
-                if self.tokenizer.is_eog(token):
-                    self._finish_reason = "stop"
-                    break
-                sampler.accept(token)
-                self.last_timings["n_gen"] += 1
-                self._update_gen_time(t1)
-                yield token
-                if ctx.n_past >= ctx.n_ctx:
-                    break
-                logits = ctx.decode([token])
-                self._ctx_tokens.append(token)
-        finally:
-            self._update_gen_time(t1)
-            sampler.close()
-
     def _update_gen_time(self, t1: float):
         tm = self.last_timings
         tm["gen_ms"] = (time.perf_counter() - t1) * 1e3
         tm["prompt_tps"] = tm["n_prompt"] / max(tm["prompt_ms"], 1e-9) * 1e3
         tm["gen_tps"] = tm["n_gen"] / max(tm["gen_ms"], 1e-9) * 1e3
 
-    def _stream_text(self, ids: list[int], opts: SamplingOptions) -> Iterator[tuple[str, str | None]]:
-        """(piece, None) while generating, then ("rest", finish_reason) once."""
-        text = TextStream(opts.stop)
-        tokens = self._tokens(ids, opts)
-        for token in tokens:
-            piece = text.push(self.tokenizer.token_to_bytes(token))
-            if text.stopped:
-                tokens.close()
-                yield piece, "stop"
-                return
-            if piece:
-                yield piece, None
-        yield text.flush(), self._finish_reason
+    def _request(self, ids: list[int], opts: SamplingOptions) -> GenerationRequest:
+        seed = opts.seed if opts.seed is not None else self.seed
+        if seed is None or seed < 0:
+            seed = secrets.randbits(63)
+        return GenerationRequest(ids, opts, seed)
 
-    def _collect(self, ids, opts) -> tuple[str, str]:
-        parts, reason = [], "length"
-        for piece, finish in self._stream_text(ids, opts):
-            parts.append(piece)
-            reason = finish or reason
-        return "".join(parts), reason
+    def _respond(self, request: GenerationRequest, chat: bool, stream: bool, stream_options: dict | None):
+        builder = completions.ResultBuilder(chat, Path(self.model_path).name, len(request.prompt_ids),
+                                            logprobs=request.options.logprobs is not None)
+        emissions = self.run_generation(request)
+        if stream:
+            return self._chunks(builder, emissions, bool((stream_options or {}).get("include_usage")))
+        for emission in emissions:
+            builder.push(emission)
+        return builder.result()
 
-    def _completion_chunks(self, ids, opts, name) -> Iterator[dict]:
-        cid, created = completions.new_stream_id("cmpl-")
-        for piece, finish in self._stream_text(ids, opts):
-            if piece or finish:
-                yield completions.completion_chunk(cid, created, name, piece, finish)
-
-    def _chat_chunks(self, ids, opts, name) -> Iterator[dict]:
-        cid, created = completions.new_stream_id("chatcmpl-")
-        yield completions.chat_chunk(cid, created, name, {"role": "assistant", "content": ""}, None)
-        for piece, finish in self._stream_text(ids, opts):
-            if piece:
-                yield completions.chat_chunk(cid, created, name, {"content": piece}, None)
-            if finish:
-                yield completions.chat_chunk(cid, created, name, {}, finish)
+    @staticmethod
+    def _chunks(builder: completions.ResultBuilder, emissions, include_usage: bool) -> Iterator[dict]:
+        yield from builder.opening_chunks()
+        for emission in emissions:
+            yield from builder.push(emission)
+        if include_usage:
+            yield builder.usage_chunk()
 
 
 def _utf8_len(text: str) -> int:
@@ -405,6 +404,19 @@ def _messages_utf8_len(messages) -> int:
         return 0
     return sum(_utf8_len(v) for m in messages if isinstance(m, dict)
                for v in (m.get("role"), m.get("content")) if isinstance(v, str))
+
+
+def _logprobs_count(value, name: str) -> int | None:
+    """How many rival tokens to report per token (None: no log-probabilities)."""
+    if value is None:
+        return None
+    try:
+        count = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        count = None
+    if count is None or not 0 <= count <= MAX_TOP_LOGPROBS:
+        raise BitnetError(f"{name} must be an integer in [0, {MAX_TOP_LOGPROBS}], got {value!r:.40}")
+    return count
 
 
 def _token_id(value) -> int:
