@@ -1,5 +1,8 @@
 """The model's tokenizer, rebuilt from GGUF metadata with Hugging Face `tokenizers`.
 
+Two kinds (`tokenizer.ggml.model`): "gpt2", byte-level BPE (below), and "llama", SentencePiece
+BPE with scores and byte fallback (tokenizer_spm.py).
+
 A GGUF file carries llama.cpp's tokenizer keys (`tokenizer.ggml.*`): the token strings in id
 order, one type per token (1 normal, 3 control, 4 user-defined, 5 unused), the BPE merges as
 "a b" strings and the pre-tokenizer's name. We rebuild the same byte-level BPE that Hugging
@@ -23,8 +26,10 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from bitnet.errors import BitnetError
+from bitnet.tokenizer_spm import build_spm_tokenizer, spm_token_bytes
 
 TOKEN_TYPE_NORMAL = 1
+TOKEN_TYPE_UNKNOWN = 2
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
 TOKEN_TYPE_UNUSED = 5
@@ -42,6 +47,7 @@ PRE_TOKENIZERS = {
     "llama3": (LLAMA3_SPLIT_REGEX, True),
     "llama-v3": (LLAMA3_SPLIT_REGEX, True),
     "falcon3": (LLAMA3_SPLIT_REGEX, True),
+    "falcon_e": (LLAMA3_SPLIT_REGEX, True),  # bitnet.cpp / ik_llama.cpp's name for Falcon-E
     "default": (LLAMA3_SPLIT_REGEX, True),
 }
 
@@ -90,7 +96,8 @@ def _split_merge(merge: str) -> tuple[str, str]:
     return merge[:cut], merge[cut + 1 :]
 
 
-def _build_hf(tokens: list[str], types: list[int], merges: list[str], pre: str) -> HFTokenizer:
+def _build_hf(tokens: list[str], types: list[int], merges: list[str], pre: str,
+              ignore_merges: bool | None = None) -> HFTokenizer:  # fmt: skip
     """The Hugging Face tokenizer that the original tokenizer.json would load as.
 
     Built in memory (no JSON round trip: ~3x faster on a 128k vocab). Added tokens keep their
@@ -99,7 +106,8 @@ def _build_hf(tokens: list[str], types: list[int], merges: list[str], pre: str) 
     is, so that is harmless only while no such token is a single pre-token by itself;
     `_added_tokens_reachable` checks it, and the (slower) JSON route handles the odd vocab.
     """
-    regex, ignore_merges = PRE_TOKENIZERS[pre]
+    regex, pre_ignores_merges = PRE_TOKENIZERS[pre]
+    ignore_merges = pre_ignores_merges if ignore_merges is None else ignore_merges
     pairs = _split_merges(merges)
     pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -188,10 +196,14 @@ def _tokenizer_json(tokens, types, pairs, regex: str, ignore_merges: bool) -> st
 
 
 class Tokenizer:
-    """Byte-level BPE tokenizer of a GGUF model; ids equal Hugging Face's for the same vocab."""
+    """The tokenizer of a GGUF model; ids equal Hugging Face's (byte-level BPE) or SentencePiece's."""
 
-    def __init__(self, hf: HFTokenizer, tokens: list[str], types: list[int], special_ids: Mapping[str, Any]):
+    def __init__(self, hf: HFTokenizer, tokens: list[str], types: list[int], special_ids: Mapping[str, Any],
+                 spm_prefix: bool | None = None):  # fmt: skip
         self._hf = hf
+        # SentencePiece: None for byte-level BPE, else whether a dummy prefix space is added (and
+        # so stripped again when decoding).
+        self._spm_prefix = spm_prefix
         self._tokens = tokens
         self._types = types
         self._bytes: list[bytes | None] = [None] * len(tokens)
@@ -211,15 +223,10 @@ class Tokenizer:
     def from_gguf_metadata(cls, meta: Mapping[str, Any]) -> Tokenizer:
         """Build from GGUF key -> value (arrays as lists), e.g. `Model.metadata`."""
         model = _get(meta, "tokenizer.ggml.model", str)
-        if model != "gpt2":
+        if model not in _BUILDERS:
             raise BitnetError(
-                f"tokenizer model {model!r} is not supported yet (only byte-level BPE, 'gpt2'); "
-                "convert the model from a checkpoint with a Llama-3 style tokenizer"
-            )
-        pre = _get(meta, "tokenizer.ggml.pre", str, "default")
-        if pre not in PRE_TOKENIZERS:
-            raise BitnetError(
-                f"tokenizer pre-tokenizer {pre!r} is not supported yet (known: {', '.join(PRE_TOKENIZERS)})"
+                f"tokenizer model {model!r} is not supported (supported: 'gpt2', byte-level BPE; 'llama', "
+                "SentencePiece BPE); convert the model from its checkpoint"
             )
         tokens = _get(meta, "tokenizer.ggml.tokens", list)
         if not tokens or set(map(type, tokens)) != {str}:
@@ -227,9 +234,6 @@ class Tokenizer:
         types = _get(meta, "tokenizer.ggml.token_type", list) or [TOKEN_TYPE_NORMAL] * len(tokens)
         if len(types) != len(tokens) or not set(map(type, types)) <= {int}:
             raise BitnetError(f"GGUF key tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
-        merges = _get(meta, "tokenizer.ggml.merges", list)
-        if merges is None or not set(map(type, merges)) <= {str}:
-            raise BitnetError("GGUF key tokenizer.ggml.merges is missing or not a list of strings")
         special_ids: dict[str, Any] = {"add_bos": _get(meta, "tokenizer.ggml.add_bos_token", bool, True)}
         for name in ("bos", "eos", "eot", "eom", "padding"):
             idx = _get(meta, f"tokenizer.ggml.{name}_token_id", int)
@@ -239,11 +243,12 @@ class Tokenizer:
                 special_ids[name] = idx
         if "eot" not in special_ids and "<|eot_id|>" in tokens:
             special_ids["eot"] = tokens.index("<|eot_id|>")
+        build, spm_prefix = _BUILDERS[model](meta, tokens, types)
         try:
-            hf = _build_hf(tokens, types, merges, pre)
+            hf = build()
         except Exception as e:  # noqa: BLE001 (tokenizers raises plain Exception on a bad vocab/merge)
             raise BitnetError(f"GGUF tokenizer metadata is inconsistent: {e}") from None
-        return cls(hf, tokens, types, special_ids)
+        return cls(hf, tokens, types, special_ids, spm_prefix)
 
     def encode(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
         """Token ids of text. add_bos: prepend BOS if the model asks for one (llama.cpp's rule);
@@ -271,12 +276,16 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         """Text of ids; invalid UTF-8 (a cut multi-byte character) becomes U+FFFD."""
         parts = []
+        skipped = (TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN) if self._spm_prefix is not None else (TOKEN_TYPE_CONTROL,)
         for token_id in ids:
             i = self._check_id(token_id)
-            if skip_special and self._types[i] == TOKEN_TYPE_CONTROL:
+            if skip_special and self._types[i] in skipped:
                 continue
             parts.append(self.token_to_bytes(i))
-        return b"".join(parts).decode("utf-8", errors="replace")
+        text = b"".join(parts).decode("utf-8", errors="replace")
+        if self._spm_prefix and text.startswith(" "):  # the dummy prefix (HF's Strip decoder)
+            text = text[1:]
+        return text
 
     def is_eog(self, token_id: int) -> bool:
         """True for tokens that end generation (eos, eot, and end-of-turn control tokens)."""
@@ -300,6 +309,8 @@ class Tokenizer:
 
     def _spell(self, token_id: int) -> bytes:
         text, kind = self._tokens[token_id], self._types[token_id]
+        if self._spm_prefix is not None:
+            return spm_token_bytes(text, kind)
         if kind == TOKEN_TYPE_UNUSED:
             return b""
         if kind in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED):
@@ -314,3 +325,28 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(n_vocab={self.n_vocab}, bos={self.bos_id}, eos={self.eos_id}, eog={sorted(self.eog_ids)})"
+
+
+# -- per-model builders: (metadata, tokens, types) -> (build the HF tokenizer, SentencePiece prefix) ----
+def _bpe_builder(meta: Mapping[str, Any], tokens: list[str], types: list[int]):
+    pre = _get(meta, "tokenizer.ggml.pre", str, "default")
+    if pre not in PRE_TOKENIZERS:
+        raise BitnetError(f"tokenizer pre-tokenizer {pre!r} is not supported yet (known: {', '.join(PRE_TOKENIZERS)})")
+    merges = _get(meta, "tokenizer.ggml.merges", list)
+    if merges is None or not set(map(type, merges)) <= {str}:
+        raise BitnetError("GGUF key tokenizer.ggml.merges is missing or not a list of strings")
+    ignore_merges = _get(meta, "tokenizer.ggml.ignore_merges", bool)
+    return (lambda: _build_hf(tokens, types, merges, pre, ignore_merges)), None
+
+
+def _spm_builder(meta: Mapping[str, Any], tokens: list[str], types: list[int]):
+    scores = _get(meta, "tokenizer.ggml.scores", list)
+    if scores is None or len(scores) != len(tokens) or not set(map(type, scores)) <= {float, int}:
+        raise BitnetError("GGUF key tokenizer.ggml.scores is missing or does not have one number per token")
+    if _get(meta, "tokenizer.ggml.remove_extra_whitespaces", bool, False):
+        raise BitnetError("SentencePiece with remove_extra_whitespaces is not supported (only Llama's settings)")
+    prefix = _get(meta, "tokenizer.ggml.add_space_prefix", bool, True)
+    return (lambda: build_spm_tokenizer(tokens, types, [float(x) for x in scores], prefix)), prefix
+
+
+_BUILDERS = {"gpt2": _bpe_builder, "llama": _spm_builder}

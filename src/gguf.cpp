@@ -322,7 +322,15 @@ bool gguf_file::impl::parse_tensor_info(parser &ps) {
     if (!ps.read(&t.type, "tensor type") || !ps.read(&t.offset, "tensor offset")) return false;
 
     const quant_type_traits *qt = quant_type_find(t.type);
-    if (!qt) return ps.fail(name + " has unknown ggml type id " + std::to_string(t.type));
+    if (!qt) {
+        // Newer bitnet.cpp builds number their TL1/TL2 lookup-table types past 39.
+        const bool maybe_lut = t.type >= 40 && t.type <= 43;
+        const char *lut_hint =
+            " (newer bitnet.cpp builds use ids from 40 for their TL1/TL2 lookup-table layouts, which cannot "
+            "be decoded from the file alone: convert the model from its Hugging Face checkpoint instead)";
+        return ps.fail(name + " has unknown ggml type id " + std::to_string(t.type) +
+                       (maybe_lut ? lut_hint : ""));
+    }
     if (t.ne[0] % qt->block_size != 0) {
         if (t.type == kAmbiguousTypeId) {
             return ps.fail(

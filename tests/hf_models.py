@@ -17,8 +17,10 @@ Stable API (other test files import it):
         vocab_size: the tokenizer's token count by default; a larger one pads the embedding
         (as the hub's 128256-row 2B-4T does past its tokens). Hidden sizes: multiples of 128 (I2_S).
     load_reference(model_dir) -> transformers BitNetForCausalLM, float32, eval mode, eager
-        attention, computing the exact ternary math (masters: autobitlinear online).
+        attention, computing the exact ternary math (masters: autobitlinear online); for a
+        LlamaForCausalLM checkpoint with a bitnet quantization_config (hf_families.py), that class.
     reference_logits(model_dir, ids) -> np.ndarray float32 [len(ids), vocab_size]
+        (1bitLLM's BitnetForCausalLM, not in transformers: onebitllm_reference.py)
     reference_linear_weights(model) -> {hf module name: (effective f32 weight [out, in])}
         The weights each BitNet linear layer of the loaded reference multiplies with.
 """
@@ -158,19 +160,25 @@ def make_bitnet_checkpoint(out_dir, *, layout: str = "packed", linear_class: str
     return out
 
 
-def load_reference(model_dir):
-    """float32 transformers BitNetForCausalLM computing the checkpoint's exact ternary math."""
-    import torch
-    from transformers import BitNetConfig, BitNetForCausalLM
+def _architecture(model_dir) -> str:
+    return json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["architectures"][0]
 
-    config = BitNetConfig.from_pretrained(model_dir)
+
+def load_reference(model_dir):
+    """float32 transformers model computing the checkpoint's exact ternary math."""
+    import torch
+    from transformers import BitNetConfig, BitNetForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    llama = _architecture(model_dir) == "LlamaForCausalLM"
+    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if llama else (BitNetConfig, BitNetForCausalLM)
+    config = config_class.from_pretrained(model_dir)
     if getattr(config, "quantization_config", None) is None:
         # Float masters: ternarize on the fly, as in training. Set on the config (not as a
         # from_pretrained argument, which transformers refuses for unquantized weights).
         config.quantization_config = {
             "quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"
         }  # fmt: skip
-    model = BitNetForCausalLM.from_pretrained(
+    model = model_class.from_pretrained(
         model_dir, config=config, dtype=torch.float32, attn_implementation="eager", device_map="cpu"
     )
     # With a quantizer transformers keeps the other tensors in the file's dtype (bf16) and
@@ -200,6 +208,10 @@ def reference_linear_weights(model) -> dict[str, np.ndarray]:
 def reference_logits(model_dir, ids) -> np.ndarray:
     import torch
 
+    if _architecture(model_dir) == "BitnetForCausalLM":
+        from tests import onebitllm_reference as onebit
+
+        return onebit.reference_logits(onebit.load_1bitllm(model_dir), ids)
     model = load_reference(model_dir)
     with torch.no_grad():
         logits = model(torch.tensor([list(ids)], dtype=torch.long)).logits[0]

@@ -243,7 +243,7 @@ def test_setup_hf_repo_offline(tmp_path):
 
 
 def test_setup_hf_repo_unsupported_family(tmp_path):
-    proc = run(SETUP_ENV, "--skip-build", "-hr", "tiiuae/Falcon3-7B-1.58bit", "-md", tmp_path)
+    proc = run(SETUP_ENV, "--skip-build", "-hr", "microsoft/bitnet-embedding-270m", "-md", tmp_path)
     assert_one_error_line(proc, 1)
     assert "not supported" in proc.stderr
 

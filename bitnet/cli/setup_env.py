@@ -34,15 +34,16 @@ class HFModel(NamedTuple):
     family: str  # key of FAMILIES
 
 
-# Model families: None = supported, else the reason we cannot convert it yet.
+# Model families: None = supported, else the reason we cannot convert it. The converter finds
+# the family itself from config.json (bitnet/convert/families.py); these keys only label the list.
 FAMILIES: dict[str, str | None] = {
     "bitnet-b1.58": None,  # BitNetForCausalLM (2B-4T): relu2, sub-norms, tied head
-    "bitnet": "1bitLLM's architecture (SiLU, SentencePiece) is not supported yet",
-    "llama": "ternary Llama/Falcon models are not supported yet",
-    "embedding": "embedding models are not supported",
+    "bitnet": None,  # 1bitLLM's BitnetForCausalLM: fp16 masters, SiLU, sub-norms, SentencePiece
+    "llama": None,  # LlamaForCausalLM + bitnet quantization_config: Llama3-8B-1.58, Falcon3, Falcon-E
+    "embedding": "embedding models (no language-model head) are not supported",
 }
 
-# bitnet.cpp's list of Hugging Face repositories, plus the bf16 master of 2B-4T.
+# bitnet.cpp's 17 Hugging Face repositories, plus the bf16 master of 2B-4T.
 HF_MODELS: dict[str, HFModel] = {
     "microsoft/BitNet-b1.58-2B-4T": HFModel("BitNet-b1.58-2B-4T", "bitnet-b1.58"),
     "microsoft/bitnet-b1.58-2B-4T-bf16": HFModel("bitnet-b1.58-2B-4T-bf16", "bitnet-b1.58"),
@@ -66,6 +67,7 @@ HF_MODELS: dict[str, HFModel] = {
 
 # What a conversion needs from a repository (weights, config, tokenizer); skips other formats.
 HF_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth"]  # only with --allow-pickle
 
 QUANT_TYPES = ("i2_s", "tl1", "tl2")
 PRODUCED_QUANT_TYPES = ("i2_s",)
@@ -112,7 +114,7 @@ def build_parser() -> ArgumentParser:
     p.add_flag("jobs", metavar="N", type=int_at_least(1), default=default_threads(),
                help="parallel build jobs (default: the cores available, %(default)s here)")
     p.add_flag("allow_pickle", action="store_true",
-               help="with -md: convert a pickle checkpoint (pytorch_model.bin, *.pt) when the folder has "
+               help="convert a pickle checkpoint (pytorch_model.bin, *.pt) when the folder has "
                     "no safetensors; pickle files can run code when loaded: only for files you trust")
     return p
 
@@ -212,8 +214,9 @@ class StatusLine:
 # ---- model ----
 
 
-def download(repo: str, dest: Path) -> int:
-    """snapshot_download repo into dest; one line and exit 1 if that cannot be done."""
+def download(repo: str, dest: Path, allow_pickle: bool = False) -> int:
+    """snapshot_download repo into dest (progress bars; an interrupted download resumes where it
+    stopped); one line and exit 1 if that cannot be done."""
     hint = f"download {repo} yourself and pass its folder with --model-dir"
     try:
         from huggingface_hub import snapshot_download
@@ -221,7 +224,8 @@ def download(repo: str, dest: Path) -> int:
         return fail(f"huggingface_hub is not installed (pip install huggingface_hub); or {hint}")
     print(f"downloading {repo} into {dest} ...", file=sys.stderr)
     try:
-        snapshot_download(repo_id=repo, local_dir=str(dest), allow_patterns=HF_ALLOW_PATTERNS)
+        patterns = HF_ALLOW_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
+        snapshot_download(repo_id=repo, local_dir=str(dest), allow_patterns=patterns)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001  (the hub raises many types: HTTP, offline, DNS)
@@ -265,7 +269,7 @@ def model_folder(args, parser: ArgumentParser) -> Path:
 
 def prepare_model(model_dir: Path, args) -> int:
     if args.hf_repo is not None:
-        code = download(args.hf_repo, model_dir)
+        code = download(args.hf_repo, model_dir, args.allow_pickle)
         if code != 0:
             return code
     outfile = model_dir / "ggml-model-i2_s.gguf"

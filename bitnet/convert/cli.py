@@ -26,24 +26,33 @@ def _converter_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="convert-hf-to-gguf-bitnet.py",
         description=(
-            "Convert a Hugging Face BitNet b1.58 checkpoint (BitNetForCausalLM: packed uint8 weights "
-            "with weight_scale, or bf16/f16/f32 masters) into a GGUF file for bitnet's engine."
+            "Convert a ternary Hugging Face checkpoint (BitNetForCausalLM, 1bitLLM's BitnetForCausalLM, or "
+            "LlamaForCausalLM with a bitnet quantization_config: packed uint8 weights with weight_scale, or "
+            "bf16/f16/f32 masters) into a GGUF file for bitnet's engine."
         ),
         epilog="Example: convert-hf-to-gguf-bitnet.py models/bitnet-b1.58-2B-4T --outtype i2_s",
     )
     p.add_argument("model_dir", metavar="DIR", help="model directory with config.json, *.safetensors, tokenizer.json")
     p.add_argument(
         "--outtype",
-        choices=("f32", "f16", "bf16", "i2_s"),
+        choices=("f32", "f16", "bf16", "i2_s", "tq2_0", "tq1_0"),
         default="i2_s",
         help="type of the linear (ternary) weights: i2_s = 2-bit codes + one f32 scale per tensor (default, "
-        "what the engine runs fast); f32/f16/bf16 = the dequantized weights t*scale",
+        "what the engine runs fast; bitnet.cpp's format); tq2_0/tq1_0 = llama.cpp's ternary types (scale "
+        "rounded to f16; rows a multiple of 256), for files llama.cpp also runs; f32/f16/bf16 = the "
+        "dequantized weights t*scale",
     )
     p.add_argument("--outfile", metavar="F", help="output file (default: DIR/ggml-model-<outtype>.gguf)")
     p.add_argument(
         "--token-embedding-type",
-        choices=("f32", "f16", "bf16"),
+        choices=("f32", "f16", "bf16", "q8_0"),
         help="store the token embedding (and only it) in this type; default: exactly as the checkpoint stores it",
+    )
+    p.add_argument(
+        "--output-tensor-type",
+        choices=("f32", "f16", "bf16", "q8_0"),
+        help="store an untied output head (lm_head) in this type; default: exactly as the checkpoint stores it "
+        "(q8_0 is ggml's 8-bit type: smaller and faster, no longer the checkpoint's exact head)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_allow_pickle(p)
@@ -90,6 +99,7 @@ def _run(parser: argparse.ArgumentParser, argv, outtype_default: str | None) -> 
         outfile,
         outtype=outtype,
         token_embedding_type=getattr(args, "token_embedding_type", None),
+        output_type=getattr(args, "output_tensor_type", None),
         progress=not getattr(args, "no_progress", False),
         allow_pickle=args.allow_pickle,
     )

@@ -78,12 +78,19 @@ class _Cursor:
         raise ValueError(f"unknown GGUF value type {type_id}")
 
 
+# ggml type id -> (elements per block, bytes per block) of the block types this reader sizes.
+_BLOCK_TYPES = {gw.GGML_TYPE_F32: (1, 4), gw.GGML_TYPE_F16: (1, 2), gw.GGML_TYPE_BF16: (1, 2), 8: (32, 34),
+                14: (256, 210), 34: (256, 54), 35: (256, 66)}  # Q8_0, Q6_K, TQ1_0, TQ2_0  # fmt: skip
+
+
 def tensor_n_bytes(ne: tuple[int, ...], ggml_type: int) -> int:
     n = int(np.prod(ne))
-    sizes = {gw.GGML_TYPE_F32: 4 * n, gw.GGML_TYPE_F16: 2 * n, gw.GGML_TYPE_BF16: 2 * n, gw.GGML_TYPE_I2_S: n // 4 + 32}
-    if ggml_type not in sizes:
+    if ggml_type == gw.GGML_TYPE_I2_S:
+        return n // 4 + 32
+    if ggml_type not in _BLOCK_TYPES:
         raise ValueError(f"ggml type {ggml_type} is not one this reader knows")
-    return sizes[ggml_type]
+    block, n_bytes = _BLOCK_TYPES[ggml_type]
+    return n // block * n_bytes
 
 
 def read_gguf(path) -> GGUFFile:

@@ -1,9 +1,13 @@
-"""Hugging Face `BitNetForCausalLM` checkpoint -> GGUF (`bitnet-b1.58`), one tensor at a time.
+"""Ternary Hugging Face checkpoint -> GGUF, one tensor at a time, for every family in families.py.
 
 Reads config.json and the safetensors tensors (packed uint8 + weight_scale, or float masters
 ternarized by absmean; see ternary.py), checks every shape against the config before the
 output file is created, then streams: plan every tensor (name, dims, type, size), write the
 header, write each tensor's bytes. Nothing larger than one tensor is held in memory.
+Ternary tensors are written as I2_S (bitnet.cpp's layout), TQ2_0 / TQ1_0 (llama.cpp's, under
+an architecture name llama.cpp knows; the scale rounded to f16, as those types store it) or
+as floats t * scale. Families whose GGUF architecture is llama.cpp's `llama` get their q/k rows
+permuted for its "normal" RoPE, as llama.cpp's own converter does.
 Pickle checkpoints (pytorch_model.bin, *.pt, ...) can run code when loaded: they are refused
 unless allow_pickle=True, and then read with torch.load(weights_only=True) (pickle_reader.py).
 The output is written to a temporary file renamed into place when complete (GGUFWriter), so
@@ -20,16 +24,36 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.convert import i2s
+from bitnet.convert import i2s, q8_0
+from bitnet.convert import tq_packing as tq
 from bitnet.convert.dtypes import FLOAT_TYPES, SAFETENSORS_FLOATS, from_float_type, to_float_type
-from bitnet.convert.hparams import ARCH, HParams, read_config
+from bitnet.convert.hparams import HParams, read_config
 from bitnet.convert.pickle_reader import PickleCheckpoint, find_pickle_files
 from bitnet.convert.safetensors_reader import INDEX_FILE, SINGLE_FILE, Checkpoint, TensorSource
 from bitnet.convert.ternary import absmean_ternarize, effective_scale, unpack_hf_packed
 from bitnet.gguf_writer import GGML_TYPE_I2_S, GGUFWriter
 
-OUTTYPES = ("f32", "f16", "bf16", "i2_s")
-FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "i2_s": 40}  # general.file_type (llama_ftype)
+
+@dataclass(frozen=True)
+class TernaryEncoding:
+    ggml_type: int
+    block: int  # required multiple of the row length
+    n_bytes: Callable[[int, int], int]  # (rows, k) -> tensor bytes
+    pack: Callable[[np.ndarray, np.float32], object]  # (int8 codes [rows, k], scale) -> bytes
+
+
+# llama.cpp's quantizer gives each 256-block d = max|w|: the scale, or 0 for an all-zero block.
+TERNARY_ENCODINGS = {
+    "i2_s": TernaryEncoding(GGML_TYPE_I2_S, i2s.BLOCK, i2s.i2s_n_bytes, i2s.pack_i2s),
+    "tq2_0": TernaryEncoding(tq.GGML_TYPE_TQ2_0, tq.QK, tq.tq2_0_n_bytes,
+                             lambda t, s: tq.pack_tq2_0(t, tq.llama_cpp_block_scales(t, s))),
+    "tq1_0": TernaryEncoding(tq.GGML_TYPE_TQ1_0, tq.QK, tq.tq1_0_n_bytes,
+                             lambda t, s: tq.pack_tq1_0(t, tq.llama_cpp_block_scales(t, s))),
+}  # fmt: skip
+OUTTYPES = ("f32", "f16", "bf16", *TERNARY_ENCODINGS)
+# general.file_type (llama_ftype): MOSTLY_TQ1_0 36, MOSTLY_TQ2_0 37, bitnet.cpp's MOSTLY_I2_S 40
+FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "i2_s": 40, "tq1_0": 36, "tq2_0": 37}
+HEAD_TYPES = (*FLOAT_TYPES, "q8_0")  # for token_embd / output: as stored by default
 FLOAT_CHUNK_ROWS = 4096
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -74,22 +98,28 @@ class _Planner:
         return self.ckpt.dtype(name)
 
     def float_tensor(self, gguf_name: str, hf_name: str, shape, as_type: str | None) -> TensorJob:
-        """A float tensor copied as stored (as_type None) or converted to f32/f16/bf16."""
+        """A float tensor copied as stored (as_type None), converted to f32/f16/bf16, or quantized
+        to Q8_0 (embedding / output head only, when the user asks)."""
         stored = SAFETENSORS_FLOATS.get(self._source(hf_name, shape))
         if stored is None:
             raise ValueError(f"tensor {hf_name!r} is {self.ckpt.dtype(hf_name)}, expected F32, F16 or BF16")
         target = as_type or stored
-        ggml_type, _, elem_bytes = FLOAT_TYPES[target]
         rows = shape[0] if len(shape) == 2 else 1
+        if target == "q8_0":
+            ggml_type, n_bytes = q8_0.GGML_TYPE_Q8_0, q8_0.q8_0_n_bytes(rows, math.prod(shape) // rows)
+            encode = lambda chunk: q8_0.pack_q8_0(from_float_type(chunk, stored))
+        else:
+            ggml_type, _, elem_bytes = FLOAT_TYPES[target]
+            n_bytes = math.prod(shape) * elem_bytes
+            encode = lambda chunk: chunk if target == stored else to_float_type(from_float_type(chunk, stored), target)
 
         def produce():
             raw = self.ckpt.raw(hf_name).reshape(rows, -1)
             for start in range(0, rows, FLOAT_CHUNK_ROWS):
-                chunk = raw[start : start + FLOAT_CHUNK_ROWS]
-                yield chunk if target == stored else to_float_type(from_float_type(chunk, stored), target)
+                yield encode(raw[start : start + FLOAT_CHUNK_ROWS])
                 self.ckpt.release_pages()  # the writer is done with the chunk
 
-        return TensorJob(gguf_name, tuple(reversed(shape)), ggml_type, math.prod(shape) * elem_bytes, produce)
+        return TensorJob(gguf_name, tuple(reversed(shape)), ggml_type, n_bytes, produce)
 
     def ternary_source(self, hf: str, out_f: int, in_f: int) -> Callable[[], tuple[np.ndarray, np.float32]]:
         weight, scale_name = f"{hf}.weight", f"{hf}.weight_scale"
@@ -117,17 +147,16 @@ class _Planner:
 
     def linear(self, gguf_name: str, hf: str, shape: tuple[int, int]) -> TensorJob:
         out_f, in_f = shape
-        load = self.ternary_source(hf, out_f, in_f)
+        load = self._in_rope_order(gguf_name, self.ternary_source(hf, out_f, in_f))
         ne = (in_f, out_f)
-        if self.outtype == "i2_s":
-            if in_f % i2s.BLOCK:
+        enc = TERNARY_ENCODINGS.get(self.outtype)
+        if enc is not None:
+            if in_f % enc.block:
                 raise ValueError(
-                    f"{hf}: I2_S needs input features that are a multiple of {i2s.BLOCK}, this tensor has {in_f}; "
-                    "use --outtype f16 (or bf16/f32)"
+                    f"{hf}: {self.outtype.upper()} needs input features that are a multiple of {enc.block}, this "
+                    f"tensor has {in_f}; use --outtype f16 (or bf16/f32)"
                 )
-            return TensorJob(
-                gguf_name, ne, GGML_TYPE_I2_S, i2s.i2s_n_bytes(out_f, in_f), lambda: [i2s.pack_i2s(*load())]
-            )
+            return TensorJob(gguf_name, ne, enc.ggml_type, enc.n_bytes(out_f, in_f), lambda: [enc.pack(*load())])
         ggml_type, _, elem_bytes = FLOAT_TYPES[self.outtype]
 
         def produce():
@@ -135,6 +164,28 @@ class _Planner:
             yield to_float_type(codes.astype(np.float32) * scale, self.outtype)
 
         return TensorJob(gguf_name, ne, ggml_type, out_f * in_f * elem_bytes, produce)
+
+    def _in_rope_order(self, gguf_name: str, load):
+        """attn_q / attn_k rows of a `llama` file in llama.cpp's order for "normal" RoPE: within
+        each head, rows d and hd/2 + d become rows 2d and 2d + 1 (its converter's permute)."""
+        heads = {"attn_q": self.hp.n_head, "attn_k": self.hp.n_head_kv}.get(gguf_name.split(".")[-2])
+        if not self.hp.family.permute_qk or heads is None:
+            return load
+
+        def permuted():
+            codes, scale = load()
+            rows = codes.shape[0]
+            return codes.reshape(heads, 2, rows // heads // 2, -1).swapaxes(1, 2).reshape(codes.shape), scale
+
+        return permuted
+
+    def linear_input_norm(self, gguf_name: str, hf: str, n_in: int) -> TensorJob:
+        """use_rms_norm: the RMSNorm weight inside a BitLinear (transformers initializes a missing one
+        to ones, and so do we)."""
+        name = f"{hf}.rms_norm.weight"
+        if name in self.ckpt:
+            return self.float_tensor(gguf_name, name, (n_in,), "f32")
+        return TensorJob(gguf_name, (n_in,), FLOAT_TYPES["f32"][0], 4 * n_in, lambda: [np.ones(n_in, np.float32)])
 
     def leftovers(self) -> list[str]:
         return [n for n in self.ckpt.names() if n not in self.used and not n.endswith(IGNORED_SUFFIXES)]
@@ -146,28 +197,38 @@ def _as_ternary(name: str, w: np.ndarray) -> np.ndarray:
     return w.astype(np.int8)
 
 
-def plan_tensors(ckpt: TensorSource, hp: HParams, outtype: str, token_embedding_type: str | None) -> list[TensorJob]:
+def plan_tensors(ckpt: TensorSource, hp: HParams, outtype: str, token_embedding_type: str | None,
+                 output_type: str | None = None) -> list[TensorJob]:  # fmt: skip
     p = _Planner(ckpt, hp, outtype)
     jobs = [
         p.float_tensor("token_embd.weight", "model.embed_tokens.weight", (hp.n_vocab, hp.n_embd), token_embedding_type)
     ]
+    sub_norms = {"attn_sub_norm": hp.family.attn_sub_norm, "ffn_sub_norm": hp.family.ffn_sub_norm}
     for i in range(hp.n_layer):
         for hf, gguf, kind, shape_of in LAYER_TENSORS:
+            hf = sub_norms.get(gguf, hf)
+            if hf is None:  # a family without sub-norms
+                continue
             name, hf_name, shape = f"blk.{i}.{gguf}.weight", f"model.layers.{i}.{hf}", shape_of(hp)
             if kind == "norm":
                 jobs.append(p.float_tensor(name, hf_name + ".weight", shape, "f32"))
-            else:
-                jobs.append(p.linear(name, hf_name, shape))
+                continue
+            jobs.append(p.linear(name, hf_name, shape))
+            if hp.linear_norms:
+                jobs.append(p.linear_input_norm(f"blk.{i}.{gguf}.input_norm.weight", hf_name, shape[1]))
     jobs.append(p.float_tensor("output_norm.weight", "model.norm.weight", (hp.n_embd,), "f32"))
     if "lm_head.weight" in ckpt:
         if hp.tied:
             p.used.add("lm_head.weight")  # transformers ties it to the embedding and ignores it
         else:
-            jobs.append(p.float_tensor("output.weight", "lm_head.weight", (hp.n_vocab, hp.n_embd), None))
+            jobs.append(p.float_tensor("output.weight", "lm_head.weight", (hp.n_vocab, hp.n_embd), output_type))
     extra = p.leftovers()
     if extra:
         more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
-        raise ValueError(f"checkpoint has tensors this converter does not know: {', '.join(extra[:5])}{more}")
+        raise ValueError(
+            f"checkpoint has tensors that are not part of a {hp.family.hf_architectures[0]} model as this converter "
+            f"knows it: {', '.join(extra[:5])}{more}"
+        )
     return jobs
 
 
@@ -210,8 +271,9 @@ def convert(
     token_embedding_type: str | None = None,
     progress: bool = True,
     allow_pickle: bool = False,
+    output_type: str | None = None,
 ) -> Path:
-    """Convert a BitNetForCausalLM checkpoint directory to a GGUF file; return its path.
+    """Convert a ternary checkpoint directory (any family in families.py) to a GGUF file; return its path.
 
     allow_pickle: read a pickle checkpoint (only with torch.load(weights_only=True)) when the
     directory has no safetensors; without it such a checkpoint is refused (ValueError).
@@ -220,24 +282,26 @@ def convert(
 
     if outtype not in OUTTYPES:
         raise ValueError(f"unknown outtype {outtype!r} (choose from {', '.join(OUTTYPES)})")
-    if token_embedding_type not in (None, *FLOAT_TYPES):
-        raise ValueError(f"unknown token embedding type {token_embedding_type!r} (choose from f32, f16, bf16)")
+    for what, value in (("token embedding", token_embedding_type), ("output tensor", output_type)):
+        if value not in (None, *HEAD_TYPES):
+            raise ValueError(f"unknown {what} type {value!r} (choose from {', '.join(HEAD_TYPES)})")
     model_dir, outfile = Path(model_dir), Path(outfile)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     hp = read_config(model_dir)
     ckpt = open_checkpoint(model_dir, allow_pickle)
-    jobs = plan_tensors(ckpt, hp, outtype, token_embedding_type)
-    tokenizer_fields = gguf_tokenizer_fields(model_dir, n_vocab=hp.n_vocab)
+    jobs = plan_tensors(ckpt, hp, outtype, token_embedding_type, output_type)
+    tokenizer_fields = gguf_tokenizer_fields(model_dir, n_vocab=hp.n_vocab, kind=hp.family.tokenizer)
     _check_outfile(outfile, model_dir, ckpt)
 
+    arch = hp.family.tq_arch if outtype.startswith("tq") else hp.family.gguf_arch
     with GGUFWriter(outfile) as w:
-        w.add_kv("general.architecture", ARCH, "string")
+        w.add_kv("general.architecture", arch, "string")
         w.add_kv("general.name", hp.name or model_dir.resolve().name, "string")
         w.add_kv("general.file_type", FILE_TYPES[outtype], "u32")
         w.add_kv("general.quantization_version", 2, "u32")
         w.add_kv("general.alignment", 32, "u32")
-        for key, value, kind in (*hp.gguf_fields(), *tokenizer_fields):
+        for key, value, kind in (*hp.gguf_fields(arch), *tokenizer_fields):
             w.add_kv(key, value, kind)
         for job in jobs:
             w.add_tensor(job.name, job.ne, job.ggml_type, job.n_bytes)

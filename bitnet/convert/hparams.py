@@ -1,8 +1,8 @@
-"""config.json of a Hugging Face `BitNetForCausalLM` -> checked hyper-parameters -> GGUF keys.
+"""config.json of a ternary Hugging Face checkpoint -> checked hyper-parameters -> GGUF keys.
 
-Defaults are transformers' `BitNetConfig` defaults, applied only where that class has one and
-the key is absent; the converter then writes every value explicitly, so a GGUF reader never
-depends on an implied default.
+The family (families.py) comes from config.json's `architectures`. Defaults are that family's
+config-class defaults, applied only where the key is absent; the converter then writes every
+value explicitly, so a GGUF reader never depends on an implied default.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-ARCH = "bitnet-b1.58"
-SUPPORTED_ARCHITECTURES = ("BitNetForCausalLM",)
+from bitnet.convert.families import FAMILIES, Family, find_family, supported_list
+
+ARCH = "bitnet-b1.58"  # the architecture of BitNet-b1.58-2B-4T files (the dummy generator's too)
 ACTIVATIONS = ("relu2", "silu")
-DEFAULT_ROPE_THETA = 500000.0
 MAX_INT = 2**31 - 1  # the engine holds every hyper-parameter in an int32
 REQUIRED_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
@@ -36,10 +36,17 @@ class HParams:
     hidden_act: str
     tied: bool  # tie_word_embeddings: no separate lm_head
     linear_class: str  # how a packed checkpoint's weight_scale applies (see ternary.py)
+    family: Family = FAMILIES[0]
+    linear_norms: bool = False  # quantization_config.use_rms_norm: an RMSNorm inside every BitLinear
+    linear_norm_eps: float = 1e-6
 
-    def gguf_fields(self) -> list[tuple[str, object, str]]:
-        a = ARCH
-        return [
+    def gguf_fields(self, arch: str = ARCH) -> list[tuple[str, object, str]]:
+        a = arch
+        extra = [(f"{a}.linear_norm_rms_epsilon", self.linear_norm_eps, "f32")] if self.linear_norms else []
+        if self.head_dim * self.n_head != self.n_embd:  # readers derive it otherwise
+            extra += [(f"{a}.attention.key_length", self.head_dim, "u32"),
+                      (f"{a}.attention.value_length", self.head_dim, "u32")]  # fmt: skip
+        return extra + [
             (f"{a}.vocab_size", self.n_vocab, "u32"),
             (f"{a}.context_length", self.n_ctx, "u32"),
             (f"{a}.embedding_length", self.n_embd, "u32"),
@@ -69,13 +76,13 @@ def _positive_float(config: dict, key: str, value) -> float:
     return float(value)
 
 
-def _rope_theta(config: dict) -> float:
+def _rope_theta(config: dict, default: float) -> float:
     params = _section(config, "rope_parameters")
     scaling = _section(config, "rope_scaling")
     for kind in (params.get("rope_type"), scaling.get("rope_type"), scaling.get("type")):
         if kind not in (None, "default"):
             raise ValueError(f"config.json: RoPE scaling {kind!r} is not supported (only plain RoPE)")
-    theta = config.get("rope_theta", params.get("rope_theta", DEFAULT_ROPE_THETA))
+    theta = config.get("rope_theta", params.get("rope_theta", default))
     return _positive_float(config, "rope_theta", theta)
 
 
@@ -89,9 +96,23 @@ def _section(config: dict, key: str) -> dict:
     return value
 
 
-def _linear_class(config: dict) -> str:
+@dataclass(frozen=True)
+class _Quantization:
+    linear_class: str
+    linear_norms: bool
+    linear_norm_eps: float
+
+
+def _quantization(config: dict, family: Family) -> _Quantization:
+    """transformers' BitNetQuantConfig, with its defaults (bitlinear, no norms, eps 1e-6)."""
     if config.get("quantization_config") is None:
-        return "bitlinear"
+        if family.needs_bitnet_quantization:
+            raise ValueError(
+                f"config.json: a {', '.join(family.hf_architectures)} checkpoint without a bitnet "
+                "quantization_config holds float weights, not a ternary model; the converter supports "
+                + supported_list()
+            )
+        return _Quantization("bitlinear", False, 1e-6)
     quant = _section(config, "quantization_config")
     method = quant.get("quant_method")
     if method != "bitnet":
@@ -103,20 +124,19 @@ def _linear_class(config: dict) -> str:
     kept_float = [str(m) for m in (kept if isinstance(kept, list) else [kept]) if m != "lm_head"]
     if kept_float:  # those layers would be plain float linears, which the engine does not run
         raise ValueError(f"config.json: layers kept in float ({', '.join(kept_float)}) are not supported")
-    if quant.get("use_rms_norm"):
-        raise ValueError("config.json: BitNet quantization with use_rms_norm is not supported")
-    return linear_class
+    eps = quant.get("rms_norm_eps")
+    eps = 1e-6 if eps is None else _positive_float(config, "quantization_config.rms_norm_eps", eps)
+    return _Quantization(linear_class, bool(quant.get("use_rms_norm")), eps)
 
 
 def parse_config(config: dict) -> HParams:
     archs = config.get("architectures") or []
     archs = archs if isinstance(archs, list) else [archs]
-    if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+    family = find_family(archs)
+    if family is None:
         found = ", ".join(map(str, archs)) or f"model_type {config.get('model_type')!r}"
-        raise ValueError(
-            f"this is a {found} checkpoint; the converter supports {', '.join(SUPPORTED_ARCHITECTURES)} "
-            "(e.g. microsoft/bitnet-b1.58-2B-4T, its -bf16 master)"
-        )
+        raise ValueError(f"this is a {found} checkpoint; the converter supports {supported_list()}")
+    quant = _quantization(config, family)
     ints = {k: _positive_int(config, k) for k in REQUIRED_INTS}
     n_embd, n_head = ints["hidden_size"], ints["num_attention_heads"]
     n_head_kv = _positive_int(config, "num_key_value_heads", n_head)
@@ -128,7 +148,7 @@ def parse_config(config: dict) -> HParams:
         head_dim = n_embd // n_head
     if n_head % n_head_kv:
         raise ValueError(f"config.json: num_key_value_heads {n_head_kv} does not divide num_attention_heads {n_head}")
-    act = config.get("hidden_act", "relu2")
+    act = config.get("hidden_act", family.default_act)
     if act not in ACTIVATIONS:
         raise ValueError(f"config.json: hidden_act {act!r} is not supported (only {', '.join(ACTIVATIONS)})")
     if config.get("attention_bias") or config.get("mlp_bias"):
@@ -144,11 +164,14 @@ def parse_config(config: dict) -> HParams:
         n_head=n_head,
         n_head_kv=n_head_kv,
         head_dim=head_dim,
-        rope_theta=_rope_theta(config),
-        rms_eps=_positive_float(config, "rms_norm_eps", config.get("rms_norm_eps", 1e-5)),
+        rope_theta=_rope_theta(config, family.default_rope_theta),
+        rms_eps=_positive_float(config, "rms_norm_eps", config.get("rms_norm_eps", family.default_rms_eps)),
         hidden_act=act,
         tied=bool(config.get("tie_word_embeddings", False)),
-        linear_class=_linear_class(config),
+        linear_class=quant.linear_class,
+        family=family,
+        linear_norms=quant.linear_norms,
+        linear_norm_eps=quant.linear_norm_eps,
     )
 
 

@@ -2,11 +2,13 @@
 
 Reads tokenizer.json (+ tokenizer_config.json, generation_config.json, config.json) and
 returns the `tokenizer.*` key/value pairs llama.cpp defines, so that our engine and other
-GGUF readers rebuild the same tokenizer. Only Llama-3 style byte-level BPE (what every
-ternary model we support ships: BitNet b1.58 2B-4T, Llama3-8B-1.58) is supported; anything
-else is refused by name rather than written with a pre-tokenizer that would mis-tokenize.
+GGUF readers rebuild the same tokenizer. Two kinds, what the ternary families ship:
+Llama-3 style byte-level BPE (2B-4T, Llama3-8B-1.58, Falcon3, Falcon-E) here, and
+SentencePiece BPE (1bitLLM) in tokenizer_spm.py; anything else is refused by name rather than
+written with a pre-tokenizer that would mis-tokenize.
 
-Token ids:  0 .. n_bpe-1   BPE vocab (type 1 normal)
+Byte-level BPE token ids:
+            0 .. n_bpe-1   BPE vocab (type 1 normal)
             n_bpe ..       added tokens (3 control if special, 4 user-defined otherwise)
             holes / up to n_vocab: "[PAD{id}]" (type 5 unused), as llama.cpp's converter does.
 """
@@ -14,6 +16,8 @@ Token ids:  0 .. n_bpe-1   BPE vocab (type 1 normal)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,58 +140,90 @@ def _config_id(configs: list[dict], key: str) -> int | None:
     return None
 
 
-def gguf_tokenizer_fields(model_dir, n_vocab: int | None = None) -> list[Field]:
-    """(key, value, kind) for every tokenizer.* GGUF key; kind names the GGUF value type.
+@dataclass
+class Vocab:
+    """A tokenizer file read for GGUF: its vocabulary fields, and what the special-token keys need."""
 
-    n_vocab: the model's vocab_size (embedding rows) when it exceeds the tokenizer's count;
-    the token list is padded to it. Raises ValueError for tokenizers we cannot reproduce.
-    """
-    root = Path(model_dir)
+    fields: list[Field]
+    tokens: list[str]
+    types: list[int]
+    model_ids: dict[str, int]  # special ids the tokenizer file itself names (SentencePiece's trainer spec)
+    default_add_bos: Callable[[str | None], bool]  # (BOS text) -> add BOS, when tokenizer_config.json is silent
+
+
+def _bpe_vocab(root: Path, n_vocab: int | None) -> Vocab:
+    """Byte-level BPE (tokenizer.json)."""
     tok_path = root / "tokenizer.json"
     if not tok_path.is_file():
         if (root / "tokenizer.model").is_file():
-            raise ValueError("tokenizer model 'SentencePiece' (tokenizer.model) is not supported yet")
+            raise ValueError(
+                "tokenizer model 'SentencePiece' (tokenizer.model) is not supported yet for this model family "
+                "(only 1bitLLM's BitnetForCausalLM ships one)"
+            )
         raise ValueError(f"{root}: no tokenizer.json found")
     tok = _read_json(tok_path)
     _check_supported(tok)
-    cfg = _read_optional_json(root / "tokenizer_config.json")
-    id_configs = [_read_optional_json(root / "generation_config.json"), _read_optional_json(root / "config.json")]
-
     tokens, types = _build_vocab(tok, n_vocab)
-    merges = _parse_merges(tok["model"].get("merges", []))
-    ids = {t: i for i, t in enumerate(tokens) if types[i] != TOKEN_TYPE_UNUSED}
-
-    def special_id(name: str) -> int | None:
-        text = _token_content(cfg.get(name))
-        if text is not None and text in ids:
-            return ids[text]
-        return _config_id(id_configs, f"{name}_id")
-
-    bos, eos, pad = special_id("bos_token"), special_id("eos_token"), special_id("pad_token")
-    eot = ids.get("<|eot_id|>")
-    add_bos = cfg.get("add_bos_token")
-    if not isinstance(add_bos, bool):
-        add_bos = _default_add_bos(tok, tokens[bos] if bos is not None else None)
-
     fields: list[Field] = [
         ("tokenizer.ggml.model", "gpt2", "string"),
         ("tokenizer.ggml.pre", "llama-bpe", "string"),
         ("tokenizer.ggml.tokens", tokens, "string_array"),
         ("tokenizer.ggml.token_type", types, "i32_array"),
-        ("tokenizer.ggml.merges", merges, "string_array"),
+        ("tokenizer.ggml.merges", _parse_merges(tok["model"].get("merges", [])), "string_array"),
     ]
-    for key, value in (("bos", bos), ("eos", eos), ("eot", eot), ("padding", pad)):
-        if value is not None:
-            if not 0 <= value < len(tokens):
-                raise ValueError(f"{key} token id {value} is outside the vocab (0..{len(tokens) - 1})")
-            fields.append((f"tokenizer.ggml.{key}_token_id", value, "u32"))
-    fields.append(("tokenizer.ggml.add_bos_token", add_bos, "bool"))
+    if not tok["model"].get("ignore_merges", False):  # llama.cpp assumes Llama-3's True; say so when not
+        fields.append(("tokenizer.ggml.ignore_merges", False, "bool"))
+    return Vocab(fields, tokens, types, {}, lambda bos_text: _default_add_bos(tok, bos_text))
+
+
+def _chat_template(root: Path, cfg: dict) -> str | None:
     template = cfg.get("chat_template")
     if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         template = named.get("default")
     if not isinstance(template, str) and (root / "chat_template.jinja").is_file():
         template = (root / "chat_template.jinja").read_text(encoding="utf-8")
-    if isinstance(template, str) and template:
+    return template if isinstance(template, str) and template else None
+
+
+def gguf_tokenizer_fields(model_dir, n_vocab: int | None = None, kind: str = "bpe") -> list[Field]:
+    """(key, value, kind) for every tokenizer.* GGUF key; kind names the GGUF value type.
+
+    kind: "bpe" (tokenizer.json, byte-level BPE) or "spm" (tokenizer.model, SentencePiece BPE).
+    n_vocab: the model's vocab_size (embedding rows) when it exceeds the tokenizer's count;
+    the token list is padded to it. Raises ValueError for tokenizers we cannot reproduce.
+    """
+    root = Path(model_dir)
+    if kind == "spm":
+        from bitnet.convert.tokenizer_spm import spm_vocab
+
+        vocab = spm_vocab(root, n_vocab)
+    else:
+        vocab = _bpe_vocab(root, n_vocab)
+    fields, tokens, types = vocab.fields, vocab.tokens, vocab.types
+    cfg = _read_optional_json(root / "tokenizer_config.json")
+    id_configs = [_read_optional_json(root / "generation_config.json"), _read_optional_json(root / "config.json")]
+    ids = {t: i for i, t in enumerate(tokens) if types[i] != TOKEN_TYPE_UNUSED}
+
+    def special_id(name: str) -> int | None:
+        text = _token_content(cfg.get(name + "_token"))
+        if text is not None and text in ids:
+            return ids[text]
+        found = _config_id(id_configs, f"{name}_token_id")
+        return found if found is not None else vocab.model_ids.get({"pad": "padding", "unk": "unknown"}.get(name, name))
+
+    special = {"bos": special_id("bos"), "eos": special_id("eos"), "eot": ids.get("<|eot_id|>"),
+               "padding": special_id("pad"), "unknown": special_id("unk") if kind == "spm" else None}  # fmt: skip
+    add_bos = cfg.get("add_bos_token")
+    if not isinstance(add_bos, bool):
+        add_bos = vocab.default_add_bos(tokens[special["bos"]] if special["bos"] is not None else None)
+    for key, value in special.items():
+        if value is not None:
+            if not 0 <= value < len(tokens):
+                raise ValueError(f"{key} token id {value} is outside the vocab (0..{len(tokens) - 1})")
+            fields.append((f"tokenizer.ggml.{key}_token_id", value, "u32"))
+    fields.append(("tokenizer.ggml.add_bos_token", add_bos, "bool"))
+    template = _chat_template(root, cfg)
+    if template:
         fields.append(("tokenizer.chat_template", template, "string"))
     return fields

@@ -64,6 +64,13 @@ def _block_scales(d, n_blocks: int) -> np.ndarray:
     return np.ascontiguousarray(d16).view(np.uint8).reshape(n_blocks, 2)
 
 
+def llama_cpp_block_scales(ternary: np.ndarray, scale) -> np.ndarray:
+    """The per-block d llama.cpp's quantizer writes for a ternary tensor times `scale`: max|w| of
+    the block, i.e. the scale (as f16) for a block with any non-zero weight and 0 for the others."""
+    nonzero = (_block_codes(ternary) != 1).any(axis=1)
+    return np.where(nonzero, np.float16(scale), np.float16(0))
+
+
 def pack_tq2_0(ternary: np.ndarray, d) -> np.ndarray:
     """int8 [n_rows, k] in {-1, 0, 1}, scale d (scalar or one per block) -> TQ2_0 bytes (uint8)."""
     codes = _block_codes(ternary).reshape(-1, 2, 4, 32)  # [block, half, n, m]
