@@ -16,9 +16,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <utility>
 
 #include "bitnet.h"
 #include "debug_dump.h"
+#include "kernels/tq.h"
 #include "quant_types.h"
 
 namespace bitnet {
@@ -50,8 +53,17 @@ void quantize_rows(context &ctx, const float *x, int64_t m, int64_t k) {
     });
 }
 
+// A TQ tensor whose blocks carry different scales (kernels/tq.h): y = sum_b d_b * dot_b / s_i.
+void blocked_ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, float *y) {
+    ctx.pool->parallel_for(w.n_out, 16, [&](int64_t r0, int64_t r1) {
+        ternary_blocked_matmul_ref(w.codes, w.block_scales.data(), w.n_in, r0, r1, ctx.act_q.data(),
+                                   ctx.act_scale.data(), m, y, w.n_out);
+    });
+}
+
 // y[i][r] = acc[i][r] / s_i * w_scale for the m quantized rows in ctx.act_*.
 void ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, float *y) {
+    if (!w.block_scales.empty()) return blocked_ternary_linear(ctx, w, m, y);
     const int64_t n = w.n_out;
     const int64_t grain = std::max<int64_t>(16, round_up(n / (ctx.pool->size() * 4), 16));
     ctx.pool->parallel_for(n, grain, [&](int64_t r0, int64_t r1) {
@@ -65,18 +77,23 @@ void ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, float *y) 
     });
 }
 
-// Rotate-half RoPE on every head of m rows (n_heads heads of head_dim), row i at rows[i].pos.
+// RoPE on every head of m rows (n_heads heads of head_dim), row i at rows[i].pos. Rotation j
+// (frequency j) turns the pair (j, j + half) in NeoX style (rotate-half), or (2j, 2j + 1) in the
+// "normal" style of files whose attn_q/attn_k rows were permuted for it.
 void rope(const context &ctx, const batch_row *rows, float *x, int64_t m, int64_t n_heads) {
     const int64_t hd = ctx.m->hp.head_dim, half = hd / 2;
+    const bool neox = ctx.m->hp.rope == rope_style::neox;
+    const int64_t pair = neox ? half : 1, step = neox ? 1 : 2;
     for (int64_t i = 0; i < m; ++i) {
         const float *cs = rows[i].seq->rope_cos.data() + rows[i].pos * half;
         const float *sn = rows[i].seq->rope_sin.data() + rows[i].pos * half;
         for (int64_t h = 0; h < n_heads; ++h) {
             float *v = x + (i * n_heads + h) * hd;
             for (int64_t j = 0; j < half; ++j) {
-                const float a = v[j], b = v[j + half];
-                v[j] = a * cs[j] - b * sn[j];
-                v[j + half] = b * cs[j] + a * sn[j];
+                float &a = v[j * step], &b = v[j * step + pair];
+                const float a0 = a, b0 = b;
+                a = a0 * cs[j] - b0 * sn[j];
+                b = b0 * cs[j] + a0 * sn[j];
             }
         }
     }
@@ -101,10 +118,7 @@ void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
             const float *qv = ctx.q.data() + (i * hp.n_head + h) * hd;
             float max_s = -INFINITY;
             for (int64_t p = 0; p < n_keys; ++p) {
-                const float *kv = kc + p * kv_dim + g * hd;
-                float dot = 0;
-                for (int64_t j = 0; j < hd; ++j) dot += qv[j] * kv[j];
-                scores[p] = dot * scale;
+                scores[p] = ctx.dk->dot_f32(qv, kc + p * kv_dim + g * hd, hd) * scale;
                 max_s = std::max(max_s, scores[p]);
             }
             float sum = 0;
@@ -114,20 +128,42 @@ void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
             }
             float *out = ctx.att.data() + (i * hp.n_head + h) * hd;
             std::fill(out, out + hd, 0.0f);
-            for (int64_t p = 0; p < n_keys; ++p) {
-                const float wgt = scores[p] / sum;
-                const float *vv = vc + p * kv_dim + g * hd;
-                for (int64_t j = 0; j < hd; ++j) out[j] += wgt * vv[j];
-            }
+            for (int64_t p = 0; p < n_keys; ++p) ctx.dk->axpy_f32(scores[p] / sum, vc + p * kv_dim + g * hd, out, hd);
         }
     });
 }
 
-void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_t m, int64_t n, float *y) {
-    const float eps = ctx.m->hp.rms_eps;
+void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_t m, int64_t n, float *y,
+               float eps) {
     ctx.pool->parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) rms_norm(x + i * n, w.data(), n, eps, y + i * n);
     });
+}
+
+void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_t m, int64_t n, float *y) {
+    norm_rows(ctx, x, w, m, n, y, ctx.m->hp.rms_eps);
+}
+
+// y = BitLinear_w(RMSNorm(x) * w.input_norm) for a model with hparams::has_linear_norms
+// (Falcon-E's use_rms_norm): each layer normalizes, then quantizes, its own copy of the input.
+// The norm goes to ctx.hidden (in place when x is ctx.hidden).
+void normed_bitlinear(context &ctx, const ternary_matrix &w, const float *x, int64_t m, float *y) {
+    norm_rows(ctx, x, w.input_norm, m, w.n_in, ctx.hidden.data(), ctx.m->hp.linear_norm_eps);
+    quantize_rows(ctx, ctx.hidden.data(), m, w.n_in);
+    ternary_linear(ctx, w, m, y);
+}
+
+// Several linear layers reading the same input x (q/k/v; gate/up): quantized once, or, with
+// per-layer input norms, once per layer.
+using linear_output = std::pair<const ternary_matrix *, float *>;
+void shared_input_linears(context &ctx, std::initializer_list<linear_output> layers, const float *x, int64_t m,
+                          int64_t k) {
+    if (ctx.m->hp.has_linear_norms) {
+        for (const auto &[w, y] : layers) normed_bitlinear(ctx, *w, x, m, y);
+        return;
+    }
+    quantize_rows(ctx, x, m, k);
+    for (const auto &[w, y] : layers) ternary_linear(ctx, *w, m, y);
 }
 
 void attention_block(context &ctx, const batch_row *rows, const layer_weights &l, int64_t il, int64_t m) {
@@ -136,10 +172,8 @@ void attention_block(context &ctx, const batch_row *rows, const layer_weights &l
     name_tensor(ctx, "attn_in", il, ctx.x.data(), m, E);
     norm_rows(ctx, ctx.x.data(), l.attn_norm, m, E, ctx.xn.data());
     name_tensor(ctx, "attn_norm", il, ctx.xn.data(), m, E);
-    quantize_rows(ctx, ctx.xn.data(), m, E);
-    ternary_linear(ctx, l.wq, m, ctx.q.data());
-    ternary_linear(ctx, l.wk, m, ctx.k.data());
-    ternary_linear(ctx, l.wv, m, ctx.v.data());
+    shared_input_linears(ctx, {{&l.wq, ctx.q.data()}, {&l.wk, ctx.k.data()}, {&l.wv, ctx.v.data()}},
+                         ctx.xn.data(), m, E);
     name_tensor(ctx, "q", il, ctx.q.data(), m, Q);
     name_tensor(ctx, "k", il, ctx.k.data(), m, KV);
     name_tensor(ctx, "v", il, ctx.v.data(), m, KV);
@@ -159,8 +193,7 @@ void attention_block(context &ctx, const batch_row *rows, const layer_weights &l
         a = ctx.hidden.data();
         name_tensor(ctx, "attn_sub_norm", il, a, m, Q);
     }
-    quantize_rows(ctx, a, m, Q);
-    ternary_linear(ctx, l.wo, m, ctx.out.data());
+    shared_input_linears(ctx, {{&l.wo, ctx.out.data()}}, a, m, Q);
     name_tensor(ctx, "attn_out", il, ctx.out.data(), m, E);
     for (int64_t j = 0; j < m * E; ++j) ctx.x[j] += ctx.out[j];
 }
@@ -171,9 +204,7 @@ void ffn_block(context &ctx, const layer_weights &l, int64_t il, int64_t m) {
     name_tensor(ctx, "ffn_in", il, ctx.x.data(), m, E);
     norm_rows(ctx, ctx.x.data(), l.ffn_norm, m, E, ctx.xn.data());
     name_tensor(ctx, "ffn_norm", il, ctx.xn.data(), m, E);
-    quantize_rows(ctx, ctx.xn.data(), m, E);
-    ternary_linear(ctx, l.w_gate, m, ctx.gate.data());
-    ternary_linear(ctx, l.w_up, m, ctx.up.data());
+    shared_input_linears(ctx, {{&l.w_gate, ctx.gate.data()}, {&l.w_up, ctx.up.data()}}, ctx.xn.data(), m, E);
     name_tensor(ctx, "gate", il, ctx.gate.data(), m, F);
     name_tensor(ctx, "up", il, ctx.up.data(), m, F);
     float *g = ctx.gate.data();
@@ -193,8 +224,7 @@ void ffn_block(context &ctx, const layer_weights &l, int64_t il, int64_t m) {
         h = ctx.hidden.data();
         name_tensor(ctx, "ffn_sub_norm", il, h, m, F);
     }
-    quantize_rows(ctx, h, m, F);
-    ternary_linear(ctx, l.w_down, m, ctx.out.data());
+    shared_input_linears(ctx, {{&l.w_down, ctx.out.data()}}, h, m, F);
     name_tensor(ctx, "ffn_out", il, ctx.out.data(), m, E);
     for (int64_t j = 0; j < m * E; ++j) ctx.x[j] += ctx.out[j];
 }

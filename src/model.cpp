@@ -1,27 +1,40 @@
 // Model loading: resolve the architecture row, read hyper-parameters from GGUF keys, check
-// them against every tensor's shape and type, and bind the weights (zero-copy for I2_S).
+// them against every tensor's shape and type, and bind the weights (zero-copy for canonical
+// I2_S; ternary_load.cpp for the other ternary kinds, dequant.cpp for quantized heads).
 #include "model.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <set>
 
+#include "dequant.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
+#include "kernels/tq.h"
 #include "quant_types.h"
+#include "ternary_load.h"
 
 namespace bitnet {
 
 namespace {
 
+// clang-format off
+//  general.architecture  activation      theta      sub-norms  RoPE pairs
 const arch_info kArchitectures[] = {
-    // BitNet-b1.58-2B-4T as bitnet.cpp names it, and its earlier name.
-    {"bitnet-b1.58", activation::relu2, 500000.0f, true},
-    {"bitnet-25", activation::relu2, 500000.0f, true},
+    // BitNet-b1.58-2B-4T as bitnet.cpp names it, and its earlier name (no activation key:
+    // relu2 is implied).
+    {"bitnet-b1.58",  activation::relu2, 500000.0f, true,  rope_style::neox},
+    {"bitnet-25",     activation::relu2, 500000.0f, true,  rope_style::neox},
     // Upstream llama.cpp's name, used for 1bitLLM models (SiLU, theta 1e4) and, with a GPT-2
     // style vocabulary, for 2B-4T conversions (see resolve_arch_defaults).
-    {"bitnet", activation::silu, 10000.0f, true},
+    {"bitnet",        activation::silu,  10000.0f,  true,  rope_style::neox},
+    // Ternary Llama-shaped models (Llama3-8B-1.58, Falcon3-*-1.58bit, Falcon-E): SwiGLU, no
+    // sub-norms; llama.cpp's converters permute attn_q/attn_k rows for its "normal" RoPE.
+    {"llama",         activation::silu,  10000.0f,  false, rope_style::normal},
 };
+// clang-format on
 
 // Sanity limits: far above any real model, low enough that a hostile header cannot make us
 // allocate absurd buffers.
@@ -34,6 +47,8 @@ struct loader {
     const gguf_file &file;
     std::string prefix;  // "<arch>."
     std::string *error;
+    i2s_layout layout = i2s_layout::canonical;
+    std::set<std::string> used;  // tensors bound so far: the file must hold no others
 
     bool fail(const std::string &msg) {
         *error = file.path() + ": " + msg;
@@ -75,6 +90,7 @@ struct loader {
             fail("missing tensor '" + name + "'");
             return nullptr;
         }
+        used.insert(name);
         const int64_t want_dims = ne1 > 0 ? 2 : 1;
         const bool ok = static_cast<int64_t>(t->n_dims) == want_dims && t->ne[0] == ne0 &&
                         (want_dims == 1 || t->ne[1] == ne1);
@@ -110,75 +126,57 @@ struct loader {
         return true;
     }
 
+    // F32 / F16 / BF16 in place; Q8_0 / Q6_K (llama.cpp's usual head types) widened to F32.
     bool load_dense(const std::string &name, int64_t n_in, int64_t n_out, dense_matrix *out) {
         const gguf_tensor *t = find_tensor(name, n_in, n_out);
         if (t == nullptr) return false;
-        if (!is_float_type(t->type))
+        *out = dense_matrix{t->data, t->type, n_in, n_out, t->type, nullptr};
+        if (is_float_type(t->type)) return true;
+        if (!is_widened_type(t->type))
             return fail("tensor '" + name + "' has type " + type_name(t->type) +
-                        "; this engine reads F32, F16 or BF16 embeddings and output heads");
-        *out = dense_matrix{t->data, t->type, n_in, n_out};
+                        "; this engine reads F32, F16, BF16, Q8_0 or Q6_K embeddings and output heads");
+        try {
+            out->owned = std::make_shared<std::vector<float>>(static_cast<size_t>(n_in * n_out));
+        } catch (const std::bad_alloc &) {
+            return fail("out of memory widening tensor '" + name + "' to F32");
+        }
+        dequantize_to_f32(t->type, t->data, n_in * n_out, out->owned->data());
+        for (float v : *out->owned)
+            if (!std::isfinite(v))
+                return fail("tensor '" + name + "' contains NaN or Inf; the file is corrupt");
+        out->data = out->owned->data();
+        out->type = GGML_F32;
         return true;
     }
 
-    // I2_S is used in place. Float tensors holding t*scale (our f32/f16/bf16 outtypes) are
-    // checked to be ternary and repacked, so every linear layer runs the same integer kernel.
+    // A ternary weight of any kind we read (ternary_load.h), times the optional `<name>.scale`
+    // tensor upstream llama.cpp's `bitnet` files may carry (it multiplies the layer's output).
     bool load_ternary(const std::string &name, int64_t n_in, int64_t n_out, ternary_matrix *out) {
-        const gguf_tensor *t = find_tensor(name, n_in, n_out);
+        const gguf_tensor *t = find_tensor(name + ".weight", n_in, n_out);
         if (t == nullptr) return false;
-        if (n_in % kI2SBlock != 0)
-            return fail("tensor '" + name + "' has rows of " + std::to_string(n_in) +
-                        " elements; ternary rows must be a multiple of 128");
-        out->n_in = n_in;
-        out->n_out = n_out;
-        const int64_t n = n_in * n_out;
-        if (t->type == GGML_I2_S) {
-            out->codes = t->data;
-            std::memcpy(&out->scale, t->data + n / 4, sizeof(float));
-            if (!std::isfinite(out->scale) || out->scale < 0)
-                return fail("tensor '" + name + "' has scale " + std::to_string(out->scale) +
-                            " (must be finite and >= 0); the file is corrupt");
-            if (has_unused_code(t->data, n / 4))
-                return fail("tensor '" + name + "' holds the unused 2-bit code 3: not a valid I2_S "
-                            "tensor (an ARM-built bitnet.cpp file or a corrupt file?)");
-            return true;
-        }
-        if (!is_float_type(t->type))
-            return fail("tensor '" + name + "' has type " + type_name(t->type) +
-                        ", which this engine cannot run yet (supported: I2_S, F32, F16, BF16)");
-        return repack_float(name, *t, out);
+        const int64_t block = (t->type == GGML_TQ2_0 || t->type == GGML_TQ1_0) ? kTQBlock : kI2SBlock;
+        if (n_in % block != 0)
+            return fail("tensor '" + name + ".weight' has rows of " + std::to_string(n_in) +
+                        " elements; ternary rows must be a multiple of " + std::to_string(block));
+        const std::string why = bind_ternary(*t, n_in, n_out, layout, out);
+        if (!why.empty()) return fail("tensor '" + name + ".weight' " + why);
+        if (file.tensor(name + ".scale") == nullptr) return true;
+        std::vector<float> scale;
+        if (!load_vector(name + ".scale", 1, &scale)) return false;
+        out->scale *= scale[0];
+        for (float &d : out->block_scales) d *= scale[0];
+        return true;
     }
 
-    static bool has_unused_code(const uint8_t *codes, int64_t n_bytes) {
-        uint8_t any = 0;
-        for (int64_t i = 0; i < n_bytes; ++i) any |= codes[i] & (codes[i] >> 1) & 0x55;
-        return any != 0;
-    }
-
-    bool repack_float(const std::string &name, const gguf_tensor &t, ternary_matrix *out) {
-        const int64_t k = out->n_in, rows = out->n_out;
-        std::vector<float> row(static_cast<size_t>(k));
-        std::vector<int8_t> codes(static_cast<size_t>(k * rows));
-        const int64_t elem = t.type == GGML_F32 ? 4 : 2;
-        float scale = 0;
-        for (int64_t r = 0; r < rows; ++r) {
-            row_to_f32(t.type, t.data + r * k * elem, k, row.data());
-            for (float v : row) scale = std::max(scale, std::fabs(v));
-        }
-        for (int64_t r = 0; r < rows; ++r) {
-            row_to_f32(t.type, t.data + r * k * elem, k, row.data());
-            for (int64_t j = 0; j < k; ++j) {
-                const float v = row[j];
-                int8_t c = v == 0 ? 0 : (v == scale ? 1 : (v == -scale ? -1 : 2));
-                if (c == 2)
-                    return fail("tensor '" + name + "' is not ternary (values other than 0 and +-" +
-                                std::to_string(scale) + "); convert the checkpoint with --outtype i2_s");
-                codes[r * k + j] = c;
-            }
-        }
-        out->owned.resize(static_cast<size_t>(k * rows / 4));
-        i2s_pack(codes.data(), rows, k, out->owned.data());
-        out->codes = out->owned.data();
-        out->scale = scale;
+    // Every layer tensor of the file must be one the architecture's row asked for: a sub-norm in
+    // a `llama` file, say, means another model whose math we would get wrong. (Tensors outside
+    // the blocks other than RoPE frequency factors are not part of the math and are left alone.)
+    bool check_no_stray_tensors(const std::string &arch) {
+        for (const gguf_tensor &t : file.tensors())
+            if (!used.count(t.name) && (t.name.rfind("blk.", 0) == 0 || t.name.rfind("rope_freqs", 0) == 0))
+                return fail("tensor " + quoted(t.name) + " is not part of the " + quoted(arch) +
+                            " architecture (a file of another model family, or a variant this engine does "
+                            "not run)");
         return true;
     }
 };
@@ -201,12 +199,46 @@ void resolve_arch_defaults(const gguf_file &file, const arch_info &arch, hparams
     hp->act = arch.default_act;
     hp->rope_theta = arch.default_rope_theta;
     hp->has_sub_norms = arch.has_sub_norms;
+    hp->rope = arch.rope;
     std::string tok_model, err;
     if (std::strcmp(arch.name, "bitnet") == 0 && file.get_string("tokenizer.ggml.model", &tok_model, &err) &&
         tok_model == "gpt2") {
         hp->act = activation::relu2;
         hp->rope_theta = 500000.0f;
     }
+}
+
+// Plain RoPE over the whole head: partial rotation and context-extension scaling would change
+// the math, so they are refused rather than ignored.
+bool read_rope(loader &ld, hparams *hp) {
+    int64_t rope_dims = hp->head_dim;
+    if (!ld.get_optional_int("rope.dimension_count", 1, 1 << 12, &rope_dims)) return false;
+    if (rope_dims != hp->head_dim)
+        return ld.fail("partial RoPE (rope.dimension_count " + std::to_string(rope_dims) + " != head dim " +
+                       std::to_string(hp->head_dim) + ") is not supported");
+    std::string scaling, err;
+    if (ld.file.get_string(ld.prefix + "rope.scaling.type", &scaling, &err) && scaling != "none")
+        return ld.fail("RoPE scaling " + quoted(scaling) + " is not supported (only plain RoPE)");
+    return err.empty() || ld.fail(err);
+}
+
+// The FFN activation: the architecture's default unless a key names one. Ours write
+// `<arch>.hidden_act`; some writers use `hidden_activation`, or `bitnet.` under another arch.
+bool read_activation(loader &ld, hparams *hp) {
+    const std::string keys[] = {ld.prefix + "hidden_act", ld.prefix + "hidden_activation",
+                                "bitnet.hidden_act"};
+    for (const std::string &key : keys) {
+        std::string act, err;
+        if (!ld.file.get_string(key, &act, &err)) {
+            if (!err.empty()) return ld.fail(err);
+            continue;
+        }
+        if (act == "relu2") hp->act = activation::relu2;
+        else if (act == "silu") hp->act = activation::silu;
+        else return ld.fail("unsupported hidden_act " + quoted(act) + " (supported: relu2, silu)");
+        return true;
+    }
+    return true;
 }
 
 bool read_hparams(loader &ld, const arch_info &arch, hparams *hp) {
@@ -234,20 +266,10 @@ bool read_hparams(loader &ld, const arch_info &arch, hparams *hp) {
     hp->head_dim = hp->n_embd / hp->n_head;
     if (!ld.get_optional_int("attention.key_length", 2, 1 << 12, &hp->head_dim)) return false;
     if (hp->head_dim % 2 != 0) return ld.fail("head dimension " + std::to_string(hp->head_dim) + " is odd");
-    int64_t rope_dims = hp->head_dim;
-    if (!ld.get_optional_int("rope.dimension_count", 1, 1 << 12, &rope_dims)) return false;
-    if (rope_dims != hp->head_dim)
-        return ld.fail("partial RoPE (rope.dimension_count " + std::to_string(rope_dims) + " != head dim " +
-                       std::to_string(hp->head_dim) + ") is not supported");
-
-    std::string act, err;
-    if (f.get_string(ld.prefix + "hidden_act", &act, &err) || f.get_string("bitnet.hidden_act", &act, &err)) {
-        if (act == "relu2") hp->act = activation::relu2;
-        else if (act == "silu") hp->act = activation::silu;
-        else return ld.fail("unsupported hidden_act " + quoted(act) + " (supported: relu2, silu)");
-    } else if (!err.empty()) {
-        return ld.fail(err);
-    }
+    if (!read_rope(ld, hp) || !read_activation(ld, hp)) return false;
+    // Falcon-E's use_rms_norm (hparams::has_linear_norms): a norm weight on each linear's input.
+    hp->has_linear_norms = f.tensor("blk.0.attn_q.input_norm.weight") != nullptr;
+    if (!ld.get_optional_float("linear_norm_rms_epsilon", &hp->linear_norm_eps)) return false;
 
     const gguf_tensor *embd = f.tensor("token_embd.weight");
     if (embd == nullptr) return ld.fail("missing tensor 'token_embd.weight'");
@@ -278,36 +300,72 @@ bool check_vocab_arrays(loader &ld, int64_t n_vocab) {
     return true;
 }
 
+// The ternary linear layers of a block: GGUF name, member, and input / output width.
+enum width { kEmbd, kQ, kKV, kFF };
+struct linear_slot {
+    const char *name;
+    ternary_matrix layer_weights::*member;
+    width in, out;
+};
+const linear_slot kLinears[] = {
+    {"attn_q", &layer_weights::wq, kEmbd, kQ},          {"attn_k", &layer_weights::wk, kEmbd, kKV},
+    {"attn_v", &layer_weights::wv, kEmbd, kKV},         {"attn_output", &layer_weights::wo, kQ, kEmbd},
+    {"ffn_gate", &layer_weights::w_gate, kEmbd, kFF},   {"ffn_up", &layer_weights::w_up, kEmbd, kFF},
+    {"ffn_down", &layer_weights::w_down, kFF, kEmbd},
+};
+
+int64_t width_of(const hparams &hp, width w) {
+    const int64_t sizes[] = {hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim, hp.n_ff};
+    return sizes[w];
+}
+
 bool load_layer(loader &ld, const hparams &hp, int64_t il, layer_weights *l) {
     const std::string p = "blk." + std::to_string(il) + ".";
-    const int64_t E = hp.n_embd, Q = hp.n_head * hp.head_dim, KV = hp.n_head_kv * hp.head_dim, F = hp.n_ff;
-    if (!ld.load_vector(p + "attn_norm.weight", E, &l->attn_norm) ||
-        !ld.load_vector(p + "ffn_norm.weight", E, &l->ffn_norm) ||
-        !ld.load_ternary(p + "attn_q.weight", E, Q, &l->wq) ||
-        !ld.load_ternary(p + "attn_k.weight", E, KV, &l->wk) ||
-        !ld.load_ternary(p + "attn_v.weight", E, KV, &l->wv) ||
-        !ld.load_ternary(p + "attn_output.weight", Q, E, &l->wo) ||
-        !ld.load_ternary(p + "ffn_gate.weight", E, F, &l->w_gate) ||
-        !ld.load_ternary(p + "ffn_up.weight", E, F, &l->w_up) ||
-        !ld.load_ternary(p + "ffn_down.weight", F, E, &l->w_down))
+    if (!ld.load_vector(p + "attn_norm.weight", hp.n_embd, &l->attn_norm) ||
+        !ld.load_vector(p + "ffn_norm.weight", hp.n_embd, &l->ffn_norm))
         return false;
+    for (const linear_slot &s : kLinears) {
+        ternary_matrix &w = l->*s.member;
+        const int64_t n_in = width_of(hp, s.in);
+        if (!ld.load_ternary(p + s.name, n_in, width_of(hp, s.out), &w)) return false;
+        if (hp.has_linear_norms && !ld.load_vector(p + s.name + ".input_norm.weight", n_in, &w.input_norm))
+            return false;
+    }
     if (hp.has_sub_norms) {
-        if (!ld.load_vector(p + "attn_sub_norm.weight", Q, &l->attn_sub_norm) ||
-            !ld.load_vector(p + "ffn_sub_norm.weight", F, &l->ffn_sub_norm))
+        if (!ld.load_vector(p + "attn_sub_norm.weight", width_of(hp, kQ), &l->attn_sub_norm) ||
+            !ld.load_vector(p + "ffn_sub_norm.weight", hp.n_ff, &l->ffn_sub_norm))
             return false;
     }
     return true;
 }
 
-std::string describe(const model &m) {
+// "ternary I2_S", "ternary TQ2_0 (repacked to I2_S), some with per-block scales", ...: how the
+// file stores its ternary weights (layer 0's) and whether any kept one scale per block.
+std::string ternary_desc(const model &m) {
+    const gguf_tensor *t = m.file->tensor("blk.0.attn_q.weight");
+    const quant_type_traits *tr = t ? quant_type_find(t->type) : nullptr;
+    std::string s = std::string("ternary ") + (tr ? tr->name : "?");
+    if (t && t->type != GGML_I2_S) s += " (repacked to I2_S)";
+    for (const layer_weights &l : m.layers)
+        for (const linear_slot &slot : kLinears)
+            if (!(l.*slot.member).block_scales.empty()) return s + ", some with per-block scales";
+    return s;
+}
+
+std::string describe(const model &m, const std::string &note) {
     const hparams &hp = m.hp;
-    const quant_type_traits *et = quant_type_find(m.token_embd.type);
+    auto type_of = [](const dense_matrix &d) {
+        const quant_type_traits *t = quant_type_find(d.stored_type);
+        return std::string(t ? t->name : "?") + (d.owned ? " (widened to F32)" : "");
+    };
     std::string s = std::string(m.arch->name) + ": " + std::to_string(hp.n_layer) + " layers, n_embd " +
                     std::to_string(hp.n_embd) + ", heads " + std::to_string(hp.n_head) + "/" +
                     std::to_string(hp.n_head_kv) + ", n_ff " + std::to_string(hp.n_ff) + ", vocab " +
-                    std::to_string(hp.n_vocab) + ", " + activation_name(hp.act) + "; ternary I2_S, embedding " +
-                    (et ? et->name : "?") + (m.output.data == m.token_embd.data ? " (tied head)" : " + output head");
-    return s;
+                    std::to_string(hp.n_vocab) + ", " + activation_name(hp.act) + "; " + ternary_desc(m) +
+                    ", embedding " + type_of(m.token_embd);
+    s += m.output.data == m.token_embd.data ? " (tied head)" : " + output head " + type_of(m.output);
+    if (hp.has_linear_norms) s += "; RMSNorm on every linear layer's input";
+    return note.empty() ? s : s + "; " + note;
 }
 
 }  // namespace
@@ -330,9 +388,15 @@ std::unique_ptr<model> model_load(const std::string &path, std::string *error) {
         *error = path + ": unknown architecture " + quoted(arch_name) + " (supported: " + supported_arch_list() + ")";
         return nullptr;
     }
-    loader ld{f, arch_name + ".", error};
+    loader ld{f, arch_name + ".", error, i2s_layout::canonical, {}};
     if (!read_hparams(ld, *m->arch, &m->hp) || !check_vocab_arrays(ld, m->hp.n_vocab)) return nullptr;
     const hparams &hp = m->hp;
+    std::string note;
+    ld.layout = detect_i2s_layout(f, hp, &note, &err);
+    if (!err.empty()) {
+        ld.fail(err);
+        return nullptr;
+    }
 
     if (!ld.load_dense("token_embd.weight", hp.n_embd, hp.n_vocab, &m->token_embd)) return nullptr;
     if (f.tensor("output.weight") != nullptr) {
@@ -344,8 +408,13 @@ std::unique_ptr<model> model_load(const std::string &path, std::string *error) {
     m->layers.resize(static_cast<size_t>(hp.n_layer));
     for (int64_t il = 0; il < hp.n_layer; ++il)
         if (!load_layer(ld, hp, il, &m->layers[static_cast<size_t>(il)])) return nullptr;
+    if (!ld.check_no_stray_tensors(arch_name)) return nullptr;
     for (const gguf_tensor &t : f.tensors()) m->n_weight_bytes += t.n_bytes;
-    m->desc = describe(*m);
+    m->desc = describe(*m, note);
+    // Streamed weights go to huge pages (weight_arena.h); BITNET_WEIGHTS=mapped keeps them in the
+    // file mapping (less load time, slower decode). Failing to allocate is not an error.
+    const char *where = std::getenv("BITNET_WEIGHTS");
+    if (where == nullptr || std::strcmp(where, "mapped") != 0) relocate_streamed_weights(*m);
     return m;
 }
 

@@ -8,16 +8,23 @@
 #include <vector>
 
 #include "gguf.h"
+#include "weight_arena.h"
 
 namespace bitnet {
 
 enum class activation { relu2, silu };
+
+// Which dimensions RoPE rotates together: neox pairs j and j + head_dim/2 (rotate-half, as the
+// Hugging Face models compute it); normal pairs 2j and 2j+1, for files whose writer permuted the
+// rows of attn_q/attn_k to suit it (llama.cpp's `llama` architecture).
+enum class rope_style { neox, normal };
 
 struct arch_info {
     const char *name;          // general.architecture
     activation default_act;    // used when the file has no `<arch>.hidden_act`
     float default_rope_theta;  // used when the file has no `<arch>.rope.freq_base`
     bool has_sub_norms;        // attn_sub_norm / ffn_sub_norm tensors
+    rope_style rope;
 };
 
 struct hparams {
@@ -26,22 +33,36 @@ struct hparams {
     float rope_theta = 0, rms_eps = 0;
     activation act = activation::relu2;
     bool has_sub_norms = true;
+    rope_style rope = rope_style::neox;
+    // Falcon-E's use_rms_norm: an RMSNorm (own weight, this epsilon) on the input of every
+    // ternary linear layer, before its activations are quantized.
+    bool has_linear_norms = false;
+    float linear_norm_eps = 1e-6f;
 };
 
 // A ternary matrix of n_out rows by n_in columns, in I2_S codes (DESIGN section 2) with one
-// f32 scale. Points into the mapped file, or into `owned` when it had to be repacked.
+// f32 scale. Points into the mapped file, or into `owned` when it had to be repacked (TQ1_0 /
+// TQ2_0, bitnet.cpp's ARM I2_S layout, float tensors).
 struct ternary_matrix {
     const uint8_t *codes = nullptr;
     int64_t n_in = 0, n_out = 0;
     float scale = 0;
     std::vector<uint8_t> owned;
+    // A TQ tensor whose non-zero blocks have different scales: one per 256 weights of each row
+    // (row r, block b at r * n_in/256 + b), used instead of `scale` (kernels/tq.h). Empty otherwise.
+    std::vector<float> block_scales;
+    // The RMSNorm weight on this layer's input (hparams::has_linear_norms); empty when none.
+    std::vector<float> input_norm;
 };
 
-// A high-precision matrix as stored (F32 / F16 / BF16): n_out rows of n_in.
+// A high-precision matrix: n_out rows of n_in, F32 / F16 / BF16 as stored, or Q8_0 / Q6_K
+// widened to F32 at load time into `owned` (shared, so a tied head does not copy it).
 struct dense_matrix {
     const void *data = nullptr;
     uint32_t type = 0;
     int64_t n_in = 0, n_out = 0;
+    uint32_t stored_type = 0;  // the file's type (type is F32 when widened)
+    std::shared_ptr<std::vector<float>> owned;
 };
 
 struct layer_weights {
@@ -60,6 +81,7 @@ struct model {
     std::string desc;
     uint64_t n_weight_bytes = 0;
     std::vector<std::string> meta_json_cache;  // keeps bitnet_model_meta_json() strings alive
+    std::unique_ptr<weight_arena> arena;       // the ternary weights, when moved out of the map
 };
 
 // Load and validate; nullptr with *error set on failure.

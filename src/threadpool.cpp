@@ -7,6 +7,10 @@ namespace bitnet {
 namespace {
 // About 50-100 microseconds of polling before a worker goes to sleep.
 constexpr int kSpinIterations = 20000;
+// Every this many polls a waiting thread yields its core. On a machine with more runnable
+// threads than cores (a shared 2-core box, or several contexts' pools) the thread being waited
+// for may be the one without a core: spinning through a whole time slice would only delay it.
+constexpr int kPollsPerYield = 64;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -14,6 +18,12 @@ inline void cpu_relax() {
 #elif defined(__aarch64__)
     asm volatile("yield");
 #endif
+}
+
+// One poll of a wait loop: a pause, and now and then the core handed to another thread.
+inline void wait_a_little(int poll) {
+    if (poll % kPollsPerYield == kPollsPerYield - 1) std::this_thread::yield();
+    else cpu_relax();
 }
 }  // namespace
 
@@ -35,7 +45,7 @@ void thread_pool::worker_loop(int index) {
     for (;;) {
         uint64_t gen = generation_.load(std::memory_order_acquire);
         for (int spin = 0; gen == seen && spin < kSpinIterations && !stop_.load(); ++spin) {
-            cpu_relax();
+            wait_a_little(spin);
             gen = generation_.load(std::memory_order_acquire);
         }
         if (gen == seen) {
@@ -64,7 +74,7 @@ void thread_pool::run(const std::function<void(int, int)> &fn) {
     }
     wake_.notify_all();
     fn(0, n_threads_);
-    while (pending_.load(std::memory_order_acquire) != 0) cpu_relax();
+    for (int poll = 0; pending_.load(std::memory_order_acquire) != 0; ++poll) wait_a_little(poll);
     job_ = nullptr;
 }
 
@@ -76,8 +86,14 @@ void thread_pool::parallel_for(int64_t n, int64_t grain, const std::function<voi
         for (int64_t c = 0; c < n_chunks; ++c) fn(c * grain, std::min(n, (c + 1) * grain));
         return;
     }
-    run([&](int t, int nt) {
-        for (int64_t c = t; c < n_chunks; c += nt) fn(c * grain, std::min(n, (c + 1) * grain));
+    // Chunks are taken from a shared counter, not dealt out in advance: on a shared machine a
+    // thread that loses its core for a while leaves its remaining chunks to the others instead
+    // of making them all wait at the end of the loop.
+    std::atomic<int64_t> next{0};
+    run([&](int, int) {
+        for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n_chunks;
+             c = next.fetch_add(1, std::memory_order_relaxed))
+            fn(c * grain, std::min(n, (c + 1) * grain));
     });
 }
 

@@ -26,8 +26,8 @@ class thread_pool {
     // returns when all have finished. Not reentrant.
     void run(const std::function<void(int, int)> &fn);
 
-    // Splits [0, n) into chunks of `grain` (the last may be shorter) handed out in order:
-    // thread t takes chunks t, t + n_threads, ...; fn(begin, end) per chunk.
+    // Splits [0, n) into chunks of `grain` (the last may be shorter), taken in order by
+    // whichever thread is free next; fn(begin, end) per chunk.
     void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)> &fn);
 
   private:

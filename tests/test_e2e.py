@@ -91,7 +91,7 @@ def test_batch_equals_token_by_token(tiny_model):
     np.testing.assert_allclose(steps, batch, rtol=0, atol=1e-4 * np.abs(batch).max())
 
 
-@pytest.mark.parametrize("isa", [i for i in ("scalar", "avx2", "avx512", "neon")])
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "amx", "neon"])
 def test_every_kernel_set_gives_the_same_model(tiny_checkpoint, tiny_gguf, isa):
     if isa not in engine.available_isas():
         pytest.skip(f"{isa} not available on this CPU")

@@ -8,7 +8,7 @@ import pytest
 from bitnet import engine
 from bitnet.convert.i2s import pack_i2s
 
-ISAS = ["scalar", "avx2", "avx512", "neon"]
+ISAS = ["scalar", "avx2", "avx512", "amx", "neon"]
 
 
 def available(isa: str) -> bool:

@@ -34,7 +34,7 @@ def test_native_program(name):
     run(name)
 
 
-@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "neon"])
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "amx", "neon"])
 def test_kernels_under_forced_isa(isa):
     if isa not in engine.available_isas():
         pytest.skip(f"{isa} is not available on this CPU")

@@ -1,5 +1,6 @@
 // Dense (F32 / F16 / BF16) matrix-vector products for the embedding-tied lm_head and any
-// other high-precision weight, plus element conversion. f32 accumulation throughout.
+// other high-precision weight, attention's vector loops, and element conversion. f32
+// accumulation throughout.
 //
 // Weight layout: n rows of k elements, row-major (GGUF ne0 = k is the fastest dimension).
 // Activations: m rows of k f32 values. Output: y[i*ldy + r] = dot(W[r], x[i]).
@@ -16,10 +17,14 @@ struct dense_kernel_set {
                        int64_t m, float *y, int64_t ldy);
     void (*matmul_bf16)(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
                         int64_t m, float *y, int64_t ldy);
+    // Attention's inner loops: sum a[j] * b[j], and y[j] += alpha * x[j], for j < n.
+    float (*dot_f32)(const float *a, const float *b, int64_t n);
+    void (*axpy_f32)(float alpha, const float *x, float *y, int64_t n);
 };
 
 const dense_kernel_set *dense_kernels_scalar();
-const dense_kernel_set *dense_kernels_avx2();  // nullptr where not compiled
+const dense_kernel_set *dense_kernels_avx2();    // nullptr where not compiled
+const dense_kernel_set *dense_kernels_avx512();  // nullptr where not compiled
 // The set matching the active ternary kernel ISA (scalar stays scalar, so forced-ISA tests
 // exercise the reference path end to end).
 const dense_kernel_set *dense_kernels_active();

@@ -79,7 +79,24 @@ void matmul_bf16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const flo
     matmul_tiled(load_bf16{w}, k, r0, r1, x, m, y, ldy);
 }
 
-const dense_kernel_set kAvx2 = {"avx2", matmul_f32, matmul_f16, matmul_bf16};
+// 8 lanes, then the lanes' sums added; the scalar tail after.
+float dot_f32(const float *a, const float *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
+    float s = hsum(acc);
+    for (; j < n; ++j) s += a[j] * b[j];
+    return s;
+}
+void axpy_f32(float alpha, const float *x, float *y, int64_t n) {
+    const __m256 va = _mm256_set1_ps(alpha);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+    for (; j < n; ++j) y[j] += alpha * x[j];
+}
+
+const dense_kernel_set kAvx2 = {"avx2", matmul_f32, matmul_f16, matmul_bf16, dot_f32, axpy_f32};
 
 }  // namespace
 

@@ -94,7 +94,16 @@ void matmul_bf16_ref(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const
     matmul_generic([w](int64_t j) { return bf16_to_f32(w[j]); }, k, r0, r1, x, m, y, ldy);
 }
 
-const dense_kernel_set kScalar = {"scalar", matmul_f32_ref, matmul_f16_ref, matmul_bf16_ref};
+float dot_f32_ref(const float *a, const float *b, int64_t n) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
+    return acc;
+}
+void axpy_f32_ref(float alpha, const float *x, float *y, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) y[j] += alpha * x[j];
+}
+
+const dense_kernel_set kScalar = {"scalar", matmul_f32_ref, matmul_f16_ref, matmul_bf16_ref, dot_f32_ref, axpy_f32_ref};
 
 }  // namespace
 
@@ -102,6 +111,9 @@ const dense_kernel_set *dense_kernels_scalar() { return &kScalar; }
 
 const dense_kernel_set *dense_kernels_active() {
     const ternary_kernel_set *t = ternary_kernels_active(nullptr);
+    const bool avx512 = t != nullptr && (std::strncmp(t->name, "avx512", 6) == 0 || std::strcmp(t->name, "amx") == 0);
+    if (avx512 && dense_kernels_avx512() != nullptr)
+        return dense_kernels_avx512();
     if (t != nullptr && std::strncmp(t->name, "avx", 3) == 0 && dense_kernels_avx2() != nullptr)
         return dense_kernels_avx2();
     return dense_kernels_scalar();
@@ -109,6 +121,7 @@ const dense_kernel_set *dense_kernels_active() {
 
 #if !(defined(__x86_64__) || defined(_M_X64))
 const dense_kernel_set *dense_kernels_avx2() { return nullptr; }
+const dense_kernel_set *dense_kernels_avx512() { return nullptr; }
 #endif
 
 }  // namespace bitnet

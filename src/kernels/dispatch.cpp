@@ -4,6 +4,7 @@
 // This file is compiled without ISA flags, so it runs on any CPU of the architecture.
 //
 //   x86-64:  scalar < avx2 (AVX2 + FMA + F16C) < avx512 (F + BW + VL + DQ; VNNI picked inside)
+//            < amx (avx512 with VNNI, plus AMX-TILE + AMX-INT8 tiles for batched matmuls)
 //   aarch64: scalar < neon (ASIMD dot product, armv8.2-a+dotprod)
 #include <atomic>
 #include <cstdlib>
@@ -11,6 +12,14 @@
 #include <string>
 
 #include "kernels/ternary.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#endif
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -30,6 +39,9 @@ const ternary_kernel_set *ternary_kernels_avx512() {
     return nullptr;
 }
 const ternary_kernel_set *ternary_kernels_avx512bw() {
+    return nullptr;
+}
+const ternary_kernel_set *ternary_kernels_amx() {
     return nullptr;
 }
 #endif
@@ -54,6 +66,26 @@ bool cpu_has_avx512() {
 bool cpu_has_avx512vnni() {
     return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
 }
+// AMX needs the CPU (CPUID.7.0:EDX bits 24 AMX-TILE, 25 AMX-INT8), the OS (XCR0 bits 17-18:
+// tile state saved on context switches) and, on Linux, the process's permission to use tile
+// data, which the kernel grants on request (arch_prctl ARCH_REQ_XCOMP_PERM, Linux >= 5.16).
+bool cpu_has_amx() {
+    static const bool ok = [] {
+        if (!cpu_has_avx512vnni()) return false;
+        unsigned a, b, c, d;
+        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || (d & (3u << 24)) != (3u << 24)) return false;
+        if (!__get_cpuid(1, &a, &b, &c, &d) || (c & (1u << 27)) == 0) return false;  // OSXSAVE
+        uint32_t xcr0_lo, xcr0_hi;
+        __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+        if ((xcr0_lo & (3u << 17)) != (3u << 17)) return false;
+#if defined(__linux__)
+        constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+        if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+#endif
+        return true;
+    }();
+    return ok;
+}
 #else
 bool cpu_has_avx2() {
     return false;
@@ -62,6 +94,9 @@ bool cpu_has_avx512() {
     return false;
 }
 bool cpu_has_avx512vnni() {
+    return false;
+}
+bool cpu_has_amx() {
     return false;
 }
 #endif
@@ -99,6 +134,7 @@ const isa_entry kIsas[] = {
     {"avx512bw", ternary_kernels_avx512bw, cpu_has_avx512, false},
     {"avx512vnni", ternary_kernels_avx512, cpu_has_avx512vnni, false},
     {"avx512", ternary_kernels_avx512, cpu_has_avx512, true},
+    {"amx", ternary_kernels_amx, cpu_has_amx, true},
     {"neon", ternary_kernels_neon, cpu_has_dotprod, true},
 };
 

@@ -33,6 +33,8 @@ const ternary_kernel_set *ternary_kernels_avx2();
 const ternary_kernel_set *ternary_kernels_avx512();
 // The AVX-512BW variant without VNNI, whatever the CPU has (tests run it on VNNI CPUs too).
 const ternary_kernel_set *ternary_kernels_avx512bw();
+// AVX-512 VNNI with AMX-INT8 tiles for batches; only where the CPU and the OS allow AMX.
+const ternary_kernel_set *ternary_kernels_amx();
 const ternary_kernel_set *ternary_kernels_neon();
 
 // Scalar I2_S packing of a flat row-major array of n*k ternary values (w in -1..1), n*k % 128

@@ -35,6 +35,7 @@
 #endif
 
 #include "kernels/ternary.h"
+#include "kernels/ternary_gemm.h"
 #include "kernels/ternary_impl.h"
 
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)
@@ -98,8 +99,8 @@ inline int32_t hsum_i32(__m512i v) {
 
 // R weight rows (w, w + row_bytes, ...) times M activation rows (a, a + k, ...):
 // y[i*ldy + r] for r < R, i < M, where y points at the tile's first output.
-// prefetch: the next tile's R rows, fetched R*32 bytes per block so that they have arrived when
-// this tile ends (hardware prefetchers do badly on R short interleaved streams).
+// prefetch: kPrefetchBytes past the tile's first row, advanced R*32 bytes per block, as fast as
+// the tile consumes its own rows.
 template <class Dot, int R, int M>
 void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y, int64_t ldy,
               const uint8_t *prefetch) {
@@ -119,7 +120,7 @@ void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sum
         for (int64_t b = g; b < g_end; b += 2) {
             for (int64_t l = 0; l < 2 * R * kI2SBlockBytes; l += 64)
                 _mm_prefetch(reinterpret_cast<const char *>(prefetch + b * R * kI2SBlockBytes + l),
-                             _MM_HINT_T0);
+                             _MM_HINT_T1);
             const bool two = b + 1 < n_blocks;
             __m512i codes[R][4];
             for (int r = 0; r < R; ++r) decode_pair(w + r * row_bytes + b * kI2SBlockBytes, two, codes[r]);
@@ -143,11 +144,11 @@ void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t 
     constexpr int R = M == 1 ? 4 : 2;
     const int64_t row_bytes = k / 4;
     int64_t r = r0;
-    // The prefetch may run up to one tile past r1 (prefetches never fault).
+    // The prefetch runs past r1, even past the matrix (prefetches never fault).
     for (; r + R <= r1; r += R)
-        i2s_tile<Dot, R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + R) * row_bytes);
+        i2s_tile<Dot, R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + kPrefetchBytes);
     for (; r < r1; ++r)
-        i2s_tile<Dot, 1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + (r + 1) * row_bytes);
+        i2s_tile<Dot, 1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + kPrefetchBytes);
 }
 
 template <class Dot>
@@ -215,7 +216,24 @@ void quantize_row_int8_avx512(const float *x, int64_t k, int8_t *q, float *scale
     *sum = hsum_i32(vsum);
 }
 
-const ternary_kernel_set kAvx512Vnni = {"avx512vnni", i2s_matmul_avx512<dot_vnni>, quantize_row_int8_avx512};
+// VNNI: batches go to the decode-once GEMM (ternary_gemm_avx512.cpp).
+void i2s_matmul_avx512vnni(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
+                           const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
+    if (m == 1) i2s_rows<dot_vnni, 1>(w, k, r0, r1, a, a_sums, y, ldy);
+    else i2s_gemm_avx512vnni(w, k, r0, r1, a, a_sums, m, y, ldy);
+}
+
+// AMX: batches of at least kAmxMinBatch rows go to the tile GEMM (ternary_gemm_amx.cpp); a
+// 16-token tile that holds fewer tokens still costs a whole tile, so small batches stay on VNNI.
+constexpr int64_t kAmxMinBatch = 8;
+void i2s_matmul_amx(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums,
+                    int64_t m, int32_t *y, int64_t ldy) {
+    if (m >= kAmxMinBatch) i2s_gemm_amx(w, k, r0, r1, a, a_sums, m, y, ldy);
+    else i2s_matmul_avx512vnni(w, k, r0, r1, a, a_sums, m, y, ldy);
+}
+
+const ternary_kernel_set kAvx512Vnni = {"avx512vnni", i2s_matmul_avx512vnni, quantize_row_int8_avx512};
+const ternary_kernel_set kAmx = {"amx", i2s_matmul_amx, quantize_row_int8_avx512};
 const ternary_kernel_set kAvx512Bw = {"avx512bw", i2s_matmul_avx512<dot_bw>, quantize_row_int8_avx512};
 
 }  // namespace
@@ -227,6 +245,10 @@ const ternary_kernel_set *ternary_kernels_avx512() {
 
 const ternary_kernel_set *ternary_kernels_avx512bw() {
     return &kAvx512Bw;
+}
+
+const ternary_kernel_set *ternary_kernels_amx() {
+    return &kAmx;
 }
 
 }  // namespace bitnet

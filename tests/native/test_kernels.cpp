@@ -192,6 +192,13 @@ void test_matmul_shapes(const std::vector<const ternary_kernel_set *> &isas) {
                 if (m <= 5) check_reference(p, "random");
                 for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "random");
             }
+    // Prompt-sized batches: the AMX tile GEMM's token groups of 16 and blocks of 128, odd ends.
+    for (int64_t k : {384, 2560})
+        for (int64_t n : {33, 100})
+            for (int64_t m : {40, 130}) {
+                const problem p = make_problem(g, n, k, m, 0, false);
+                for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "batch");
+            }
 }
 
 void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
@@ -209,17 +216,24 @@ void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
     // Worst-case magnitude: k = 65536, rows of all +1 / all -1 / all 0 weights against rows of
     // all -128 / all 127: |y| = 128 * 65536, every int16 partial sum at its bound.
     const int64_t k = int64_t{1} << 16;
-    problem p;
-    p.n = 3, p.k = k, p.m = 2;
-    p.w.resize(3 * k);
-    for (int64_t j = 0; j < k; ++j) p.w[j] = 1, p.w[k + j] = -1, p.w[2 * k + j] = 0;
-    p.a.resize(2 * k);
-    for (int64_t j = 0; j < k; ++j) p.a[j] = -128, p.a[k + j] = 127;
-    finish_problem(p);
-    const int32_t want[6] = {-128 * 65536, 128 * 65536, 0, 127 * 65536, -127 * 65536, 0};
-    for (int i = 0; i < 6; ++i)
-        check(p.ref[i] == want[i], "scalar worst case k=65536: y[%d] = %d, want %d", i, p.ref[i], want[i]);
-    for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "worst case k=65536");
+    // With m = 2 (GEMV-style tiles) and m = 16 (batch kernels: AMX tiles).
+    for (int64_t m : {2, 16}) {
+        problem p;
+        p.n = 3, p.k = k, p.m = m;
+        p.w.resize(3 * k);
+        for (int64_t j = 0; j < k; ++j) p.w[j] = 1, p.w[k + j] = -1, p.w[2 * k + j] = 0;
+        p.a.resize(m * k);
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < k; ++j) p.a[i * k + j] = i % 2 == 0 ? -128 : 127;
+        finish_problem(p);
+        for (int64_t i = 0; i < m; ++i) {
+            const int32_t a = i % 2 == 0 ? -128 : 127, want[3] = {a * 65536, -a * 65536, 0};
+            for (int r = 0; r < 3; ++r)
+                check(p.ref[i * 3 + r] == want[r], "scalar worst case k=65536: y[%lld][%d] = %d, want %d",
+                      (long long)i, r, p.ref[i * 3 + r], want[r]);
+        }
+        for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "worst case k=65536");
+    }
 }
 
 // Rows split the way the engine's thread pool does: chunks of 16, the last one shorter.
@@ -392,7 +406,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && std::strcmp(argv[1], "--dispatch-child") == 0) return dispatch_child();
 
     std::vector<const ternary_kernel_set *> isas;  // every SIMD set this CPU runs
-    for (const char *name : {"avx2", "avx512bw", "avx512vnni", "neon"}) {
+    for (const char *name : {"avx2", "avx512bw", "avx512vnni", "amx", "neon"}) {
         if (const ternary_kernel_set *ks = ternary_kernels_by_name(name))
             isas.push_back(ks);
         else

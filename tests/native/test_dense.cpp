@@ -1,0 +1,121 @@
+// Dense (lm_head) kernel tests: every SIMD set this CPU runs against the scalar reference, for
+// F32, F16 and BF16 weights and row lengths around the vector widths. Float sums in a different
+// order differ in the last bits, so the bound is relative to sum |w * x| (the size of the rounding
+// errors), 1e-5: far below what any real bug gives. Within one set, a row's result must not
+// depend on the batch it is in: m = 1 equals every row of a batch bit for bit.
+// Prints one line per failure and "N passed, M failed"; exits non-zero on any failure.
+#include <cmath>
+#include <cstring>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "kernels/dense.h"
+#include "kernels/ternary.h"
+
+using namespace bitnet;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+
+void check(bool ok, const char *what, const char *isa, const char *type, int64_t k, int64_t i, int64_t r) {
+    if (ok) {
+        ++g_passed;
+        return;
+    }
+    ++g_failed;
+    std::printf("FAIL: %s: %s %s k=%lld row=%lld out=%lld\n", what, isa, type, static_cast<long long>(k),
+                static_cast<long long>(i), static_cast<long long>(r));
+}
+
+uint16_t f32_to_bf16_trunc(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return static_cast<uint16_t>(u >> 16);
+}
+
+struct weights {
+    std::vector<float> f32;       // the values every type holds exactly
+    std::vector<uint16_t> bits;   // the same values as F16 or BF16 bits
+};
+
+// n rows of k values representable in `type` (F32 = 0, F16 = 1, BF16 = 30).
+weights make_weights(std::mt19937 &gen, uint32_t type, int64_t n, int64_t k) {
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    weights w;
+    w.f32.resize(static_cast<size_t>(n * k));
+    w.bits.resize(w.f32.size());
+    for (size_t j = 0; j < w.f32.size(); ++j) {
+        const float v = u(gen);
+        if (type == 1) {
+            w.bits[j] = f32_to_f16(v);
+            w.f32[j] = f16_to_f32(w.bits[j]);
+        } else if (type == 30) {
+            w.bits[j] = f32_to_bf16_trunc(v);
+            w.f32[j] = bf16_to_f32(w.bits[j]);
+        } else {
+            w.f32[j] = v;
+        }
+    }
+    return w;
+}
+
+void run(const dense_kernel_set *ks, uint32_t type, const weights &w, int64_t k, int64_t r0, int64_t r1,
+         const float *x, int64_t m, float *y, int64_t ldy) {
+    if (type == 0) ks->matmul_f32(w.f32.data(), k, r0, r1, x, m, y, ldy);
+    else if (type == 1) ks->matmul_f16(w.bits.data(), k, r0, r1, x, m, y, ldy);
+    else ks->matmul_bf16(w.bits.data(), k, r0, r1, x, m, y, ldy);
+}
+
+void test_against_reference(const dense_kernel_set *ks) {
+    std::mt19937 gen(7);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    const struct {
+        uint32_t id;
+        const char *name;
+    } types[] = {{0, "F32"}, {1, "F16"}, {30, "BF16"}};
+    for (const auto &t : types) {
+        for (int64_t k : {1, 7, 15, 16, 17, 31, 32, 33, 100, 128, 257, 2560}) {
+            const int64_t n = 13, m = 6;
+            const weights w = make_weights(gen, t.id, n, k);
+            std::vector<float> x(static_cast<size_t>(m * k));
+            for (float &v : x) v = u(gen);
+            std::vector<float> want(static_cast<size_t>(m * n)), got(want.size()), one(static_cast<size_t>(n));
+            run(dense_kernels_scalar(), t.id, w, k, 0, n, x.data(), m, want.data(), n);
+            // Split the rows unevenly, as threads do.
+            run(ks, t.id, w, k, 0, 5, x.data(), m, got.data(), n);
+            run(ks, t.id, w, k, 5, n, x.data(), m, got.data(), n);
+            for (int64_t i = 0; i < m; ++i) {
+                run(ks, t.id, w, k, 0, n, x.data() + i * k, 1, one.data(), n);
+                for (int64_t r = 0; r < n; ++r) {
+                    double mag = 0;
+                    for (int64_t j = 0; j < k; ++j) mag += std::fabs(double(w.f32[r * k + j]) * x[i * k + j]);
+                    const float g = got[i * n + r], e = want[i * n + r];
+                    check(std::fabs(double(g) - e) <= 1e-5 * mag + 1e-30, "differs from the scalar reference",
+                          ks->name, t.name, k, i, r);
+                    check(one[r] == g, "m=1 differs from the same row in a batch", ks->name, t.name, k, i, r);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+int main() {
+    std::vector<const dense_kernel_set *> sets;
+    // A set runs only where the CPU has its ISA; the ternary table answers that question.
+    if (ternary_kernels_by_name("avx2") != nullptr && dense_kernels_avx2() != nullptr)
+        sets.push_back(dense_kernels_avx2());
+    if (ternary_kernels_by_name("avx512") != nullptr && dense_kernels_avx512() != nullptr)
+        sets.push_back(dense_kernels_avx512());
+    std::printf("testing dense kernels: scalar");
+    for (const dense_kernel_set *ks : sets) std::printf(", %s", ks->name);
+    std::printf("\n");
+    test_against_reference(dense_kernels_scalar());
+    for (const dense_kernel_set *ks : sets) test_against_reference(ks);
+    std::printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
