@@ -18,6 +18,7 @@ from bitnet import chat, completions
 from bitnet.engine import NativeContext, NativeModel
 from bitnet.errors import BitnetError
 from bitnet.generation import MAX_TOP_LOGPROBS, Emission, Generation, GenerationRequest, SamplingOptions
+from bitnet.speculation import decode_steps
 from bitnet.tokenizer import Tokenizer
 
 
@@ -250,19 +251,14 @@ class Model:
             t1 = time.perf_counter()
             self.last_timings = {"n_prompt": len(ids) - cached, "prompt_ms": (t1 - t0) * 1e3, "n_gen": 0,
                                  "gen_ms": 0.0}
+            # Prompt-lookup drafts only where the pick is deterministic (greedy): each is kept
+            # only if the sampler would have picked it, so the output cannot change.
+            lookup = request.options.lookup_decoding and request.options.temperature <= 0
             try:
-                while True:
-                    emission = generation.step(logits)
+                for emission in decode_steps(ctx, generation, logits, self._ctx_tokens, lookup):
                     self.last_timings["n_gen"] = generation.n_gen
                     self._update_gen_time(t1)
                     yield emission
-                    if emission.finish_reason:
-                        return
-                    if ctx.n_past >= ctx.n_ctx:
-                        yield generation.finish("length")
-                        return
-                    logits = ctx.decode([emission.token])
-                    self._ctx_tokens.append(emission.token)
             finally:
                 self._update_gen_time(t1)
         finally:
@@ -276,6 +272,13 @@ class Model:
                                 bos_token=tok.token_text(tok.bos_id) if tok.bos_id is not None else "",
                                 eos_token=tok.token_text(tok.eos_id) if tok.eos_id is not None else "",
                                 add_generation_prompt=add_generation_prompt)
+
+    def reset(self):
+        """Forget the cached prompt prefix (as llama-cpp-python's reset): the next call starts
+        from an empty context."""
+        if self._ctx is not None:
+            self._ctx.truncate(0)
+        self._ctx_tokens = []
 
     def close(self):
         if self._ctx is not None:
