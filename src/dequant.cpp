@@ -1,6 +1,7 @@
 // Q8_0 and Q6_K -> f32 (layouts in dequant.h).
 #include "dequant.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels/dense.h"
@@ -45,11 +46,12 @@ struct widened_type {
     uint32_t id;
     int64_t block, bytes;
     void (*block_to_f32)(const uint8_t *, float *);
+    int64_t scale_offset;  // where the block's f16 scale d lies
 };
 
 const widened_type kWidened[] = {
-    {GGML_Q8_0, 32, 34, q8_0_block},
-    {GGML_Q6_K, 256, 210, q6_k_block},
+    {GGML_Q8_0, 32, 34, q8_0_block, 0},
+    {GGML_Q6_K, 256, 210, q6_k_block, 208},
 };
 
 const widened_type *find_widened(uint32_t id) {
@@ -66,6 +68,14 @@ bool dequantize_to_f32(uint32_t ggml_type, const uint8_t *data, int64_t n, float
     const widened_type *w = find_widened(ggml_type);
     if (w == nullptr || n % w->block != 0) return false;
     for (int64_t b = 0; b < n / w->block; ++b) w->block_to_f32(data + b * w->bytes, out + b * w->block);
+    return true;
+}
+
+bool quantized_scales_finite(uint32_t ggml_type, const uint8_t *data, int64_t n) {
+    const widened_type *w = find_widened(ggml_type);
+    if (w == nullptr || n % w->block != 0) return false;
+    for (int64_t b = 0; b < n / w->block; ++b)
+        if (!std::isfinite(load_f16(data + b * w->bytes + w->scale_offset))) return false;
     return true;
 }
 

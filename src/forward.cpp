@@ -236,13 +236,16 @@ void output_head(context &ctx, int64_t first, int64_t m, float *logits) {
     norm_rows(ctx, ctx.x.data() + first * E, md.output_norm, rows, E, ctx.xn.data());
     name_tensor(ctx, "output_norm", -1, ctx.xn.data(), rows, E);
     const dense_matrix &w = md.output;
+    const float *x = ctx.xn.data();
     ctx.pool->parallel_for(V, 256, [&](int64_t r0, int64_t r1) {
-        if (w.type == GGML_F32)
-            ctx.dk->matmul_f32(static_cast<const float *>(w.data), E, r0, r1, ctx.xn.data(), rows, logits, V);
-        else if (w.type == GGML_F16)
-            ctx.dk->matmul_f16(static_cast<const uint16_t *>(w.data), E, r0, r1, ctx.xn.data(), rows, logits, V);
-        else
-            ctx.dk->matmul_bf16(static_cast<const uint16_t *>(w.data), E, r0, r1, ctx.xn.data(), rows, logits, V);
+        const auto *bytes = static_cast<const uint8_t *>(w.data);
+        switch (w.type) {
+            case GGML_F32: ctx.dk->matmul_f32(static_cast<const float *>(w.data), E, r0, r1, x, rows, logits, V); break;
+            case GGML_F16: ctx.dk->matmul_f16(static_cast<const uint16_t *>(w.data), E, r0, r1, x, rows, logits, V); break;
+            case GGML_BF16: ctx.dk->matmul_bf16(static_cast<const uint16_t *>(w.data), E, r0, r1, x, rows, logits, V); break;
+            case GGML_Q8_0: ctx.dk->matmul_q8_0(bytes, E, r0, r1, x, rows, logits, V); break;
+            default: ctx.dk->matmul_q6_k(bytes, E, r0, r1, x, rows, logits, V); break;  // the loader admits no other
+        }
     });
     name_tensor(ctx, "logits", -1, logits, rows, V);
 }
@@ -254,9 +257,9 @@ void forward_batch(context &ctx, const batch_row *rows, const int32_t *tokens, i
                    bool all_logits) {
     const model &md = *ctx.m;
     const int64_t E = md.hp.n_embd;
-    const size_t elem = md.token_embd.type == GGML_F32 ? 4 : 2;
+    const int64_t row_bytes = dense_row_bytes(md.token_embd.type, E);
     for (int64_t i = 0; i < m; ++i) {
-        const auto *row = static_cast<const uint8_t *>(md.token_embd.data) + static_cast<size_t>(tokens[i]) * E * elem;
+        const auto *row = static_cast<const uint8_t *>(md.token_embd.data) + tokens[i] * row_bytes;
         row_to_f32(md.token_embd.type, row, E, ctx.x.data() + i * E);
     }
     for (int64_t il = 0; il < md.hp.n_layer; ++il) {

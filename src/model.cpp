@@ -126,26 +126,18 @@ struct loader {
         return true;
     }
 
-    // F32 / F16 / BF16 in place; Q8_0 / Q6_K (llama.cpp's usual head types) widened to F32.
+    // F32 / F16 / BF16, and Q8_0 / Q6_K (llama.cpp's usual head types), all read in place.
     bool load_dense(const std::string &name, int64_t n_in, int64_t n_out, dense_matrix *out) {
         const gguf_tensor *t = find_tensor(name, n_in, n_out);
         if (t == nullptr) return false;
-        *out = dense_matrix{t->data, t->type, n_in, n_out, t->type, nullptr};
+        *out = dense_matrix{t->data, t->type, n_in, n_out};
         if (is_float_type(t->type)) return true;
         if (!is_widened_type(t->type))
             return fail("tensor '" + name + "' has type " + type_name(t->type) +
                         "; this engine reads F32, F16, BF16, Q8_0 or Q6_K embeddings and output heads");
-        try {
-            out->owned = std::make_shared<std::vector<float>>(static_cast<size_t>(n_in * n_out));
-        } catch (const std::bad_alloc &) {
-            return fail("out of memory widening tensor '" + name + "' to F32");
-        }
-        dequantize_to_f32(t->type, t->data, n_in * n_out, out->owned->data());
-        for (float v : *out->owned)
-            if (!std::isfinite(v))
-                return fail("tensor '" + name + "' contains NaN or Inf; the file is corrupt");
-        out->data = out->owned->data();
-        out->type = GGML_F32;
+        // Every weight is finite exactly when every block's f16 scale is (the rest are integers).
+        if (!quantized_scales_finite(t->type, t->data, n_in * n_out))
+            return fail("tensor '" + name + "' contains NaN or Inf; the file is corrupt");
         return true;
     }
 
@@ -355,8 +347,8 @@ std::string ternary_desc(const model &m) {
 std::string describe(const model &m, const std::string &note) {
     const hparams &hp = m.hp;
     auto type_of = [](const dense_matrix &d) {
-        const quant_type_traits *t = quant_type_find(d.stored_type);
-        return std::string(t ? t->name : "?") + (d.owned ? " (widened to F32)" : "");
+        const quant_type_traits *t = quant_type_find(d.type);
+        return std::string(t ? t->name : "?");
     };
     std::string s = std::string(m.arch->name) + ": " + std::to_string(hp.n_layer) + " layers, n_embd " +
                     std::to_string(hp.n_embd) + ", heads " + std::to_string(hp.n_head) + "/" +

@@ -55,14 +55,11 @@ struct ternary_matrix {
     std::vector<float> input_norm;
 };
 
-// A high-precision matrix: n_out rows of n_in, F32 / F16 / BF16 as stored, or Q8_0 / Q6_K
-// widened to F32 at load time into `owned` (shared, so a tied head does not copy it).
+// A high-precision matrix: n_out rows of n_in, F32 / F16 / BF16 / Q8_0 / Q6_K as stored.
 struct dense_matrix {
     const void *data = nullptr;
     uint32_t type = 0;
     int64_t n_in = 0, n_out = 0;
-    uint32_t stored_type = 0;  // the file's type (type is F32 when widened)
-    std::shared_ptr<std::vector<float>> owned;
 };
 
 struct layer_weights {

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "kernels/dense.h"
 #include "model.h"
 
 namespace bitnet {
@@ -33,12 +34,7 @@ void for_each_ternary(model &m, Fn fn) {
 
 size_t code_bytes(const ternary_matrix &t) { return static_cast<size_t>(t.n_out * t.n_in / 4); }
 
-size_t element_bytes(uint32_t ggml_type) { return ggml_type == 0 ? 4 : 2; }  // F32, else F16/BF16
-
-// The head's bytes when they are still in the file mapping (not widened into memory of its own).
-size_t mapped_head_bytes(const dense_matrix &d) {
-    return d.owned ? 0 : static_cast<size_t>(d.n_out * d.n_in) * element_bytes(d.type);
-}
+size_t head_bytes(const dense_matrix &d) { return static_cast<size_t>(d.n_out * dense_row_bytes(d.type, d.n_in)); }
 
 }  // namespace
 
@@ -69,7 +65,7 @@ const uint8_t *weight_arena::append(const uint8_t *src, size_t n) {
 }
 
 bool relocate_streamed_weights(model &m) {
-    const size_t head = mapped_head_bytes(m.output);
+    const size_t head = head_bytes(m.output);
     size_t total = round_up(head, kAlign);
     for_each_ternary(m, [&](ternary_matrix &t) {
         if (t.owned.empty()) total += round_up(code_bytes(t), kAlign);

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.convert import i2s, synthetic_vocab, tq_packing
+from bitnet.convert import i2s, q8_0, synthetic_vocab, tq_packing
 from bitnet.convert.dtypes import FLOAT_TYPES, to_float_type
 from bitnet.convert.hf_bitnet import LAYER_TENSORS, TensorJob
 from bitnet.convert.hparams import ARCH, HParams
@@ -191,14 +191,23 @@ def _norm(name: str, n: int, seed: int) -> TensorJob:
     return TensorJob(name, (n,), FLOAT_TYPES["f32"][0], 4 * n, produce)
 
 
+EMBEDDING_TYPES = (*FLOAT_TYPES, "q8_0")  # q8_0: ggml's 8-bit head (smaller, faster, not lossless)
+
+
 def _embedding(name: str, hp: HParams, embedding_type: str, seed: int) -> TensorJob:
-    ggml_type, _, elem_bytes = FLOAT_TYPES[embedding_type]
-    table = _normal_table(LOGIT_STD / math.sqrt(hp.n_embd), embedding_type)
+    quantized = embedding_type == "q8_0"
+    float_type = "f32" if quantized else embedding_type
+    table = _normal_table(LOGIT_STD / math.sqrt(hp.n_embd), float_type)
 
     def produce():
         for chunk, rows in _row_chunks(hp.n_vocab, hp.n_embd):
-            yield table[_random_u16(_rng(seed, name, chunk), rows * hp.n_embd)]
+            values = table[_random_u16(_rng(seed, name, chunk), rows * hp.n_embd)]
+            yield q8_0.pack_q8_0(values.reshape(rows, hp.n_embd)) if quantized else values
 
+    if quantized:
+        return TensorJob(name, (hp.n_embd, hp.n_vocab), q8_0.GGML_TYPE_Q8_0, q8_0.q8_0_n_bytes(hp.n_vocab, hp.n_embd),
+                         produce)
+    ggml_type, _, elem_bytes = FLOAT_TYPES[embedding_type]
     return TensorJob(name, (hp.n_embd, hp.n_vocab), ggml_type, hp.n_vocab * hp.n_embd * elem_bytes, produce)
 
 
@@ -273,8 +282,8 @@ def generate(
     """Write a dummy model to outfile (via a temporary file renamed into place); return its path."""
     if outtype not in OUTTYPES:
         raise ValueError(f"unknown outtype {outtype!r} (choose from {', '.join(OUTTYPES)})")
-    if embedding_type not in FLOAT_TYPES:
-        raise ValueError(f"unknown embedding type {embedding_type!r} (choose from {', '.join(FLOAT_TYPES)})")
+    if embedding_type not in EMBEDDING_TYPES:
+        raise ValueError(f"unknown embedding type {embedding_type!r} (choose from {', '.join(EMBEDDING_TYPES)})")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     shape = resolve_shape(size, n_vocab, n_layer)
@@ -373,9 +382,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-layers", type=int, metavar="N", help="override the number of layers (quick tests)")
     p.add_argument(
         "--embedding-type",
-        choices=tuple(FLOAT_TYPES),
+        choices=EMBEDDING_TYPES,
         default="f16",
-        help="type of the token embedding (the tied output head too; default f16)",
+        help="type of the token embedding (the tied output head too; default f16; q8_0 is smaller and "
+        "faster, no longer a lossless head)",
     )
     p.add_argument("--model-name", help="general.name (default dummy-bitnet-<size>)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")

@@ -17,6 +17,13 @@ struct dense_kernel_set {
                        int64_t m, float *y, int64_t ldy);
     void (*matmul_bf16)(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
                         int64_t m, float *y, int64_t ldy);
+    // Quantized heads read in place (layouts in dequant.h; k a whole number of blocks). Each
+    // weight is widened exactly as dequantize_to_f32 widens it, then summed as matmul_f32 sums,
+    // so the logits equal those of the widened F32 matrix bit for bit.
+    void (*matmul_q8_0)(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                        float *y, int64_t ldy);
+    void (*matmul_q6_k)(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
+                        float *y, int64_t ldy);
     // Attention's inner loops: sum a[j] * b[j], and y[j] += alpha * x[j], for j < n.
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*axpy_f32)(float alpha, const float *x, float *y, int64_t n);
@@ -39,7 +46,14 @@ inline float bf16_to_f32(uint16_t h) {
     return v.f;
 }
 
-// Convert one row of a stored tensor (type F32/F16/BF16 by ggml id) to f32.
+// Convert one row of a stored tensor (F32 / F16 / BF16 / Q8_0 / Q6_K by ggml id) to f32.
 void row_to_f32(uint32_t ggml_type, const void *row, int64_t k, float *out);
+// Bytes of one row of k elements of such a type.
+int64_t dense_row_bytes(uint32_t ggml_type, int64_t k);
+
+// For kernel sets without a native quantized kernel: each row widened into a per-thread
+// buffer, then multiplied by the set's own matmul_f32 (same numbers as a widened matrix).
+void matmul_quant_by_rows(uint32_t ggml_type, decltype(dense_kernel_set::matmul_f32) matmul_f32, const uint8_t *w,
+                          int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y, int64_t ldy);
 
 }  // namespace bitnet

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "kernels/dense.h"
+#include "quant_types.h"
 
 namespace bitnet {
 
@@ -96,7 +97,17 @@ void axpy_f32(float alpha, const float *x, float *y, int64_t n) {
     for (; j < n; ++j) y[j] += alpha * x[j];
 }
 
-const dense_kernel_set kAvx2 = {"avx2", matmul_f32, matmul_f16, matmul_bf16, dot_f32, axpy_f32};
+void matmul_q8_0(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                 int64_t ldy) {
+    matmul_quant_by_rows(GGML_Q8_0, matmul_f32, w, k, r0, r1, x, m, y, ldy);
+}
+void matmul_q6_k(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                 int64_t ldy) {
+    matmul_quant_by_rows(GGML_Q6_K, matmul_f32, w, k, r0, r1, x, m, y, ldy);
+}
+
+const dense_kernel_set kAvx2 = {"avx2",      matmul_f32,  matmul_f16, matmul_bf16,
+                                matmul_q8_0, matmul_q6_k, dot_f32,    axpy_f32};
 
 }  // namespace
 

@@ -1,7 +1,8 @@
 // AVX-512 dense kernels (see dense.h for the layout): the lm_head, which decode streams whole
 // once per token (0.66 GB of F16 for the 2B-4T shape, more than all ternary weights).
 //
-//   weight row r:  [ w0 .. w15 | w16 .. w31 | ... | tail (masked) ]   F32, or F16/BF16 widened
+//   weight row r:  [ w0 .. w15 | w16 .. w31 | ... | tail (masked) ]   F32, or F16 / BF16 / Q8_0 /
+//                                                                     Q6_K widened in registers
 //   acc(r, i)   += row chunk * x_i chunk  (one 16-lane FMA chain per output, then a reduction)
 //
 // Every output y[i][r] is summed in that one order, whatever the tile, so a token's logits do not
@@ -11,6 +12,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "kernels/dense.h"
 #include "kernels/ternary_impl.h"
@@ -22,24 +24,72 @@ namespace {
 constexpr int kGemvRows = 4;
 constexpr int kGemmActs = 4;
 
+// A weight type: its row size in bytes, where element j's bytes start (for the prefetch), and
+// 16 elements j .. j+15 of a row widened to f32 (masked lanes read as 0).
 struct load_f32 {
-    static __m512 vec(const void *w, int64_t j, __mmask16 m) {
-        return _mm512_maskz_loadu_ps(m, static_cast<const float *>(w) + j);
+    static int64_t row_bytes(int64_t k) { return 4 * k; }
+    static int64_t offset(int64_t j) { return 4 * j; }
+    static __m512 vec(const uint8_t *row, int64_t j, __mmask16 m) {
+        return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float *>(row) + j);
     }
-    static constexpr int64_t kBytes = 4;
 };
 struct load_f16 {
-    static __m512 vec(const void *w, int64_t j, __mmask16 m) {
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t *>(w) + j));
+    static int64_t row_bytes(int64_t k) { return 2 * k; }
+    static int64_t offset(int64_t j) { return 2 * j; }
+    static __m512 vec(const uint8_t *row, int64_t j, __mmask16 m) {
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t *>(row) + j));
     }
-    static constexpr int64_t kBytes = 2;
 };
 struct load_bf16 {
-    static __m512 vec(const void *w, int64_t j, __mmask16 m) {
-        const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t *>(w) + j);
+    static int64_t row_bytes(int64_t k) { return 2 * k; }
+    static int64_t offset(int64_t j) { return 2 * j; }
+    static __m512 vec(const uint8_t *row, int64_t j, __mmask16 m) {
+        const __m256i h = _mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t *>(row) + j);
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
-    static constexpr int64_t kBytes = 2;
+};
+
+inline float f16_at(const uint8_t *p) {
+    uint16_t h;
+    std::memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+// Q8_0: blocks of 32 = f16 d + 32 int8; w = d * q (dequant.cpp's one multiply).
+struct load_q8_0 {
+    static int64_t row_bytes(int64_t k) { return k / 32 * 34; }
+    static int64_t offset(int64_t j) { return j / 32 * 34; }
+    static __m512 vec(const uint8_t *row, int64_t j, __mmask16) {
+        const uint8_t *block = row + j / 32 * 34;
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(block + 2 + (j & 31)));
+        // d broadcast as f16 and widened in the vector unit (exact, like the scalar widening).
+        uint16_t bits;
+        std::memcpy(&bits, block, sizeof bits);
+        const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(bits)));
+        return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+    }
+};
+
+// Q6_K: super-blocks of 256 = ql[128] | qh[64] | int8 sc[16] | f16 d (dequant.h). Element e of a
+// super-block: half h = e / 128, quarter g = e % 128 / 32, l = e % 32; its 6-bit value is
+// ql[64h + 32(g & 1) + l] (low nibble for g < 2, high for g >= 2) | (qh[32h + l] >> 2g & 3) << 4,
+// minus 32, and w = (d * sc[8h + l / 16 + 2g]) * q, in dequant.cpp's order.
+struct load_q6_k {
+    static int64_t row_bytes(int64_t k) { return k / 256 * 210; }
+    static int64_t offset(int64_t j) { return j / 256 * 210; }
+    static __m512 vec(const uint8_t *row, int64_t j, __mmask16) {
+        const uint8_t *sb = row + j / 256 * 210;
+        const int64_t e = j & 255, h = e / 128, g = e % 128 / 32, l = e % 32;  // l is 0 or 16
+        const __m128i ql = _mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 64 * h + 32 * (g & 1) + l));
+        const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 128 + 32 * h + l));
+        const __m128i nib = _mm_set1_epi8(15), two = _mm_set1_epi8(3);
+        const __m128i lo = _mm_and_si128(g < 2 ? ql : _mm_srli_epi16(ql, 4), nib);
+        const __m128i hi = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(static_cast<int>(2 * g))), two);
+        const __m128i q = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+        const auto *sc = reinterpret_cast<const int8_t *>(sb + 192);
+        const float scale = f16_at(sb + 208) * static_cast<float>(sc[8 * h + l / 16 + 2 * g]);
+        return _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+    }
 };
 
 inline __mmask16 lanes(int64_t left) {
@@ -48,18 +98,18 @@ inline __mmask16 lanes(int64_t left) {
 
 // R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t].
 template <class Load, int R, int M>
-void tile(const void *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
-    const auto *base = static_cast<const uint8_t *>(w);
-    const int64_t row_bytes = k * Load::kBytes;
+void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
+    const int64_t row_bytes = Load::row_bytes(k);
     __m512 acc[R][M];
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i) acc[t][i] = _mm512_setzero_ps();
     for (int64_t j = 0; j < k; j += 16) {
         const __mmask16 m = lanes(k - j);
+        const int64_t at = Load::offset(j);
+        const bool new_line = j == 0 || at / 64 != Load::offset(j - 16) / 64;
         for (int t = 0; t < R; ++t) {
-            const uint8_t *row = base + (r + t) * row_bytes;
-            if ((j * Load::kBytes) % 64 == 0)  // once per cache line
-                _mm_prefetch(reinterpret_cast<const char *>(row + j * Load::kBytes + kPrefetchBytes), _MM_HINT_T1);
+            const uint8_t *row = w + (r + t) * row_bytes;
+            if (new_line) _mm_prefetch(reinterpret_cast<const char *>(row + at + kPrefetchBytes), _MM_HINT_T1);
             const __m512 wv = Load::vec(row, j, m);
             for (int i = 0; i < M; ++i)
                 acc[t][i] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i * k + j), acc[t][i]);
@@ -70,7 +120,7 @@ void tile(const void *w, int64_t k, int64_t r, const float *x, float *y, int64_t
 }
 
 template <class Load>
-void matmul(const void *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
             int64_t ldy) {
     if (m == 1) {
         int64_t r = r0;
@@ -87,15 +137,23 @@ void matmul(const void *w, int64_t k, int64_t r0, int64_t r1, const float *x, in
 
 void matmul_f32(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
                 int64_t ldy) {
-    matmul<load_f32>(w, k, r0, r1, x, m, y, ldy);
+    matmul<load_f32>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
 }
 void matmul_f16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
                 int64_t ldy) {
-    matmul<load_f16>(w, k, r0, r1, x, m, y, ldy);
+    matmul<load_f16>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
 }
 void matmul_bf16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
                  int64_t ldy) {
-    matmul<load_bf16>(w, k, r0, r1, x, m, y, ldy);
+    matmul<load_bf16>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
+}
+void matmul_q8_0(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                 int64_t ldy) {
+    matmul<load_q8_0>(w, k, r0, r1, x, m, y, ldy);
+}
+void matmul_q6_k(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                 int64_t ldy) {
+    matmul<load_q6_k>(w, k, r0, r1, x, m, y, ldy);
 }
 
 // 16 lanes (the tail masked), then the lanes' sums added.
@@ -115,7 +173,8 @@ void axpy_f32(float alpha, const float *x, float *y, int64_t n) {
     }
 }
 
-const dense_kernel_set kAvx512 = {"avx512", matmul_f32, matmul_f16, matmul_bf16, dot_f32, axpy_f32};
+const dense_kernel_set kAvx512 = {"avx512",    matmul_f32,  matmul_f16, matmul_bf16,
+                                  matmul_q8_0, matmul_q6_k, dot_f32,    axpy_f32};
 
 }  // namespace
 

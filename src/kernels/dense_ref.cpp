@@ -1,6 +1,8 @@
 // Scalar reference for the dense kernels (see dense.h for the layout), and conversions.
 #include <cstring>
+#include <vector>
 
+#include "dequant.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
 #include "quant_types.h"
@@ -60,9 +62,27 @@ void row_to_f32(uint32_t ggml_type, const void *row, int64_t k, float *out) {
     } else if (ggml_type == GGML_F16) {
         const auto *h = static_cast<const uint16_t *>(row);
         for (int64_t i = 0; i < k; ++i) out[i] = f16_to_f32(h[i]);
-    } else {  // BF16
+    } else if (ggml_type == GGML_BF16) {
         const auto *h = static_cast<const uint16_t *>(row);
         for (int64_t i = 0; i < k; ++i) out[i] = bf16_to_f32(h[i]);
+    } else {  // Q8_0 / Q6_K
+        dequantize_to_f32(ggml_type, static_cast<const uint8_t *>(row), k, out);
+    }
+}
+
+int64_t dense_row_bytes(uint32_t ggml_type, int64_t k) {
+    const quant_type_traits *t = quant_type_find(ggml_type);
+    return t == nullptr ? 0 : k / t->block_size * t->type_size;
+}
+
+void matmul_quant_by_rows(uint32_t ggml_type, decltype(dense_kernel_set::matmul_f32) matmul_f32, const uint8_t *w,
+                          int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y, int64_t ldy) {
+    thread_local std::vector<float> row;
+    row.resize(static_cast<size_t>(k));
+    const int64_t row_bytes = dense_row_bytes(ggml_type, k);
+    for (int64_t r = r0; r < r1; ++r) {
+        dequantize_to_f32(ggml_type, w + r * row_bytes, k, row.data());
+        matmul_f32(row.data(), k, 0, 1, x, m, y + r, ldy);
     }
 }
 
@@ -103,7 +123,17 @@ void axpy_f32_ref(float alpha, const float *x, float *y, int64_t n) {
     for (int64_t j = 0; j < n; ++j) y[j] += alpha * x[j];
 }
 
-const dense_kernel_set kScalar = {"scalar", matmul_f32_ref, matmul_f16_ref, matmul_bf16_ref, dot_f32_ref, axpy_f32_ref};
+void matmul_q8_0_ref(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                     int64_t ldy) {
+    matmul_quant_by_rows(GGML_Q8_0, matmul_f32_ref, w, k, r0, r1, x, m, y, ldy);
+}
+void matmul_q6_k_ref(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                     int64_t ldy) {
+    matmul_quant_by_rows(GGML_Q6_K, matmul_f32_ref, w, k, r0, r1, x, m, y, ldy);
+}
+
+const dense_kernel_set kScalar = {"scalar",        matmul_f32_ref,  matmul_f16_ref, matmul_bf16_ref,
+                                  matmul_q8_0_ref, matmul_q6_k_ref, dot_f32_ref,    axpy_f32_ref};
 
 }  // namespace
 

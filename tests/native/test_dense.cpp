@@ -1,5 +1,6 @@
 // Dense (lm_head) kernel tests: every SIMD set this CPU runs against the scalar reference, for
-// F32, F16 and BF16 weights and row lengths around the vector widths. Float sums in a different
+// F32, F16 and BF16 weights and row lengths around the vector widths; Q8_0 / Q6_K kernels
+// against the same set's F32 kernel on the widened rows, bit for bit. Float sums in a different
 // order differ in the last bits, so the bound is relative to sum |w * x| (the size of the rounding
 // errors), 1e-5: far below what any real bug gives. Within one set, a row's result must not
 // depend on the batch it is in: m = 1 equals every row of a batch bit for bit.
@@ -11,8 +12,10 @@
 #include <random>
 #include <vector>
 
+#include "dequant.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
+#include "quant_types.h"
 
 using namespace bitnet;
 
@@ -102,6 +105,40 @@ void test_against_reference(const dense_kernel_set *ks) {
     }
 }
 
+// Random Q8_0 / Q6_K rows (finite f16 scales, any quant bytes): the set's native kernel must give
+// exactly what its matmul_f32 gives on the same rows widened by dequantize_to_f32.
+void test_quantized_equals_widened(const dense_kernel_set *ks) {
+    std::mt19937 gen(11);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    const struct {
+        uint32_t id;
+        const char *name;
+        int64_t block, bytes, scale_at;
+    } types[] = {{GGML_Q8_0, "Q8_0", 32, 34, 0}, {GGML_Q6_K, "Q6_K", 256, 210, 208}};
+    for (const auto &t : types) {
+        for (int64_t k : {256, 512, 2560}) {
+            const int64_t n = 11, m = 5, row_bytes = k / t.block * t.bytes;
+            std::vector<uint8_t> w(static_cast<size_t>(n * row_bytes));
+            for (uint8_t &b : w) b = static_cast<uint8_t>(gen());
+            for (int64_t b = 0; b < n * k / t.block; ++b) {
+                const uint16_t d = f32_to_f16(u(gen) * 0.1f);
+                std::memcpy(&w[static_cast<size_t>(b * t.bytes + t.scale_at)], &d, 2);
+            }
+            std::vector<float> wide(static_cast<size_t>(n * k)), x(static_cast<size_t>(m * k));
+            dequantize_to_f32(t.id, w.data(), n * k, wide.data());
+            for (float &v : x) v = u(gen);
+            for (int64_t rows : {int64_t{1}, m}) {
+                std::vector<float> want(static_cast<size_t>(rows * n)), got(want.size());
+                ks->matmul_f32(wide.data(), k, 0, n, x.data(), rows, want.data(), n);
+                (t.id == GGML_Q8_0 ? ks->matmul_q8_0 : ks->matmul_q6_k)(w.data(), k, 0, n, x.data(), rows, got.data(), n);
+                for (int64_t i = 0; i < rows * n; ++i)
+                    check(std::memcmp(&got[i], &want[i], 4) == 0, "differs from its widened F32 matrix", ks->name,
+                          t.name, k, i / n, i % n);
+            }
+        }
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -115,7 +152,11 @@ int main() {
     for (const dense_kernel_set *ks : sets) std::printf(", %s", ks->name);
     std::printf("\n");
     test_against_reference(dense_kernels_scalar());
-    for (const dense_kernel_set *ks : sets) test_against_reference(ks);
+    test_quantized_equals_widened(dense_kernels_scalar());
+    for (const dense_kernel_set *ks : sets) {
+        test_against_reference(ks);
+        test_quantized_equals_widened(ks);
+    }
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }
