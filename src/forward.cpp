@@ -13,6 +13,7 @@
 #include "forward.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -107,28 +108,19 @@ void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t n_items = m * hp.n_head;
     const int64_t scores_per_thread = static_cast<int64_t>(ctx.scores.size()) / ctx.pool->size();
-    ctx.pool->run([&](int t, int nt) {
+    // Items (row, head) are taken from a shared counter: causal rows differ in length, and a
+    // thread that loses its core leaves its share to the other.
+    std::atomic<int64_t> next{0};
+    ctx.pool->run([&](int t, int) {
         float *scores = ctx.scores.data() + t * scores_per_thread;
-        for (int64_t item = t; item < n_items; item += nt) {
+        for (int64_t item = next.fetch_add(1, std::memory_order_relaxed); item < n_items;
+             item = next.fetch_add(1, std::memory_order_relaxed)) {
             const int64_t i = item / hp.n_head, h = item % hp.n_head, g = h / group;
             const context &seq = *rows[i].seq;
-            const float *kc = seq.k_cache.data() + il * seq.n_ctx * kv_dim;
-            const float *vc = seq.v_cache.data() + il * seq.n_ctx * kv_dim;
-            const int64_t n_keys = rows[i].pos + 1;
-            const float *qv = ctx.q.data() + (i * hp.n_head + h) * hd;
-            float max_s = -INFINITY;
-            for (int64_t p = 0; p < n_keys; ++p) {
-                scores[p] = ctx.dk->dot_f32(qv, kc + p * kv_dim + g * hd, hd) * scale;
-                max_s = std::max(max_s, scores[p]);
-            }
-            float sum = 0;
-            for (int64_t p = 0; p < n_keys; ++p) {
-                scores[p] = std::exp(scores[p] - max_s);
-                sum += scores[p];
-            }
-            float *out = ctx.att.data() + (i * hp.n_head + h) * hd;
-            std::fill(out, out + hd, 0.0f);
-            for (int64_t p = 0; p < n_keys; ++p) ctx.dk->axpy_f32(scores[p] / sum, vc + p * kv_dim + g * hd, out, hd);
+            const float *kc = seq.k_cache.data() + il * seq.n_ctx * kv_dim + g * hd;
+            const float *vc = seq.v_cache.data() + il * seq.n_ctx * kv_dim + g * hd;
+            ctx.dk->attend(ctx.q.data() + (i * hp.n_head + h) * hd, kc, vc, kv_dim, rows[i].pos + 1, hd, scale, scores,
+                           ctx.att.data() + (i * hp.n_head + h) * hd);
         }
     });
 }

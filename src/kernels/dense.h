@@ -24,10 +24,20 @@ struct dense_kernel_set {
                         float *y, int64_t ldy);
     void (*matmul_q6_k)(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
                         float *y, int64_t ldy);
-    // Attention's inner loops: sum a[j] * b[j], and y[j] += alpha * x[j], for j < n.
+    // Vector loops: sum a[j] * b[j], and y[j] += alpha * x[j], for j < n.
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*axpy_f32)(float alpha, const float *x, float *y, int64_t n);
+    // One query against n_keys cached keys and values (key p at k + p * stride, value at
+    // v + p * stride, hd floats each): out = sum_p softmax_p(scale * q . k_p) * v_p, with the
+    // softmax as max-subtracted exp over sum. scores: n_keys floats of scratch.
+    void (*attend)(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd,
+                   float scale, float *scores, float *out);
 };
+
+// attend from a set's dot_f32 / axpy_f32 (the scalar and AVX2 sets use it as their attend).
+void attend_with(decltype(dense_kernel_set::dot_f32) dot, decltype(dense_kernel_set::axpy_f32) axpy, const float *q,
+                 const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
+                 float *scores, float *out);
 
 const dense_kernel_set *dense_kernels_scalar();
 const dense_kernel_set *dense_kernels_avx2();    // nullptr where not compiled

@@ -106,8 +106,13 @@ void matmul_q6_k(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const floa
     matmul_quant_by_rows(GGML_Q6_K, matmul_f32, w, k, r0, r1, x, m, y, ldy);
 }
 
-const dense_kernel_set kAvx2 = {"avx2",      matmul_f32,  matmul_f16, matmul_bf16,
-                                matmul_q8_0, matmul_q6_k, dot_f32,    axpy_f32};
+void attend(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
+            float *scores, float *out) {
+    attend_with(dot_f32, axpy_f32, q, k, v, stride, n_keys, hd, scale, scores, out);
+}
+
+const dense_kernel_set kAvx2 = {"avx2",      matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0,
+                                matmul_q6_k, dot_f32,    axpy_f32,   attend};
 
 }  // namespace
 

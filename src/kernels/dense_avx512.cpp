@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/dense.h"
@@ -173,8 +174,48 @@ void axpy_f32(float alpha, const float *x, float *y, int64_t n) {
     }
 }
 
-const dense_kernel_set kAvx512 = {"avx512",    matmul_f32,  matmul_f16, matmul_bf16,
-                                  matmul_q8_0, matmul_q6_k, dot_f32,    axpy_f32};
+// Heads of NV x 16 floats: the query and the output accumulator stay in registers, so a key costs
+// NV loads + NV FMAs (and a reduction) and a value NV loads + NV FMAs, with no stores.
+template <int NV>
+void attend_in_registers(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys,
+                         float scale, float *scores, float *out) {
+    __m512 qv[NV];
+    for (int c = 0; c < NV; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
+    float max_s = -INFINITY;
+    for (int64_t p = 0; p < n_keys; ++p) {
+        const float *kp = k + p * stride;
+        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kp));
+        for (int c = 1; c < NV; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kp + 16 * c), acc);
+        scores[p] = _mm512_reduce_add_ps(acc) * scale;
+        max_s = std::max(max_s, scores[p]);
+    }
+    float sum = 0;
+    for (int64_t p = 0; p < n_keys; ++p) {
+        scores[p] = std::exp(scores[p] - max_s);
+        sum += scores[p];
+    }
+    __m512 o[NV];
+    for (int c = 0; c < NV; ++c) o[c] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < n_keys; ++p) {
+        const __m512 w = _mm512_set1_ps(scores[p] / sum);
+        const float *vp = v + p * stride;
+        for (int c = 0; c < NV; ++c) o[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vp + 16 * c), o[c]);
+    }
+    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + 16 * c, o[c]);
+}
+
+void attend(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
+            float *scores, float *out) {
+    switch (hd) {
+        case 64: return attend_in_registers<4>(q, k, v, stride, n_keys, scale, scores, out);
+        case 128: return attend_in_registers<8>(q, k, v, stride, n_keys, scale, scores, out);
+        case 256: return attend_in_registers<16>(q, k, v, stride, n_keys, scale, scores, out);
+        default: return attend_with(dot_f32, axpy_f32, q, k, v, stride, n_keys, hd, scale, scores, out);
+    }
+}
+
+const dense_kernel_set kAvx512 = {"avx512",    matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0,
+                                  matmul_q6_k, dot_f32,    axpy_f32,   attend};
 
 }  // namespace
 

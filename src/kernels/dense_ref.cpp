@@ -1,4 +1,6 @@
 // Scalar reference for the dense kernels (see dense.h for the layout), and conversions.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -75,6 +77,23 @@ int64_t dense_row_bytes(uint32_t ggml_type, int64_t k) {
     return t == nullptr ? 0 : k / t->block_size * t->type_size;
 }
 
+void attend_with(decltype(dense_kernel_set::dot_f32) dot, decltype(dense_kernel_set::axpy_f32) axpy, const float *q,
+                 const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
+                 float *scores, float *out) {
+    float max_s = -INFINITY;
+    for (int64_t p = 0; p < n_keys; ++p) {
+        scores[p] = dot(q, k + p * stride, hd) * scale;
+        max_s = std::max(max_s, scores[p]);
+    }
+    float sum = 0;
+    for (int64_t p = 0; p < n_keys; ++p) {
+        scores[p] = std::exp(scores[p] - max_s);
+        sum += scores[p];
+    }
+    std::fill(out, out + hd, 0.0f);
+    for (int64_t p = 0; p < n_keys; ++p) axpy(scores[p] / sum, v + p * stride, out, hd);
+}
+
 void matmul_quant_by_rows(uint32_t ggml_type, decltype(dense_kernel_set::matmul_f32) matmul_f32, const uint8_t *w,
                           int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y, int64_t ldy) {
     thread_local std::vector<float> row;
@@ -132,8 +151,13 @@ void matmul_q6_k_ref(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const 
     matmul_quant_by_rows(GGML_Q6_K, matmul_f32_ref, w, k, r0, r1, x, m, y, ldy);
 }
 
-const dense_kernel_set kScalar = {"scalar",        matmul_f32_ref,  matmul_f16_ref, matmul_bf16_ref,
-                                  matmul_q8_0_ref, matmul_q6_k_ref, dot_f32_ref,    axpy_f32_ref};
+void attend_ref(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd,
+                float scale, float *scores, float *out) {
+    attend_with(dot_f32_ref, axpy_f32_ref, q, k, v, stride, n_keys, hd, scale, scores, out);
+}
+
+const dense_kernel_set kScalar = {"scalar",        matmul_f32_ref,  matmul_f16_ref, matmul_bf16_ref, matmul_q8_0_ref,
+                                  matmul_q6_k_ref, dot_f32_ref,     axpy_f32_ref,   attend_ref};
 
 }  // namespace
 

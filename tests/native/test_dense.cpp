@@ -139,6 +139,28 @@ void test_quantized_equals_widened(const dense_kernel_set *ks) {
     }
 }
 
+// attend against the scalar set's: softmax weights and sums in another order differ in the last
+// bits only; the bound is relative to the largest |value| (outputs are convex combinations).
+void test_attend(const dense_kernel_set *ks) {
+    std::mt19937 gen(5);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    for (int64_t hd : {32, 64, 100, 128, 256})
+        for (int64_t n_keys : {1, 7, 100}) {
+            const int64_t stride = 3 * hd + 16;  // keys of several heads side by side, as in the cache
+            std::vector<float> q(static_cast<size_t>(hd)), kv(static_cast<size_t>(stride * n_keys + hd));
+            for (float &x : q) x = u(gen);
+            for (float &x : kv) x = u(gen);
+            std::vector<float> scores(static_cast<size_t>(n_keys)), want(static_cast<size_t>(hd)), got(want.size());
+            const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+            dense_kernels_scalar()->attend(q.data(), kv.data(), kv.data() + hd, stride, n_keys, hd, scale,
+                                           scores.data(), want.data());
+            ks->attend(q.data(), kv.data(), kv.data() + hd, stride, n_keys, hd, scale, scores.data(), got.data());
+            for (int64_t j = 0; j < hd; ++j)
+                check(std::fabs(got[j] - want[j]) <= 1e-5f * 2.0f, "attend differs from the scalar set", ks->name,
+                      "F32", hd, n_keys, j);
+        }
+}
+
 }  // namespace
 
 int main() {
@@ -156,6 +178,7 @@ int main() {
     for (const dense_kernel_set *ks : sets) {
         test_against_reference(ks);
         test_quantized_equals_widened(ks);
+        test_attend(ks);
     }
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
