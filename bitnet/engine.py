@@ -38,6 +38,10 @@ _SIGNATURES = {
     "bitnet_isa": (_S, []),
     "bitnet_set_isa": (ctypes.c_int, [_S]),
     "bitnet_available_isas": (_S, []),
+    "bitnet_cpu_signature": (_S, []),
+    "bitnet_load_preset": (ctypes.c_int, [_S]),
+    "bitnet_set_tuning": (ctypes.c_int, [_S, _I64]),
+    "bitnet_get_tuning": (_I64, [_S]),
     "bitnet_model_load": (_P, [_S]),
     "bitnet_model_free": (None, [_P]),
     "bitnet_model_n_vocab": (_I32, [_P]),
@@ -100,7 +104,42 @@ def lib() -> ctypes.CDLL:
         for fname, (restype, argtypes) in _SIGNATURES.items():
             fn = getattr(_lib, fname)
             fn.restype, fn.argtypes = restype, argtypes
+        _apply_preset(_lib)
     return _lib
+
+
+def preset_dir() -> Path:
+    """Where presets live: $BITNET_PRESET_DIR, else the repository's preset_kernels/."""
+    env = os.environ.get("BITNET_PRESET_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "preset_kernels"
+
+
+def preset_path() -> Path:
+    """This CPU's preset file (it may not exist)."""
+    return preset_dir() / f"{cpu_signature()}.json"
+
+
+def _apply_preset(library: ctypes.CDLL) -> None:
+    """This CPU's tuning preset, if there is one. A broken preset is reported and skipped: it
+    can only cost speed, never change a result."""
+    path = preset_dir() / f"{library.bitnet_cpu_signature().decode()}.json"
+    if path.is_file() and library.bitnet_load_preset(os.fsencode(path)) != 0:
+        print(f"bitnet: warning: {library.bitnet_last_error().decode()}; using built-in defaults", file=sys.stderr)
+
+
+def cpu_signature() -> str:
+    return lib().bitnet_cpu_signature().decode()
+
+
+def set_tuning(key: str, value: int) -> None:
+    check(lib().bitnet_set_tuning(key.encode(), int(value)))
+
+
+def get_tuning(key: str) -> int:
+    value = lib().bitnet_get_tuning(key.encode())
+    if value < 0:
+        raise BitnetError(f"unknown tuning parameter {key!r}")
+    return value
 
 
 def last_error() -> str:

@@ -49,6 +49,16 @@ BITNET_API int bitnet_set_isa(const char *name);
 /* Comma-separated names of the kernel sets this CPU can run, e.g. "scalar,avx2". */
 BITNET_API const char *bitnet_available_isas(void);
 
+/* ---- Kernel tuning (no setting changes a result, only the speed) ------------------------- */
+/* "vendor-family-model" of this CPU: the name of its preset file, preset_kernels/<sig>.json. */
+BITNET_API const char *bitnet_cpu_signature(void);
+/* Apply a preset (a JSON object: "prefetch_bytes", "amx_min_batch"; other keys ignored).
+ * The environment variables BITNET_PREFETCH_BYTES / BITNET_AMX_MIN_BATCH still win. */
+BITNET_API int bitnet_load_preset(const char *path);
+/* Set or read one parameter by name; get returns -1 for an unknown name. */
+BITNET_API int bitnet_set_tuning(const char *key, int64_t value);
+BITNET_API int64_t bitnet_get_tuning(const char *key);
+
 /* ---- Model ----------------------------------------------------------------------------- */
 /* mmap and validate a GGUF file; NULL on failure (see bitnet_last_error). */
 BITNET_API bitnet_model *bitnet_model_load(const char *path);

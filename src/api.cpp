@@ -10,6 +10,7 @@
 
 #include "bitnet.h"
 #include "forward.h"
+#include "kernels/tuning.h"
 #include "model.h"
 #include "sampler.h"
 
@@ -66,6 +67,32 @@ int bitnet_set_isa(const char *name) {
 }
 
 const char *bitnet_available_isas(void) { return bitnet::ternary_kernels_available(); }
+
+const char *bitnet_cpu_signature(void) {
+    static const std::string sig = bitnet::cpu_signature();
+    return sig.c_str();
+}
+
+int bitnet_load_preset(const char *path) {
+    if (path == nullptr) return set_error(BITNET_ERR_ARGUMENT, "preset path is null");
+    return guarded(
+        [&]() -> int {
+            std::string error;
+            return bitnet::tuning_load_preset(path, &error) ? BITNET_OK : set_error(BITNET_ERR_FORMAT, error);
+        },
+        BITNET_ERR_MEMORY);
+}
+
+int bitnet_set_tuning(const char *key, int64_t value) {
+    if (key == nullptr) return set_error(BITNET_ERR_ARGUMENT, "tuning key is null");
+    std::string error;
+    return bitnet::tuning_set(key, value, &error) ? BITNET_OK : set_error(BITNET_ERR_ARGUMENT, error);
+}
+
+int64_t bitnet_get_tuning(const char *key) {
+    int64_t value = -1;
+    return key != nullptr && bitnet::tuning_get(key, &value) ? value : -1;
+}
 
 bitnet_model *bitnet_model_load(const char *path) {
     if (path == nullptr) {

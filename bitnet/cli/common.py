@@ -63,6 +63,7 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "use_pretuned": ("-p", "--use-pretuned"),
     "log_dir": ("-ld", "--log-dir"),
     "skip_build": ("--skip-build",),
+    "skip_tune": ("--skip-tune",),
     "jobs": ("-j", "--jobs"),
     "allow_pickle": ("--allow-pickle",),
 }
@@ -213,6 +214,11 @@ def run_main(fn: Callable[[], int | None]) -> int:
         # The reader went away (`... | head`): stop quietly, as a C program killed by SIGPIPE.
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except ModuleNotFoundError as exc:  # a dependency missing: say how to get it
+        _quiet_stdout_flush()
+        print(f"error: the Python package {exc.name!r} is missing: run `python setup_env.py` (it installs "
+              "what is missing) or `pip install -e .`", file=sys.stderr)
+        return EXIT_FAILURE
     except (BitnetError, FileNotFoundError, ValueError, OSError) as exc:
         _quiet_stdout_flush()
         print(f"error: {describe_error(exc)}", file=sys.stderr)

@@ -106,11 +106,13 @@ def build_parser() -> ArgumentParser:
     p.add_flag("quant_embd", action="store_true",
                help="store the token embeddings as F16 (default: as the checkpoint has them)")
     p.add_flag("use_pretuned", action="store_true",
-               help="accepted for compatibility; kernels are tuned at run time")
+               help="use the kernel preset shipped for this CPU (preset_kernels/) instead of tuning")
+    p.add_flag("skip_tune", action="store_true",
+               help="after the build, do not run the kernel autotune (about 30 s); keep any preset")
     p.add_flag("log_dir", metavar="DIR", default="logs",
                help="folder for the build and download logs (default: logs)")
     p.add_flag("skip_build", action="store_true",
-               help="do not build the engine (e.g. it was installed with pip)")
+               help="do not build (or tune) the engine (e.g. it was installed with pip)")
     p.add_flag("jobs", metavar="N", type=int_at_least(1), default=default_threads(),
                help="parallel build jobs (default: the cores available, %(default)s here)")
     p.add_flag("allow_pickle", action="store_true",
@@ -291,14 +293,52 @@ def run(argv: list[str] | None = None) -> int:
                      f"and need no per-model LUT format; use -q i2_s, the default")
     wants_model = args.hf_repo is not None or args.model_dir is not None
     model_dir = model_folder(args, parser) if wants_model else None
-    if args.use_pretuned:
-        print("note: --use-pretuned does nothing here: kernels are tuned at run time",
-              file=sys.stderr)
-    if not args.skip_build:
+    code = install_python_dependencies(Path(args.log_dir))
+    if code == 0 and not args.skip_build:
         code = build_engine(Path(args.log_dir), args.jobs)
-        if code != 0:
-            return code
+        if code == 0:
+            tune_kernels(args)  # a fresh build: tune it for this CPU
+    if code != 0:
+        return code
     return 0 if model_dir is None else prepare_model(model_dir, args)
+
+
+def install_python_dependencies(log_dir: Path) -> int:
+    """pip-install the runtime packages this interpreter lacks (pyproject.toml lists them)."""
+    from bitnet.cli import python_deps
+
+    pyproject = REPO_ROOT / "pyproject.toml"
+    if not pyproject.is_file():
+        return 0  # an installed package: pip installed its dependencies with it
+    needed = python_deps.missing(python_deps.runtime_requirements(pyproject))
+    if not needed:
+        return 0
+    print(f"installing Python packages: {' '.join(needed)} ...", file=sys.stderr)
+    log = log_dir / "pip_install.log"
+    if python_deps.install(needed, log) != 0:
+        return fail(f"pip could not install {' '.join(needed)}; see {log}")
+    return 0
+
+
+def tune_kernels(args) -> None:
+    """The kernel preset for this CPU: the shipped one with --use-pretuned, else a short autotune
+    (bitnet/tune.py). A failed tune is not fatal: the built-in defaults are good too."""
+    from bitnet import engine
+
+    preset = engine.preset_path()
+    if args.use_pretuned:
+        found = f"using {preset}" if preset.is_file() else "none shipped for this CPU: using built-in defaults"
+        print(f"kernel preset ({engine.cpu_signature()}): {found}", file=sys.stderr)
+        return
+    if args.skip_tune:
+        return
+    from bitnet.tune import autotune
+
+    try:
+        autotune(preset.parent, n_threads=args.jobs, progress=False)
+        print(f"kernel autotune: wrote {preset}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 (any failure here only costs speed)
+        print(f"warning: kernel autotune failed ({one_line(str(e))}); using built-in defaults", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@
 #include <cstring>
 
 #include "kernels/dense.h"
-#include "kernels/ternary_impl.h"
+#include "kernels/tuning.h"
 
 namespace bitnet {
 
@@ -100,7 +100,7 @@ inline __mmask16 lanes(int64_t left) {
 // R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t].
 template <class Load, int R, int M>
 void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
-    const int64_t row_bytes = Load::row_bytes(k);
+    const int64_t row_bytes = Load::row_bytes(k), ahead = tuning().prefetch_bytes;
     __m512 acc[R][M];
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i) acc[t][i] = _mm512_setzero_ps();
@@ -110,7 +110,7 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
         const bool new_line = j == 0 || at / 64 != Load::offset(j - 16) / 64;
         for (int t = 0; t < R; ++t) {
             const uint8_t *row = w + (r + t) * row_bytes;
-            if (new_line) _mm_prefetch(reinterpret_cast<const char *>(row + at + kPrefetchBytes), _MM_HINT_T1);
+            if (new_line) _mm_prefetch(reinterpret_cast<const char *>(row + at + ahead), _MM_HINT_T1);
             const __m512 wv = Load::vec(row, j, m);
             for (int i = 0; i < M; ++i)
                 acc[t][i] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i * k + j), acc[t][i]);

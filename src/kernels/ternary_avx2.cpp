@@ -24,6 +24,7 @@
 
 #include "kernels/ternary.h"
 #include "kernels/ternary_impl.h"
+#include "kernels/tuning.h"
 
 namespace bitnet {
 namespace {
@@ -45,7 +46,7 @@ inline int32_t hsum_i32(__m256i v) {
 
 // R weight rows (w, w + row_bytes, ...) times M activation rows (a, a + k, ...):
 // y[i*ldy + r] for r < R, i < M, where y points at the tile's first output.
-// prefetch: kPrefetchBytes past the tile's first row, advanced R*32 bytes per block, as fast as
+// prefetch: tuning().prefetch_bytes past the tile's first row, advanced R*32 bytes per block, as fast as
 // the tile consumes its own rows (without it a DRAM-resident GEMV ran at ~35% of the plain read
 // bandwidth, 5 vs 14 GB/s).
 template <int R, int M>
@@ -97,11 +98,12 @@ void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t 
     constexpr int R = M == 1 ? kGemvRows : kGemmRows;
     const int64_t row_bytes = k / 4;
     int64_t r = r0;
+    const int64_t ahead = tuning().prefetch_bytes;
     // The prefetch runs past r1, even past the matrix (prefetches never fault).
     for (; r + R <= r1; r += R)
-        i2s_tile<R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + kPrefetchBytes);
+        i2s_tile<R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + ahead);
     for (; r < r1; ++r)
-        i2s_tile<1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + kPrefetchBytes);
+        i2s_tile<1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + ahead);
 }
 
 void i2s_matmul_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,

@@ -37,6 +37,7 @@
 #include "kernels/ternary.h"
 #include "kernels/ternary_gemm.h"
 #include "kernels/ternary_impl.h"
+#include "kernels/tuning.h"
 
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)
 #error "ternary_avx512.cpp needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni"
@@ -99,7 +100,7 @@ inline int32_t hsum_i32(__m512i v) {
 
 // R weight rows (w, w + row_bytes, ...) times M activation rows (a, a + k, ...):
 // y[i*ldy + r] for r < R, i < M, where y points at the tile's first output.
-// prefetch: kPrefetchBytes past the tile's first row, advanced R*32 bytes per block, as fast as
+// prefetch: tuning().prefetch_bytes past the tile's first row, advanced R*32 bytes per block, as fast as
 // the tile consumes its own rows.
 template <class Dot, int R, int M>
 void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y, int64_t ldy,
@@ -144,11 +145,12 @@ void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t 
     constexpr int R = M == 1 ? 4 : 2;
     const int64_t row_bytes = k / 4;
     int64_t r = r0;
+    const int64_t ahead = tuning().prefetch_bytes;
     // The prefetch runs past r1, even past the matrix (prefetches never fault).
     for (; r + R <= r1; r += R)
-        i2s_tile<Dot, R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + kPrefetchBytes);
+        i2s_tile<Dot, R, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + ahead);
     for (; r < r1; ++r)
-        i2s_tile<Dot, 1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + kPrefetchBytes);
+        i2s_tile<Dot, 1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + ahead);
 }
 
 template <class Dot>
@@ -223,12 +225,12 @@ void i2s_matmul_avx512vnni(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, 
     else i2s_gemm_avx512vnni(w, k, r0, r1, a, a_sums, m, y, ldy);
 }
 
-// AMX: batches of at least kAmxMinBatch rows go to the tile GEMM (ternary_gemm_amx.cpp); a
-// 16-token tile that holds fewer tokens still costs a whole tile, so small batches stay on VNNI.
-constexpr int64_t kAmxMinBatch = 8;
+// AMX: batches of at least tuning().amx_min_batch rows go to the tile GEMM
+// (ternary_gemm_amx.cpp); a 16-token tile that holds fewer tokens still costs a whole tile, so
+// small batches stay on VNNI.
 void i2s_matmul_amx(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums,
                     int64_t m, int32_t *y, int64_t ldy) {
-    if (m >= kAmxMinBatch) i2s_gemm_amx(w, k, r0, r1, a, a_sums, m, y, ldy);
+    if (m >= tuning().amx_min_batch) i2s_gemm_amx(w, k, r0, r1, a, a_sums, m, y, ldy);
     else i2s_matmul_avx512vnni(w, k, r0, r1, a, a_sums, m, y, ldy);
 }
 

@@ -16,12 +16,11 @@ namespace {
 // 8 blocks stay below 8 * 4 * 768 = 24576 < 32767.
 constexpr int64_t kI16GroupBlocks = 8;
 
-// Software prefetch into L2 (T1), this far ahead in the weight stream. A GEMV tile's rows are
-// contiguous, so tiles walk the matrix front to back; the L2 streamer alone stops at every
-// 4 KiB page and leaves a thread too few misses in flight. Measured on the 2B-4T shape, 2
-// threads, AVX-512 (layers only, best of 5): prefetching the next tile into L1 32 t/s; 8 KiB
-// ahead into L2 39-40 t/s; 2 KiB ahead 36; 64 KiB 36; into L3 (T2) 38.
-constexpr int64_t kPrefetchBytes = 8192;
+// Software prefetch into L2 (T1), tuning().prefetch_bytes (default 8 KiB) ahead in the weight
+// stream. A GEMV tile's rows are contiguous, so tiles walk the matrix front to back; the L2
+// streamer alone stops at every 4 KiB page and leaves a thread too few misses in flight.
+// Measured on the 2B-4T shape, 2 threads, AVX-512 (layers only, best of 5): prefetching the next
+// tile into L1 32 t/s; 8 KiB ahead into L2 39-40 t/s; 2 KiB ahead 36; 64 KiB 36; into L3 38.
 
 // The scale of DESIGN.md section 3, from the row's max |x|, rounded as the reference rounds it:
 // transformers writes `127 / absmax.clamp(min=1e-5)`, and PyTorch evaluates a scalar divided by

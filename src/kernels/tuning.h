@@ -1,0 +1,36 @@
+// Run-time kernel parameters: built-in defaults, then a preset file for this CPU
+// (preset_kernels/<cpu signature>.json, written by setup_env.py's autotune), then environment
+// overrides. No parameter changes a result: every choice gives the same bits (integer sums;
+// prefetches; which exact kernel runs a batch), only the speed.
+//
+//   prefetch_bytes   how far ahead of a GEMV tile the weights are prefetched into L2
+//   amx_min_batch    smallest batch that goes to the AMX tile GEMM instead of VNNI
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace bitnet {
+
+struct kernel_tuning {
+    int64_t prefetch_bytes = 8192;
+    int64_t amx_min_batch = 8;
+};
+
+// The parameters in force (defaults, then BITNET_PREFETCH_BYTES / BITNET_AMX_MIN_BATCH on first use).
+const kernel_tuning &tuning();
+
+// Set one parameter by name ("prefetch_bytes", "amx_min_batch"); false (and *error) for an
+// unknown name or a value out of range. Takes effect for kernels started afterwards.
+bool tuning_set(const std::string &key, int64_t value, std::string *error);
+
+// The value of one parameter by name; false for an unknown name.
+bool tuning_get(const std::string &key, int64_t *value);
+
+// Read a preset: a JSON object whose known numeric keys are applied (others, such as "cpu" or
+// nested "measured_*" tables, are ignored). Environment overrides still win.
+bool tuning_load_preset(const std::string &path, std::string *error);
+
+// "vendor-family-model" from CPUID (x86-64) or "aarch64-<implementer>-<part>"; names a preset.
+std::string cpu_signature();
+
+}  // namespace bitnet
