@@ -37,10 +37,18 @@ inline void name_tensor(const context &ctx, const char *name, int64_t il, const 
 }
 
 // y = w * (x / sqrt(mean(x^2) + eps)), per row of n; the sum in double so that the scale is
-// (nearly always) the correctly rounded value, as PyTorch's f32 reduction gives.
+// (nearly always) the correctly rounded value, as PyTorch's f32 reduction gives. Eight partial
+// sums, added at the end: independent chains the compiler can vectorize (one chain of n
+// dependent double adds cost ~0.7 ms per token for the 2B-4T shape).
 void rms_norm(const float *x, const float *w, int64_t n, float eps, float *y) {
+    constexpr int kLanes = 8;
+    double part[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+        for (int l = 0; l < kLanes; ++l) part[l] += static_cast<double>(x[j + l]) * x[j + l];
+    for (; j < n; ++j) part[0] += static_cast<double>(x[j]) * x[j];
     double ss = 0;
-    for (int64_t j = 0; j < n; ++j) ss += static_cast<double>(x[j]) * x[j];
+    for (double p : part) ss += p;
     const float mean = static_cast<float>(ss / static_cast<double>(n));
     const float inv = 1.0f / std::sqrt(mean + eps);
     for (int64_t j = 0; j < n; ++j) y[j] = w[j] * (x[j] * inv);
