@@ -11,14 +11,8 @@ namespace bitnet {
 
 namespace {
 
-float load_f16(const uint8_t *p) {
-    uint16_t h;
-    std::memcpy(&h, p, sizeof h);
-    return f16_to_f32(h);
-}
-
 void q8_0_block(const uint8_t *block, float *out) {
-    const float d = load_f16(block);
+    const float d = f16_at(block);
     const auto *q = reinterpret_cast<const int8_t *>(block + 2);
     for (int j = 0; j < 32; ++j) out[j] = d * static_cast<float>(q[j]);
 }
@@ -26,7 +20,7 @@ void q8_0_block(const uint8_t *block, float *out) {
 void q6_k_block(const uint8_t *block, float *out) {
     const uint8_t *ql = block, *qh = block + 128;
     const auto *sc = reinterpret_cast<const int8_t *>(block + 192);
-    const float d = load_f16(block + 208);
+    const float d = f16_at(block + 208);
     for (int half = 0; half < 2; ++half, ql += 64, qh += 32, sc += 8, out += 128) {
         for (int l = 0; l < 32; ++l) {
             const int is = l / 16;
@@ -75,7 +69,7 @@ bool quantized_scales_finite(uint32_t ggml_type, const uint8_t *data, int64_t n)
     const widened_type *w = find_widened(ggml_type);
     if (w == nullptr || n % w->block != 0) return false;
     for (int64_t b = 0; b < n / w->block; ++b)
-        if (!std::isfinite(load_f16(data + b * w->bytes + w->scale_offset))) return false;
+        if (!std::isfinite(f16_at(data + b * w->bytes + w->scale_offset))) return false;
     return true;
 }
 

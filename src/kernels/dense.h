@@ -48,6 +48,8 @@ const dense_kernel_set *dense_kernels_active();
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);  // round to nearest even
+// The f16 stored (little-endian, any alignment) at p, as f32: block scales of quantized types.
+float f16_at(const uint8_t *p);
 inline float bf16_to_f32(uint16_t h) {
     union {
         uint32_t u;

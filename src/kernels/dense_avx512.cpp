@@ -50,7 +50,7 @@ struct load_bf16 {
     }
 };
 
-inline float f16_at(const uint8_t *p) {
+inline float f16_scale(const uint8_t *p) {  // f16_at, with F16C
     uint16_t h;
     std::memcpy(&h, p, sizeof h);
     return _cvtsh_ss(h);
@@ -88,7 +88,7 @@ struct load_q6_k {
         const __m128i hi = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(static_cast<int>(2 * g))), two);
         const __m128i q = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
         const auto *sc = reinterpret_cast<const int8_t *>(sb + 192);
-        const float scale = f16_at(sb + 208) * static_cast<float>(sc[8 * h + l / 16 + 2 * g]);
+        const float scale = f16_scale(sb + 208) * static_cast<float>(sc[8 * h + l / 16 + 2 * g]);
         return _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
     }
 };

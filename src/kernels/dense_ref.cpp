@@ -35,6 +35,12 @@ float f16_to_f32(uint16_t h) {
     return f;
 }
 
+float f16_at(const uint8_t *p) {
+    uint16_t h;
+    std::memcpy(&h, p, sizeof h);
+    return f16_to_f32(h);
+}
+
 uint16_t f32_to_f16(float f) {
     uint32_t x;
     std::memcpy(&x, &f, 4);

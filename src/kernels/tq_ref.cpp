@@ -13,12 +13,6 @@ namespace bitnet {
 
 namespace {
 
-float block_scale(const uint8_t *d_bytes) {
-    uint16_t h;
-    std::memcpy(&h, d_bytes, sizeof h);
-    return f16_to_f32(h);
-}
-
 // Trit n (0 = most significant) of a base-3 fixed-point byte: ((byte * 3^n) mod 256) * 3 >> 8.
 inline int8_t trit(uint8_t byte, int n) {
     static const uint8_t kPow3[5] = {1, 3, 9, 27, 81};
@@ -50,7 +44,7 @@ bool tq2_0_decode_block(const uint8_t *block, int8_t *w, float *d) {
             }
         }
     }
-    *d = block_scale(block + 64);
+    *d = f16_at(block + 64);
     return valid;
 }
 
@@ -61,7 +55,7 @@ void tq1_0_decode_block(const uint8_t *block, int8_t *w, float *d) {
     }
     for (int n = 0; n < 4; ++n)
         for (int j = 0; j < 4; ++j) w[240 + 4 * n + j] = trit(block[48 + j], n) - 1;
-    *d = block_scale(block + 52);
+    *d = f16_at(block + 52);
 }
 
 void ternary_blocked_matmul_ref(const uint8_t *codes, const float *block_scales, int64_t k, int64_t r0,
