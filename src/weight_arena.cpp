@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/dense.h"
@@ -14,6 +15,7 @@ namespace {
 
 constexpr size_t kHugePage = size_t{2} << 20;
 constexpr size_t kAlign = 64;
+constexpr size_t kCopySlice = size_t{32} << 20;
 
 size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
@@ -59,7 +61,13 @@ bool weight_arena::reserve(size_t n_bytes) {
 const uint8_t *weight_arena::append(const uint8_t *src, size_t n) {
     const size_t at = round_up(used_, kAlign);
     if (base_ == nullptr || at + n > capacity_) return nullptr;
-    std::memcpy(base_ + at, src, n);
+    // In slices, each dropped from the mapping once copied: resident memory holds the copy and
+    // at most one slice of the original, never both whole (a 0.66 GB head would hold both).
+    for (size_t done = 0; done < n; done += kCopySlice) {
+        const size_t len = std::min(kCopySlice, n - done);
+        std::memcpy(base_ + at + done, src + done, len);
+        release_mapped_range(src + done, len);
+    }
     used_ = at + n;
     return base_ + at;
 }
@@ -78,7 +86,6 @@ bool relocate_streamed_weights(model &m) {
         const void *old = m.output.data;
         m.output.data = arena->append(static_cast<const uint8_t *>(old), head);
         if (m.token_embd.data == old) m.token_embd.data = m.output.data;
-        release_mapped_range(static_cast<const uint8_t *>(old), head);
     }
     for_each_ternary(m, [&](ternary_matrix &t) {
         if (!t.owned.empty()) return;  // already repacked into memory of its own
@@ -87,7 +94,6 @@ bool relocate_streamed_weights(model &m) {
         const uint8_t *copy = arena->append(src, n);
         if (copy == nullptr) return;  // cannot happen (reserved above); the mapping still works
         t.codes = copy;
-        release_mapped_range(src, n);
     });
     m.arena = std::move(arena);
     return true;
