@@ -279,11 +279,25 @@ def fake_cmake(tmp_path: Path, exit_code: int) -> dict:
 
 
 def test_setup_build_logs_to_log_dir(tmp_path):
-    proc = run(SETUP_ENV, "-ld", tmp_path / "logs", env=fake_cmake(tmp_path, 0))
+    proc = run(SETUP_ENV, "-ld", tmp_path / "logs", "--skip-tune", env=fake_cmake(tmp_path, 0))
     assert proc.returncode == 0, proc.stderr
     log = (tmp_path / "logs" / "compile.log").read_text()
     assert log.startswith(f"$ {tmp_path / 'bin' / 'cmake'} --build") and "step3.o" in log
     assert "step3" not in proc.stderr  # the build output goes to the log, not the terminal
+
+
+def test_setup_use_pretuned_takes_the_shipped_preset(tmp_path):
+    from bitnet import engine
+
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / f"{engine.cpu_signature()}.json").write_text('{"prefetch_bytes": 4096}')
+    env = {**fake_cmake(tmp_path, 0), "BITNET_PRESET_DIR": str(presets)}
+    proc = run(SETUP_ENV, "-ld", tmp_path / "logs", "--use-pretuned", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"using {presets}" in proc.stderr
+    proc = run(SETUP_ENV, "-ld", tmp_path / "logs", "--use-pretuned", env={**env, "BITNET_PRESET_DIR": str(tmp_path)})
+    assert proc.returncode == 0 and "none shipped for this CPU" in proc.stderr
 
 
 def test_setup_build_failure_shows_log_tail(tmp_path):
