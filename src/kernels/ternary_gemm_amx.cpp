@@ -30,7 +30,7 @@ namespace {
 constexpr int64_t kTile = 16;                // tile rows, and tokens per B tile
 constexpr int64_t kChunk = 64;               // columns (k) per tile step
 constexpr int64_t kSliceRows = 2 * kTile;    // weight rows decoded at a time (two A tiles)
-constexpr int64_t kTokenBlock = 128;         // tokens repacked at a time (stay in L2)
+constexpr int64_t kTokenBlock = 256;        // tokens repacked at a time (stay in L2; 128 and 512 measured within 5%)
 
 // The tile configuration (palette 1): every tile 16 rows x 64 bytes.
 struct alignas(64) tile_config {
