@@ -192,10 +192,10 @@ void test_matmul_shapes(const std::vector<const ternary_kernel_set *> &isas) {
                 if (m <= 5) check_reference(p, "random");
                 for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "random");
             }
-    // Prompt-sized batches: the AMX tile GEMM's token groups of 16 and blocks of 128, odd ends.
+    // Prompt-sized batches: the AMX tile GEMM's token groups of 16 and blocks of 256, odd ends.
     for (int64_t k : {384, 2560})
         for (int64_t n : {33, 100})
-            for (int64_t m : {40, 130}) {
+            for (int64_t m : {40, 130, 300}) {
                 const problem p = make_problem(g, n, k, m, 0, false);
                 for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "batch");
             }
