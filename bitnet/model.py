@@ -18,7 +18,7 @@ from bitnet import chat, completions
 from bitnet.engine import NativeContext, NativeModel
 from bitnet.errors import BitnetError
 from bitnet.generation import MAX_TOP_LOGPROBS, Emission, Generation, GenerationRequest, SamplingOptions
-from bitnet.speculation import decode_steps
+from bitnet.speculation import decode_steps, use_lookup
 from bitnet.tokenizer import Tokenizer
 
 
@@ -30,6 +30,9 @@ PROMPT_BYTES_PER_TOKEN = 64
 PROMPT_BYTES_FLOOR = 1 << 20
 SHA256_CHUNK_BYTES = 8 << 20
 SHA256_PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar (on a terminal) from this size
+# The demo model that ships in the source tree (models/; utils/train_tiny_bitnet.py made it):
+# what Model() and run_inference.py load when no model is named.
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models/bitnet-b1.58-austen-5M/ggml-model-i2_s.gguf"
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 
@@ -79,6 +82,14 @@ def _count(name: str, value, lo: int, hint: str = "") -> int:
     return value
 
 
+def default_model_path() -> Path:
+    """The demo model's GGUF; FileNotFoundError (saying what to do) where it is not installed."""
+    if not DEFAULT_MODEL.is_file():
+        raise FileNotFoundError(f"no model given, and the demo model is not at {DEFAULT_MODEL} (it ships in the "
+                                "source tree's models/, not in a wheel): name a GGUF file")
+    return DEFAULT_MODEL
+
+
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -92,6 +103,8 @@ class Model:
     >>> m = Model("model.gguf", n_threads=2, n_ctx=2048)
     >>> m.generate("Once upon a time", max_tokens=16, temperature=0)
 
+    model_path None loads the demo model that ships in models/ (DEFAULT_MODEL).
+
     max_prompt_bytes caps every text the model tokenizes (prompts, rendered chat prompts, the
     messages before rendering) in UTF-8 bytes, checked before tokenization so that hostile
     input cannot buy unbounded tokenizer time; None = max(1 MiB, 64 bytes x n_ctx), far above
@@ -100,10 +113,10 @@ class Model:
     model_sha256 pins the file: its SHA-256 (64 hex digits) is checked before it is loaded.
     """
 
-    def __init__(self, model_path: str | os.PathLike, n_threads: int | None = None, n_ctx: int = 2048,
+    def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None, n_ctx: int = 2048,
                  seed: int | None = None, verbose: bool = False, max_prompt_bytes: int | None = None,
                  model_sha256: str | None = None):
-        path = Path(model_path)
+        path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         if n_threads is not None:
@@ -253,7 +266,8 @@ class Model:
                                  "gen_ms": 0.0}
             # Prompt-lookup drafts only where the pick is deterministic (greedy): each is kept
             # only if the sampler would have picked it, so the output cannot change.
-            lookup = request.options.lookup_decoding and request.options.temperature <= 0
+            lookup = use_lookup(request.options.lookup_decoding, self.native.size_bytes) and \
+                request.options.temperature <= 0
             try:
                 for emission in decode_steps(ctx, generation, logits, self._ctx_tokens, lookup):
                     self.last_timings["n_gen"] = generation.n_gen

@@ -32,6 +32,10 @@ def scored_rows(n_ctx: int) -> slice:
     return slice(n_ctx // 2, n_ctx - 1)
 
 
+def n_scored(n_ctx: int) -> int:
+    return n_ctx - 1 - n_ctx // 2
+
+
 def make_windows(ids: list[int], n_ctx: int, bos_id: int | None, max_chunks: int | None = None) -> np.ndarray:
     """int32 [chunks, n_ctx]: consecutive windows of ids, each starting with BOS (when the model has one)."""
     if n_ctx < 4:
@@ -116,10 +120,11 @@ def evaluate(logits_of, windows: np.ndarray, base_logits=None, progress=None) ->
     return report
 
 
-def save_kl_base(path, windows: np.ndarray, logits_of) -> None:
-    """Evaluate windows with logits_of and store them with their scored logits (see module doc)."""
-    rows = scored_rows(windows.shape[1])
-    logits = np.stack([np.asarray(logits_of(w), dtype=np.float32)[rows] for w in windows])
+def save_kl_base(path, windows: np.ndarray, scored_logits: np.ndarray) -> None:
+    """Store windows with their scored logits [chunks, scored, n_vocab] (see the module doc)."""
+    logits = np.asarray(scored_logits, dtype=np.float32)
+    if logits.ndim != 3 or logits.shape[:2] != (len(windows), n_scored(windows.shape[1])):
+        raise ValueError(f"scored logits {logits.shape} do not match windows {windows.shape}")
     with open(path, "wb") as f:  # a file object: np.savez would append .npz to the name
         np.savez(f, format=np.array(KL_BASE_FORMAT), windows=windows.astype(np.int32), logits=logits)
 
@@ -133,8 +138,7 @@ def load_kl_base(path) -> tuple[np.ndarray, np.ndarray]:
             windows, logits = data["windows"], data["logits"]
     except (OSError, EOFError) as exc:
         raise ValueError(f"{path}: cannot read a KL base file ({exc})") from None
-    n_ctx = windows.shape[1] if windows.ndim == 2 else 0
-    if logits.ndim != 3 or logits.shape[:2] != (len(windows), len(range(n_ctx)[scored_rows(n_ctx)])):
+    if windows.ndim != 2 or logits.ndim != 3 or logits.shape[:2] != (len(windows), n_scored(windows.shape[1])):
         raise ValueError(f"{path}: logits {logits.shape} do not match windows {windows.shape}")
     return windows, logits
 
@@ -145,10 +149,15 @@ class TransformersScorer:
     def __init__(self, model_dir):
         import torch
         from tokenizers import Tokenizer
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
 
         self._torch = torch
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+        config = AutoConfig.from_pretrained(model_dir)
+        if getattr(config, "quantization_config", None) is None:
+            # Float masters: without this transformers would run them unquantized, not as BitNet.
+            config.quantization_config = {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                          "quantization_mode": "online"}  # fmt: skip
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32,
                                                           attn_implementation="eager", device_map="cpu")  # fmt: skip
         torch.nn.Module.float(self.model)  # with a quantizer transformers keeps the file's float dtypes
         self.model.eval()
@@ -163,3 +172,109 @@ class TransformersScorer:
         with torch.no_grad():
             ids = torch.tensor(np.asarray(window, dtype=np.int64)[None])
             return self.model(ids).logits[0].float().numpy()
+
+
+# ---- utils/perplexity.py --------------------------------------------------------------------
+
+EPILOG = """\
+examples:
+  python utils/perplexity.py -f models/bitnet-b1.58-austen-5M/heldout.txt            # the demo model
+  python utils/perplexity.py -m model.gguf -f text.txt -c 512 -t 2
+  python utils/perplexity.py --hf-reference models/bitnet-b1.58-austen-5M -f text.txt  # transformers
+  python utils/perplexity.py -m ref.gguf -f text.txt --kl-base base.npz              # save the reference
+  python utils/perplexity.py -m test.gguf --kl-base base.npz --kl-divergence         # compare to it
+
+exit status: 0 ok, 1 failure (missing file, text too short, ...), 2 bad flags, 130 Ctrl+C."""
+
+
+def build_parser():
+    from bitnet.cli.common import ArgumentParser, add_flag, default_threads, int_at_least
+
+    p = ArgumentParser(prog="perplexity.py", epilog=EPILOG,
+                       description="Perplexity of a model on a text, and the KL divergence and top-1 agreement "
+                                   "against saved reference logits, chunked as llama.cpp's llama-perplexity.")
+    add_flag(p, "model", metavar="GGUF", default=None, help="the model (default: the demo model in models/)")
+    p.add_argument("--hf-reference", metavar="DIR", default=None,
+                   help="score with transformers on this Hugging Face checkpoint instead (needs torch)")
+    add_flag(p, "file", metavar="TEXT", default=None, help="the text (UTF-8); not needed with --kl-divergence")
+    add_flag(p, "ctx_size", metavar="N", type=int_at_least(4), default=512, help="window length (default: 512)")
+    add_flag(p, "threads", metavar="N", type=int_at_least(1), default=default_threads(),
+             help="threads (default: %(default)s)")
+    p.add_argument("--chunks", metavar="N", type=int_at_least(1), default=None, help="score at most N windows")
+    p.add_argument("--kl-base", "--kl-divergence-base", metavar="FILE", dest="kl_base", default=None,
+                   help="reference logits: written by this run, or read with --kl-divergence")
+    p.add_argument("--kl-divergence", action="store_true", help="compare against --kl-base instead of writing it")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    return p
+
+
+def _scorer(args):
+    """(tokenize, bos id, logits_of, close) for the engine or the transformers reference."""
+    if args.hf_reference:
+        ref = TransformersScorer(args.hf_reference)
+        return ref.tokenize, ref.bos_id, ref.logits, lambda: None
+    from bitnet.model import Model
+
+    model = Model(args.model, n_threads=args.threads, n_ctx=args.ctx_size)
+    bos = model.tokenizer.bos_id if model.tokenizer.add_bos_token else None
+    return model.tokenize, bos, lambda w: model.logits(w.tolist()), model.close
+
+
+def run(argv: list[str] | None = None) -> int:
+    import json
+    import sys
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.kl_divergence and not args.kl_base:
+        parser.error("--kl-divergence needs --kl-base FILE (the saved reference)")
+    if not args.kl_divergence and not args.file:
+        parser.error("give the text with -f")
+    if args.hf_reference and args.model:
+        parser.error("give -m (our engine) or --hf-reference (transformers), not both")
+    if args.kl_divergence and args.file:
+        parser.error("with --kl-divergence the windows come from --kl-base: drop -f")
+    base = load_kl_base(args.kl_base) if args.kl_divergence else None
+    text = Path(args.file).read_text(encoding="utf-8") if args.file else None
+    tokenize, bos, logits_of, close = _scorer(args)
+    try:
+        if base is not None:
+            windows, base_logits = base[0][: args.chunks], base[1]
+        else:
+            windows, base_logits = make_windows(tokenize(text), args.ctx_size, bos, args.chunks), None
+
+        def show(i: int, report: Report) -> None:
+            print(f"[{i + 1}]{report.perplexity()[0]:.4f}", end="," if i + 1 < len(windows) else "\n",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+        saved, rows = [], scored_rows(windows.shape[1])
+
+        def recorded(window: np.ndarray) -> np.ndarray:
+            logits = logits_of(window)
+            saved.append(logits[rows])
+            return logits
+
+        saving = args.kl_base and not args.kl_divergence
+        report = evaluate(recorded if saving else logits_of, windows, base_logits, progress=show)
+        if saving:
+            save_kl_base(args.kl_base, windows, np.stack(saved))
+    finally:
+        close()
+    ppl, err = report.perplexity()
+    if args.json:
+        out = {"perplexity": ppl, "perplexity_err": err, "n_chunks": len(windows), "n_ctx": windows.shape[1],
+               "n_scored": int(sum(len(x) for x in report.nll))}  # fmt: skip
+        if report.kld:
+            out.update(mean_kld=float(np.concatenate(report.kld).mean()),
+                       same_top=float(np.concatenate(report.same_top).mean()),
+                       reference_perplexity=math.exp(np.concatenate(report.base_nll).mean()))  # fmt: skip
+        print(json.dumps(out))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bitnet.cli.common import run_main
+
+    return run_main(lambda: run(argv))

@@ -197,8 +197,10 @@ def test_bad_flags(tiny_gguf, args):
     assert proc.stderr.rstrip().endswith("(see --help)")
 
 
-def test_model_flag_required():
-    assert_one_error_line(run(RUN_INFERENCE, "-p", "hi"), 2)
+def test_without_model_flag_the_demo_model_runs():
+    proc = run(RUN_INFERENCE, "-p", "It is a truth", "-n", 4, "-temp", 0, "-t", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("It is a truth") and "generation: " in proc.stderr
 
 
 # ---- setup_env.py ----
