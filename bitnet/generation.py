@@ -28,7 +28,8 @@ class SamplingOptions:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None  # None: off; k >= 0: each token's log-probability and its k best rivals
-    lookup_decoding: bool = True  # greedy only: verify prompt-lookup drafts in batches (bitnet.speculation)
+    # Greedy only: verify prompt-lookup drafts in batches (bitnet.speculation); None = where it pays.
+    lookup_decoding: bool | None = None
 
     def sampler_params(self, seed: int) -> dict:
         return dict(

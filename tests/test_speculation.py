@@ -5,7 +5,7 @@ and actually run (batches of more than one token) on text that repeats."""
 import pytest
 
 from bitnet.engine import NativeContext
-from bitnet.speculation import NgramIndex
+from bitnet.speculation import LOOKUP_MIN_MODEL_BYTES, NgramIndex, use_lookup
 
 REPEATING = [
     "one two three four one two three four one two three four one two",
@@ -22,6 +22,13 @@ def test_ngram_index_drafts_what_followed_the_suffix():
     assert idx.draft(4) == []  # "2 3 7" and "3 7" never occurred before
     idx = NgramIndex([5, 6, 8, 5, 6])
     assert idx.draft(8) == [8, 5, 6]  # the 2-gram "5 6" when no 3-gram matches
+
+
+def test_lookup_is_on_by_default_only_for_models_read_from_memory(tiny_model, batch_sizes):
+    assert use_lookup(None, LOOKUP_MIN_MODEL_BYTES) and not use_lookup(None, LOOKUP_MIN_MODEL_BYTES - 1)
+    assert use_lookup(True, 1) and not use_lookup(False, 1 << 40)
+    list(tiny_model.generate_tokens(" ".join(["p q r"] * 10), max_tokens=24, temperature=0))
+    assert max(batch_sizes[1:]) == 1  # the tiny test model is far below the threshold
 
 
 @pytest.fixture
@@ -44,12 +51,12 @@ def test_greedy_output_is_identical_with_and_without_lookup(tiny_gguf, prompt, b
     with Model(tiny_gguf, n_threads=2, n_ctx=256) as plain, Model(tiny_gguf, n_threads=2, n_ctx=256) as fast:
         want = list(plain.generate_tokens(prompt, max_tokens=48, temperature=0, lookup_decoding=False))
         batch_sizes.clear()
-        got = list(fast.generate_tokens(prompt, max_tokens=48, temperature=0))
+        got = list(fast.generate_tokens(prompt, max_tokens=48, temperature=0, lookup_decoding=True))
         assert got == want
         # The cache still holds exactly the tokens it claims: a follow-up that reuses it
         # continues as a fresh model would.
         follow = prompt + fast.detokenize(got)
-        assert list(fast.generate_tokens(follow, max_tokens=8, temperature=0)) == list(
+        assert list(fast.generate_tokens(follow, max_tokens=8, temperature=0, lookup_decoding=True)) == list(
             plain.generate_tokens(follow, max_tokens=8, temperature=0, lookup_decoding=False))
 
 
@@ -58,7 +65,7 @@ def test_lookup_runs_batches_on_repeating_text(tiny_gguf, batch_sizes):
 
     with Model(tiny_gguf, n_threads=2, n_ctx=512) as m:
         prompt = " ".join(["alpha beta gamma delta"] * 12)
-        n = len(list(m.generate_tokens(prompt, max_tokens=64, temperature=0)))
+        n = len(list(m.generate_tokens(prompt, max_tokens=64, temperature=0, lookup_decoding=True)))
     generation_batches = batch_sizes[1:]  # after the prompt
     assert max(generation_batches) > 1
     assert len(generation_batches) < n  # fewer passes than tokens
@@ -68,7 +75,7 @@ def test_sampling_with_temperature_never_drafts(tiny_gguf, batch_sizes):
     from bitnet import Model
 
     with Model(tiny_gguf, n_threads=2, n_ctx=256) as m:
-        list(m.generate_tokens(REPEATING[0], max_tokens=24, temperature=0.7, seed=3))
+        list(m.generate_tokens(REPEATING[0], max_tokens=24, temperature=0.7, seed=3, lookup_decoding=True))
     assert max(batch_sizes[1:]) == 1
 
 
@@ -78,11 +85,11 @@ def test_lookup_respects_max_tokens_and_the_context(tiny_gguf):
     prompt = " ".join(["x y z"] * 20)
     with Model(tiny_gguf, n_threads=2, n_ctx=96) as m:
         for max_tokens in (1, 2, 5, 17):
-            got = list(m.generate_tokens(prompt, max_tokens=max_tokens, temperature=0))
+            got = list(m.generate_tokens(prompt, max_tokens=max_tokens, temperature=0, lookup_decoding=True))
             want = list(m.generate_tokens(prompt, max_tokens=max_tokens, temperature=0, lookup_decoding=False))
             assert got == want and len(got) <= max_tokens
         n_prompt = len(m.tokenize(prompt))
-        got = list(m.generate_tokens(prompt, max_tokens=None, temperature=0))
+        got = list(m.generate_tokens(prompt, max_tokens=None, temperature=0, lookup_decoding=True))
         want = list(m.generate_tokens(prompt, max_tokens=None, temperature=0, lookup_decoding=False))
         assert got == want
         assert n_prompt + len(got) == 96 + 1  # the last token is sampled from position 96's logits

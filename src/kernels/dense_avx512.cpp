@@ -8,7 +8,8 @@
 // Every output y[i][r] is summed in that one order, whatever the tile, so a token's logits do not
 // depend on how many other rows share the batch (bitnet_decode_multi relies on it). A GEMV tile
 // runs kGemvRows weight rows side by side (independent chains hide the FMA latency); a batch tile
-// runs one weight row against kGemmActs activation rows (the row is loaded once for all).
+// runs one weight row against up to kGemmActs activation rows (the row is loaded once for all), so
+// a batch of up to 8 rows (lookup drafts, server slots) reads the head once.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -23,7 +24,7 @@ namespace bitnet {
 namespace {
 
 constexpr int kGemvRows = 4;
-constexpr int kGemmActs = 4;
+constexpr int kGemmActs = 8;
 
 // A weight type: its row size in bytes, where element j's bytes start (for the prefetch), and
 // 16 elements j .. j+15 of a row widened to f32 (masked lanes read as 0).
@@ -120,6 +121,26 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
         for (int i = 0; i < M; ++i) y[i * ldy + r + t] = _mm512_reduce_add_ps(acc[t][i]);
 }
 
+template <class Load, int M>
+void rows_times(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, float *y, int64_t ldy) {
+    for (int64_t r = r0; r < r1; ++r) tile<Load, 1, M>(w, k, r, x, y, ldy);
+}
+
+// The last 1 .. kGemmActs-1 activation rows of a batch, in a single pass.
+template <class Load>
+void batch_rest(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t n, float *y,
+                int64_t ldy) {
+    switch (n) {
+        case 1: return rows_times<Load, 1>(w, k, r0, r1, x, y, ldy);
+        case 2: return rows_times<Load, 2>(w, k, r0, r1, x, y, ldy);
+        case 3: return rows_times<Load, 3>(w, k, r0, r1, x, y, ldy);
+        case 4: return rows_times<Load, 4>(w, k, r0, r1, x, y, ldy);
+        case 5: return rows_times<Load, 5>(w, k, r0, r1, x, y, ldy);
+        case 6: return rows_times<Load, 6>(w, k, r0, r1, x, y, ldy);
+        default: return rows_times<Load, 7>(w, k, r0, r1, x, y, ldy);
+    }
+}
+
 template <class Load>
 void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
             int64_t ldy) {
@@ -129,11 +150,11 @@ void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
         for (; r < r1; ++r) tile<Load, 1, 1>(w, k, r, x, y, ldy);
         return;
     }
+    // Every kGemmActs activation rows in one pass over the weights; the rest in one more.
     int64_t i = 0;
     for (; i + kGemmActs <= m; i += kGemmActs)
         for (int64_t r = r0; r < r1; ++r) tile<Load, 1, kGemmActs>(w, k, r, x + i * k, y + i * ldy, ldy);
-    for (; i < m; ++i)
-        for (int64_t r = r0; r < r1; ++r) tile<Load, 1, 1>(w, k, r, x + i * k, y + i * ldy, ldy);
+    if (i < m) batch_rest<Load>(w, k, r0, r1, x + i * k, m - i, y + i * ldy, ldy);
 }
 
 void matmul_f32(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,

@@ -13,7 +13,7 @@ namespace bitnet {
 
 struct kernel_tuning {
     int64_t prefetch_bytes = 8192;
-    int64_t amx_min_batch = 8;
+    int64_t amx_min_batch = 16;
 };
 
 // The parameters in force (defaults, then BITNET_PREFETCH_BYTES / BITNET_AMX_MIN_BATCH on first use).
