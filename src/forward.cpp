@@ -31,6 +31,9 @@ namespace {
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// The least work worth handing to another thread, in bytes streamed (~1-2 us).
+constexpr int64_t kMinChunkBytes = 32 << 10;
+
 // Names an intermediate tensor (m rows of n) for the debug dump; free when dumping is off.
 inline void name_tensor(const context &ctx, const char *name, int64_t il, const float *x, int64_t m, int64_t n) {
     if (!ctx.dump_dir.empty()) dump_tensor(ctx.dump_dir, name, il, x, m, n);
@@ -74,7 +77,10 @@ void blocked_ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, fl
 void ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, float *y) {
     if (!w.block_scales.empty()) return blocked_ternary_linear(ctx, w, m, y);
     const int64_t n = w.n_out;
-    const int64_t grain = std::max<int64_t>(16, round_up(n / (ctx.pool->size() * 4), 16));
+    // Chunks of at least kMinChunkBytes of weights: a tiny model's layers run on one thread,
+    // since waking the others costs more than the work (and much more on a busy machine).
+    const int64_t min_rows = round_up(kMinChunkBytes / std::max<int64_t>(1, w.n_in / 4 * m), 16);
+    const int64_t grain = std::max({int64_t{16}, min_rows, round_up(n / (ctx.pool->size() * 4), 16)});
     ctx.pool->parallel_for(n, grain, [&](int64_t r0, int64_t r1) {
         int32_t *acc = ctx.acc.data();
         ctx.tk->i2s_matmul(w.codes, w.n_in, r0, r1, ctx.act_q.data(), ctx.act_sum.data(), m, acc, n);
@@ -119,7 +125,7 @@ void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
     // Items (row, head) are taken from a shared counter: causal rows differ in length, and a
     // thread that loses its core leaves its share to the other.
     std::atomic<int64_t> next{0};
-    ctx.pool->run([&](int t, int) {
+    const auto work = [&](int t, int) {
         float *scores = ctx.scores.data() + t * scores_per_thread;
         for (int64_t item = next.fetch_add(1, std::memory_order_relaxed); item < n_items;
              item = next.fetch_add(1, std::memory_order_relaxed)) {
@@ -130,7 +136,12 @@ void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
             ctx.dk->attend(ctx.q.data() + (i * hp.n_head + h) * hd, kc, vc, kv_dim, rows[i].pos + 1, hd, scale, scores,
                            ctx.att.data() + (i * hp.n_head + h) * hd);
         }
-    });
+    };
+    // Few keys (a short context, a small model): the calling thread alone, as for small matmuls.
+    int64_t n_keys = 0;
+    for (int64_t i = 0; i < m; ++i) n_keys += rows[i].pos + 1;
+    if (n_keys * hp.n_head * hd * 8 < kMinChunkBytes) work(0, 1);
+    else ctx.pool->run(work);
 }
 
 void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_t m, int64_t n, float *y,
