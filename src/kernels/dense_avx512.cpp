@@ -23,7 +23,9 @@ namespace bitnet {
 
 namespace {
 
-constexpr int kGemvRows = 4;
+// Rows per GEMV tile: two FMA chains hide the FMA latency, and two streams (not four) let the
+// memory system run ahead: +8% tg on the 2B-4T F16 head against four rows (bitnet-bench).
+constexpr int kGemvRows = 2;
 constexpr int kGemmActs = 8;
 
 // A weight type: its row size in bytes, where element j's bytes start (for the prefetch), and

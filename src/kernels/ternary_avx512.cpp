@@ -20,8 +20,9 @@
 // Then sum w*a = sum c*a - a_sums[i] (codes are w + 1).
 //
 // Activations: m rows of k int8, row i at a + i*k. Output y[i*ldy + r] (int32).
-// Tiles: m == 1 (GEMV) runs 4 weight rows against the row; m > 1 (GEMM) runs 2 weight rows
-// against 4 activation rows, over row chunks of kRowChunk (the chunk's weights stay in L1).
+// Tiles: m == 1 (GEMV) runs 4 weight rows against the row (VNNI: one row at a time, see
+// i2s_gemv_vnni); m > 1 (GEMM) runs 2 weight rows against 4 activation rows, over row chunks of
+// kRowChunk (the chunk's weights stay in L1).
 // GCC 12's AVX-512 headers trip its own -W(maybe-)uninitialized on their `__Y = __Y`
 // placeholders (GCC bug 105593, fixed in GCC 13); the warnings are about the headers, not us.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -33,6 +34,10 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+#include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/ternary.h"
 #include "kernels/ternary_gemm.h"
@@ -153,10 +158,54 @@ void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t 
         i2s_tile<Dot, 1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + ahead);
 }
 
+// GEMV with VNNI, the decode-time hot loop. The activation row is first laid out in the order
+// of the weight zmm (per block pair: block b's 32 bytes of plane j, then block b+1's; zeros for
+// a missing b+1), so each plane is one plain load; rows are then streamed one at a time, each
+// with a prefetch tuning().prefetch_bytes ahead. One stream at a time lets the memory system run
+// ahead: base3-layout-probe measured 32.5 GB/s against 25.1 for 4-row tiles (2 threads, 512 MiB
+// of I2_S), +8-10% tg on the 2B-4T shape.
+void pair_order_activations(const int8_t *a, int64_t k, int8_t *out) {
+    const int64_t n_blocks = k / kI2SBlock;
+    for (int64_t b = 0; b < n_blocks; b += 2)
+        for (int j = 0; j < 4; ++j) {
+            int8_t *dst = out + b * kI2SBlock + 64 * j;
+            std::memcpy(dst, a + b * kI2SBlock + 32 * j, 32);
+            if (b + 1 < n_blocks) std::memcpy(dst + 32, a + (b + 1) * kI2SBlock + 32 * j, 32);
+            else std::memset(dst + 32, 0, 32);
+        }
+}
+
+int32_t i2s_gemv_vnni_row(const uint8_t *w, int64_t k, const int8_t *a_pairs, int32_t a_sum, int64_t ahead) {
+    const int64_t n_blocks = k / kI2SBlock;
+    const __m512i mask = _mm512_set1_epi8(3);
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();  // two chains: dpbusd latency
+    for (int64_t b = 0; b < n_blocks; b += 2) {
+        const uint8_t *p = w + b * kI2SBlockBytes;
+        const int8_t *ap = a_pairs + b * kI2SBlock;
+        _mm_prefetch(reinterpret_cast<const char *>(p + ahead), _MM_HINT_T1);
+        const __m512i v = b + 1 < n_blocks ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(kLowHalf, p);
+        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask), _mm512_loadu_si512(ap));
+        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask), _mm512_loadu_si512(ap + 64));
+        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask), _mm512_loadu_si512(ap + 128));
+        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_and_si512(v, mask), _mm512_loadu_si512(ap + 192));
+    }
+    return sub_wrapping(hsum_i32(_mm512_add_epi32(acc0, acc1)), a_sum);
+}
+
+void i2s_gemv_vnni(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, int32_t a_sum,
+                   int32_t *y) {
+    thread_local std::vector<int8_t> a_pairs;
+    a_pairs.resize(static_cast<size_t>((k / kI2SBlock + 1) / 2 * 2 * kI2SBlock));
+    pair_order_activations(a, k, a_pairs.data());
+    const int64_t row_bytes = k / 4, ahead = tuning().prefetch_bytes;
+    for (int64_t r = r0; r < r1; ++r) y[r] = i2s_gemv_vnni_row(w + r * row_bytes, k, a_pairs.data(), a_sum, ahead);
+}
+
 template <class Dot>
 void i2s_matmul_avx512(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
                        const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
     if (m == 1) {
+        if constexpr (std::is_same_v<Dot, dot_vnni>) return i2s_gemv_vnni(w, k, r0, r1, a, a_sums[0], y);
         i2s_rows<Dot, 1>(w, k, r0, r1, a, a_sums, y, ldy);
         return;
     }
