@@ -103,7 +103,9 @@ inline __mmask16 lanes(int64_t left) {
 // R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t].
 template <class Load, int R, int M>
 void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
-    const int64_t row_bytes = Load::row_bytes(k), ahead = tuning().prefetch_bytes;
+    // The tile's R rows are read side by side: the data not yet asked for starts R-1 rows past the
+    // first row's position, so the prefetch distance counts from there.
+    const int64_t row_bytes = Load::row_bytes(k), ahead = tuning().prefetch_bytes + (R - 1) * row_bytes;
     __m512 acc[R][M];
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i) acc[t][i] = _mm512_setzero_ps();
