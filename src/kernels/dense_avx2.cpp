@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "kernels/dense.h"
+#include "kernels/tuning.h"
 #include "quant_types.h"
 
 namespace bitnet {
@@ -18,11 +19,13 @@ inline float hsum(__m256 v) {
 }
 
 struct load_f32 {
+    static constexpr int64_t kBytes = 4;  // per element
     const float *w;
     __m256 vec(int64_t j) const { return _mm256_loadu_ps(w + j); }
     float one(int64_t j) const { return w[j]; }
 };
 struct load_f16 {
+    static constexpr int64_t kBytes = 2;  // per element
     const uint16_t *w;
     __m256 vec(int64_t j) const {
         return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w + j)));
@@ -30,6 +33,7 @@ struct load_f16 {
     float one(int64_t j) const { return f16_to_f32(w[j]); }
 };
 struct load_bf16 {
+    static constexpr int64_t kBytes = 2;  // per element
     const uint16_t *w;
     __m256 vec(int64_t j) const {
         __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w + j));
@@ -59,9 +63,40 @@ void rows_times_tile(const Load &row0, int64_t k, int64_t r0, int64_t r1, const 
     }
 }
 
+// One activation row (decode): R weight rows side by side, one accumulator each, so R FMA chains
+// hide the FMA latency (a single chain caps a core at 8 floats per 4 cycles); each row is summed
+// in exactly the order rows_times_tile<1> uses. Prefetched tuning().prefetch_bytes past the
+// tile's last row, once per 64-byte line.
+template <int R, typename Load>
+void gemv_tile(const Load &row0, int64_t k, int64_t r, const float *x, float *y) {
+    const int64_t row_bytes = k * Load::kBytes, ahead = tuning().prefetch_bytes + (R - 1) * row_bytes;
+    Load rows[R];
+    __m256 acc[R];
+    for (int t = 0; t < R; ++t) rows[t] = Load{row0.w + (r + t) * k}, acc[t] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= k; j += 8) {
+        const bool new_line = (j * Load::kBytes) % 64 == 0;
+        for (int t = 0; t < R; ++t) {
+            if (new_line) _mm_prefetch(reinterpret_cast<const char *>(rows[t].w + j) + ahead, _MM_HINT_T1);
+            acc[t] = _mm256_fmadd_ps(rows[t].vec(j), _mm256_loadu_ps(x + j), acc[t]);
+        }
+    }
+    for (int t = 0; t < R; ++t) {
+        float s = hsum(acc[t]);
+        for (int64_t u = j; u < k; ++u) s += rows[t].one(u) * x[u];
+        y[r + t] = s;
+    }
+}
+
 template <typename Load>
 void matmul_tiled(const Load &w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
                   float *y, int64_t ldy) {
+    if (m == 1) {
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) gemv_tile<4>(w, k, r, x, y);
+        for (; r < r1; ++r) gemv_tile<1>(w, k, r, x, y);
+        return;
+    }
     int64_t i = 0;
     for (; i + 4 <= m; i += 4) rows_times_tile<4>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
     for (; i < m; ++i) rows_times_tile<1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);

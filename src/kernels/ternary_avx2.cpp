@@ -30,7 +30,7 @@ namespace bitnet {
 namespace {
 
 constexpr int64_t kRowChunk = 16;
-constexpr int kGemvRows = 4;  // weight rows per tile when m == 1
+constexpr int kGemvRows = 2;  // weight rows per tile when m == 1 (2 beat 1 and 4 on the 2B-4T decode)
 constexpr int kGemmRows = 2;  // weight rows per tile when m > 1 (times 4 activation rows)
 
 inline __m256i load256(const void *p) {
