@@ -42,64 +42,54 @@ struct load_bf16 {
     float one(int64_t j) const { return bf16_to_f32(w[j]); }
 };
 
-// Rows [r0, r1) of W times MR activation rows starting at x (k floats each).
-template <int MR, typename Load>
-void rows_times_tile(const Load &row0, int64_t k, int64_t r0, int64_t r1, const float *x, float *y,
-                     int64_t ldy) {
-    for (int64_t r = r0; r < r1; ++r) {
-        Load row{row0.w + r * k};
-        __m256 acc[MR];
-        for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
-        int64_t j = 0;
-        for (; j + 8 <= k; j += 8) {
-            const __m256 wv = row.vec(j);
-            for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j), acc[i]);
-        }
-        for (int i = 0; i < MR; ++i) {
-            float s = hsum(acc[i]);
-            for (int64_t t = j; t < k; ++t) s += row.one(t) * x[i * k + t];
-            y[i * ldy + r] = s;
-        }
-    }
-}
-
-// One activation row (decode): R weight rows side by side, one accumulator each, so R FMA chains
-// hide the FMA latency (a single chain caps a core at 8 floats per 4 cycles); each row is summed
-// in exactly the order rows_times_tile<1> uses. Prefetched tuning().prefetch_bytes past the
+// R weight rows starting at row r times MR activation rows starting at x (k floats each):
+// y[i * ldy + r + t]. Every row has its own accumulators, summed in the same order whatever R
+// and MR are; R > 1 (decode) runs R FMA chains side by side, which hides the FMA latency (one
+// chain caps a core at 8 floats per 4 cycles). Prefetched tuning().prefetch_bytes past the
 // tile's last row, once per 64-byte line.
-template <int R, typename Load>
-void gemv_tile(const Load &row0, int64_t k, int64_t r, const float *x, float *y) {
+template <int R, int MR, typename Load>
+void tile(const Load &row0, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
     const int64_t row_bytes = k * Load::kBytes, ahead = tuning().prefetch_bytes + (R - 1) * row_bytes;
     Load rows[R];
-    __m256 acc[R];
-    for (int t = 0; t < R; ++t) rows[t] = Load{row0.w + (r + t) * k}, acc[t] = _mm256_setzero_ps();
+    __m256 acc[R][MR];
+    for (int t = 0; t < R; ++t) {
+        rows[t] = Load{row0.w + (r + t) * k};
+        for (int i = 0; i < MR; ++i) acc[t][i] = _mm256_setzero_ps();
+    }
     int64_t j = 0;
     for (; j + 8 <= k; j += 8) {
         const bool new_line = (j * Load::kBytes) % 64 == 0;
         for (int t = 0; t < R; ++t) {
             if (new_line) _mm_prefetch(reinterpret_cast<const char *>(rows[t].w + j) + ahead, _MM_HINT_T1);
-            acc[t] = _mm256_fmadd_ps(rows[t].vec(j), _mm256_loadu_ps(x + j), acc[t]);
+            const __m256 wv = rows[t].vec(j);
+            for (int i = 0; i < MR; ++i) acc[t][i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j), acc[t][i]);
         }
     }
-    for (int t = 0; t < R; ++t) {
-        float s = hsum(acc[t]);
-        for (int64_t u = j; u < k; ++u) s += rows[t].one(u) * x[u];
-        y[r + t] = s;
-    }
+    for (int t = 0; t < R; ++t)
+        for (int i = 0; i < MR; ++i) {
+            float s = hsum(acc[t][i]);
+            for (int64_t u = j; u < k; ++u) s += rows[t].one(u) * x[i * k + u];
+            y[i * ldy + r + t] = s;
+        }
 }
 
+// Rows [r0, r1) of W times MR activation rows: R weight rows per tile, the rest one by one.
+template <int R, int MR, typename Load>
+void rows_times(const Load &w, int64_t k, int64_t r0, int64_t r1, const float *x, float *y, int64_t ldy) {
+    int64_t r = r0;
+    for (; r + R <= r1; r += R) tile<R, MR>(w, k, r, x, y, ldy);
+    for (; r < r1; ++r) tile<1, MR>(w, k, r, x, y, ldy);
+}
+
+// One activation row (decode): 4 weight rows per tile. Batches: each weight row once per 4
+// activation rows.
 template <typename Load>
 void matmul_tiled(const Load &w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
                   float *y, int64_t ldy) {
-    if (m == 1) {
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) gemv_tile<4>(w, k, r, x, y);
-        for (; r < r1; ++r) gemv_tile<1>(w, k, r, x, y);
-        return;
-    }
+    if (m == 1) return rows_times<4, 1>(w, k, r0, r1, x, y, ldy);
     int64_t i = 0;
-    for (; i + 4 <= m; i += 4) rows_times_tile<4>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
-    for (; i < m; ++i) rows_times_tile<1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+    for (; i + 4 <= m; i += 4) rows_times<1, 4>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+    for (; i < m; ++i) rows_times<1, 1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
 }
 
 void matmul_f32(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
