@@ -25,9 +25,8 @@
 #include <thread>
 #include <vector>
 
-#include <sys/mman.h>
-
 #include "kernels/ternary.h"
+#include "weight_arena.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -37,30 +36,6 @@ namespace {
 
 constexpr int64_t kChunk = 320;        // weights per 64-byte base-3 chunk
 constexpr int64_t kChunkBytes = 64;
-
-// Weights in 2 MiB pages, as the engine's weight arena holds them (TLB misses would otherwise
-// cost the layout that reads more pages).
-struct huge_buffer {
-    uint8_t *data = nullptr;
-    size_t size = 0, mapped = 0;
-    explicit huge_buffer(size_t n) : size(n), mapped((n + (2u << 20) - 1) & ~size_t((2u << 20) - 1)) {
-        void *p = mmap(nullptr, mapped + (2u << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) return;
-        base = p;
-        data = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(p) + (2u << 20) - 1) & ~uintptr_t((2u << 20) - 1));
-#ifdef MADV_HUGEPAGE
-        madvise(data, mapped, MADV_HUGEPAGE);
-#endif
-    }
-    ~huge_buffer() {
-        if (base) munmap(base, mapped + (2u << 20));
-    }
-    huge_buffer(const huge_buffer &) = delete;
-    huge_buffer &operator=(const huge_buffer &) = delete;
-
-  private:
-    void *base = nullptr;
-};
 
 struct options {
     int64_t k = 6912, mib = 512;
@@ -141,9 +116,11 @@ double best_seconds(int reps, int threads, int64_t rows, F &&run_rows) {
     return best;
 }
 
-int usage(const char *msg) {
-    std::fprintf(stderr, "base3-layout-probe: %s\nusage: base3-layout-probe [-k 6912] [--mib 512] [-t 2] [-r 7]\n",
-                 msg);
+constexpr const char *kUsage = "usage: base3-layout-probe [-k 6912] [--mib 512] [-t 2] [-r 7]\n";
+
+// Bad input: one line on stderr, exit 2 (as bitnet-bench does).
+int fail(const std::string &msg) {
+    std::fprintf(stderr, "error: %s (see --help)\n", msg.c_str());
     return 2;
 }
 
@@ -153,36 +130,45 @@ int main(int argc, char **argv) {
     options o;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
-        if (flag == "-h" || flag == "--help") return usage("compare I2_S and base-3 ternary GEMV speed"), 0;
-        if (i + 1 >= argc) return usage(("missing value after " + flag).c_str());
+        if (flag == "-h" || flag == "--help") return std::fputs(kUsage, stdout), 0;
+        if (i + 1 >= argc) return fail("missing value after " + flag);
         const long long v = std::atoll(argv[++i]);
-        if (v <= 0) return usage(("bad value for " + flag).c_str());
+        if (v <= 0) return fail("bad value for " + flag);
         if (flag == "-k") o.k = v;
         else if (flag == "--mib") o.mib = v;
         else if (flag == "-t") o.threads = static_cast<int>(v);
         else if (flag == "-r") o.reps = static_cast<int>(v);
-        else return usage(("unknown flag " + flag).c_str());
+        else return fail("unknown flag " + flag);
     }
-    if (o.k % 128 != 0) return usage("-k must be a multiple of 128 (the I2_S block)");
+    if (o.k % 128 != 0) return fail("-k must be a multiple of 128 (the I2_S block)");
 #if !defined(__x86_64__)
-    return usage("the base-3 kernel is x86-64 only (AVX-512 VBMI)");
+    return fail("the base-3 kernel is x86-64 only (AVX-512 VBMI)");
 #else
-    if (!cpu_has_base3_kernel()) return usage("this CPU lacks AVX-512 VBMI/VNNI, which the base-3 kernel needs");
+    if (!cpu_has_base3_kernel()) return fail("this CPU lacks AVX-512 VBMI/VNNI, which the base-3 kernel needs");
     const char *err = nullptr;
     const bitnet::ternary_kernel_set *ks = bitnet::ternary_kernels_active(&err);
-    if (!ks) return usage(err);
+    if (!ks) return fail(err);
 
     const int64_t k = o.k, k_padded = (k + kChunk - 1) / kChunk * kChunk;
     const int64_t i2s_row = k / 4, base3_row = k_padded / kChunk * kChunkBytes;
     const int64_t rows = o.mib * (1 << 20) / i2s_row;
-    huge_buffer i2s(rows * i2s_row), base3(rows * base3_row);
-    if (!i2s.data || !base3.data) return usage("out of memory for the weights (try a smaller --mib)");
+    // Both layouts are packed here, then moved into 2 MiB pages the way the engine's weight arena
+    // holds model weights (TLB misses would otherwise cost the layout that reads more pages).
+    std::vector<uint8_t> i2s_packed(rows * i2s_row), base3_packed(rows * base3_row);
     std::vector<int8_t> w(k);
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < k; ++c) w[c] = weight(r, c);
-        bitnet::i2s_pack(w.data(), 1, k, i2s.data + r * i2s_row);
-        pack_base3_row(w.data(), k, k_padded, base3.data + r * base3_row);
+        bitnet::i2s_pack(w.data(), 1, k, i2s_packed.data() + r * i2s_row);
+        pack_base3_row(w.data(), k, k_padded, base3_packed.data() + r * base3_row);
     }
+    bitnet::weight_arena arena;
+    if (!arena.reserve(i2s_packed.size() + base3_packed.size() + 64))
+        return fail("out of memory for the weights (try a smaller --mib)");
+    const uint8_t *i2s = arena.append(i2s_packed.data(), i2s_packed.size());
+    const uint8_t *base3 = arena.append(base3_packed.data(), base3_packed.size());
+    const size_t i2s_size = i2s_packed.size(), base3_size = base3_packed.size();
+    std::vector<uint8_t>().swap(i2s_packed);
+    std::vector<uint8_t>().swap(base3_packed);
     std::vector<int8_t> a(k_padded, 0);
     int32_t a_sum = 0;
     for (int64_t c = 0; c < k; ++c) a_sum += a[c] = static_cast<int8_t>((c * 37) % 255 - 127);
@@ -192,14 +178,14 @@ int main(int argc, char **argv) {
 
     std::vector<int32_t> y_i2s(rows), y_base3(rows);
     auto run_i2s = [&](int64_t r0, int64_t r1) {
-        ks->i2s_matmul(i2s.data, k, r0, r1, a.data(), &a_sum, 1, y_i2s.data(), rows);
+        ks->i2s_matmul(i2s, k, r0, r1, a.data(), &a_sum, 1, y_i2s.data(), rows);
     };
     auto run_base3 = [&](int64_t r0, int64_t r1) {
-        base3_gemv(base3.data, k_padded, r0, r1, a.data(), a_sum, tables, y_base3.data());
+        base3_gemv(base3, k_padded, r0, r1, a.data(), a_sum, tables, y_base3.data());
     };
     run_i2s(0, rows);
     run_base3(0, rows);
-    if (y_i2s != y_base3) return std::fprintf(stderr, "base3-layout-probe: the two kernels disagree\n"), 1;
+    if (y_i2s != y_base3) return std::fputs("error: the I2_S and base-3 kernels disagree\n", stderr), 1;
 
     std::printf("%lld rows x %lld, %d threads, I2_S kernel %s; both results equal\n",
                 static_cast<long long>(rows), static_cast<long long>(k), o.threads, ks->name);
@@ -212,10 +198,10 @@ int main(int argc, char **argv) {
     t_i2s /= 3;
     t_base3 /= 3;
     const double bits_base3 = 8.0 * base3_row / k;
-    std::printf("%-8s %9.3f %10.1f %8.2f %12.1f\n", "I2_S", 2.0, i2s.size / 1048576.0, t_i2s * 1e3,
-                i2s.size / t_i2s / 1e9);
-    std::printf("%-8s %9.3f %10.1f %8.2f %12.1f\n", "base-3", bits_base3, base3.size / 1048576.0,
-                t_base3 * 1e3, base3.size / t_base3 / 1e9);
+    std::printf("%-8s %9.3f %10.1f %8.2f %12.1f\n", "I2_S", 2.0, i2s_size / 1048576.0, t_i2s * 1e3,
+                i2s_size / t_i2s / 1e9);
+    std::printf("%-8s %9.3f %10.1f %8.2f %12.1f\n", "base-3", bits_base3, base3_size / 1048576.0,
+                t_base3 * 1e3, base3_size / t_base3 / 1e9);
     std::printf("base-3 time per pass / I2_S: %.2fx (below 1.00x the smaller layout would decode faster)\n",
                 t_base3 / t_i2s);
     return 0;
