@@ -163,7 +163,8 @@ void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t 
 // a missing b+1), so each plane is one plain load; rows are then streamed one at a time, each
 // with a prefetch tuning().prefetch_bytes ahead. One stream at a time lets the memory system run
 // ahead: base3-layout-probe measured 32.5 GB/s against 25.1 for 4-row tiles (2 threads, 512 MiB
-// of I2_S), +8-10% tg on the 2B-4T shape.
+// of I2_S), +8-10% tg on the 2B-4T shape. Each thread lays out its own copy of the row: k bytes,
+// against the k/4 bytes of every weight row it then reads.
 void pair_order_activations(const int8_t *a, int64_t k, int8_t *out) {
     const int64_t n_blocks = k / kI2SBlock;
     for (int64_t b = 0; b < n_blocks; b += 2)
