@@ -345,3 +345,31 @@ def test_cli_failures_leave_no_file(checkpoints, tmp_path):
     assert (corrupt / "ggml-model-i2_s.gguf").read_bytes() == b"previous"
     for d in (not_bitnet, missing, corrupt):
         assert not [f for f in os.listdir(d) if ".gguf.tmp-" in f or (f.endswith(".gguf") and d is not corrupt)]
+
+
+def test_cli_q6_k_and_q8_0_embedding_and_head(checkpoints, tmp_path):
+    """--token-embedding-type / --output-tensor-type q6_k and q8_0: ggml's bytes of the checkpoint's
+    values; a hidden size Q6_K cannot hold (128) is refused in one line before any file is written."""
+    from bitnet.convert.cli import HEAD_CHOICES
+    from bitnet.convert.hf_bitnet import HEAD_ENCODINGS, HEAD_TYPES
+
+    assert HEAD_CHOICES == HEAD_TYPES
+    model_dir = hf_models.make_bitnet_checkpoint(tmp_path / "m", hidden_size=256, num_hidden_layers=1,
+                                                 tie_word_embeddings=False, seed=5)  # fmt: skip
+    ckpt = Checkpoint(model_dir)
+    for embd_type, head_type in (("q6_k", "q6_k"), ("q8_0", "q6_k"), ("q6_k", "q8_0")):
+        out = tmp_path / f"{embd_type}-{head_type}.gguf"
+        proc = _cli(model_dir, "--outfile", out, "--token-embedding-type", embd_type,
+                    "--output-tensor-type", head_type, "--no-progress")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        g = read_gguf(out)
+        for name, hf_name, qtype in (("token_embd.weight", "model.embed_tokens.weight", embd_type),
+                                     ("output.weight", "lm_head.weight", head_type)):  # fmt: skip
+            t, head = g.tensors[name], HEAD_ENCODINGS[qtype]
+            assert t.ggml_type == head.ggml_type and t.ne == (256, ckpt.shape(hf_name)[0]), name
+            assert bytes(t.data) == head.pack(ckpt.load_f32(hf_name)).tobytes(), name
+    narrow = _copy_checkpoint(checkpoints[("packed", "autobitlinear")], tmp_path / "narrow")
+    proc = _cli(narrow, "--token-embedding-type", "q6_k")
+    _assert_one_line_error(proc, 1, "cannot store 'token_embd.weight' as q6_k: Q6_K needs rows that are a positive "
+                                    "multiple of 256 long, got 128; choose another type")  # fmt: skip
+    assert not [f for f in os.listdir(narrow) if ".gguf" in f]

@@ -56,3 +56,36 @@ def test_md_converts_each_family(tmp_path, make):
 
     with Model(out, n_threads=1) as m:
         assert m.generate("Once upon", max_tokens=3, temperature=0.0) is not None
+
+
+def test_quant_embd_is_bare_for_f16_or_takes_a_type():
+    parse = setup_env.build_parser().parse_args
+    assert parse([]).quant_embd is None
+    for argv in (["--quant-embd"], ["--quant-embd", "-md", "x"], ["-md", "x", "--quant-embd"]):
+        assert parse(argv).quant_embd == "f16", argv
+    for embedding_type in ("f16", "q8_0", "q6_k"):
+        assert parse(["--quant-embd", embedding_type, "-md", "x"]).quant_embd == embedding_type
+        assert parse([f"--quant-embd={embedding_type}"]).quant_embd == embedding_type
+    proc = run_setup("--quant-embd", "q4_0")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: argument --quant-embd: invalid choice"), proc.stderr
+
+
+def test_md_quant_embd_sets_the_embedding_type(tmp_path):
+    """Without the flag the embedding stays as stored (BF16); bare it is F16 (bitnet.cpp's meaning);
+    q8_0 / q6_k quantize it. The untied output head stays as stored every time."""
+    from bitnet import Model
+    from bitnet.convert.gguf_reader import read_gguf
+
+    model_dir = make_llama_bitnet_checkpoint(tmp_path / "ckpt", num_hidden_layers=1)
+    out = model_dir / "ggml-model-i2_s.gguf"
+    for flags, ggml_type in (((), 30), (("--quant-embd",), 1), (("--quant-embd", "q8_0"), 8),
+                             (("--quant-embd", "q6_k"), 14)):  # fmt: skip
+        out.unlink(missing_ok=True)
+        proc = run_setup("-md", model_dir, *flags)
+        assert proc.returncode == 0, proc.stderr
+        g = read_gguf(out)
+        assert g.tensors["token_embd.weight"].ggml_type == ggml_type, flags
+        assert g.tensors["output.weight"].ggml_type == 30, flags
+    with Model(out, n_threads=1) as m:
+        assert "embedding Q6_K + output head BF16" in m.native.desc
+        assert m.generate("Once upon", max_tokens=3, temperature=0.0) is not None

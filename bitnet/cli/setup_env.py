@@ -70,6 +70,7 @@ HF_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth"]  # only with --allow-pickle
 
 QUANT_TYPES = ("i2_s", "tl1", "tl2")
+EMBEDDING_TYPES = ("f16", "q8_0", "q6_k")  # --quant-embd; bare means f16, as in bitnet.cpp
 PRODUCED_QUANT_TYPES = ("i2_s",)
 LOG_TAIL_LINES = 25
 # Build progress as ninja (`[12/40] ...`) and make (`[ 30%] ...`) print it.
@@ -103,8 +104,12 @@ def build_parser() -> ArgumentParser:
                     "download into (default: models)")
     p.add_flag("quant_type", metavar="{i2_s,tl1,tl2}", default="i2_s", choices=QUANT_TYPES,
                help="weight format; only i2_s is produced (default: i2_s)")
-    p.add_flag("quant_embd", action="store_true",
-               help="store the token embeddings as F16 (default: as the checkpoint has them)")
+    p.add_flag("quant_embd", nargs="?", const="f16", default=None, choices=EMBEDDING_TYPES,
+               metavar="{f16,q8_0,q6_k}",
+               help="store the token embeddings (a tied model's output head too) as F16, as bitnet.cpp "
+                    "does, or as the type given (without this flag: as the checkpoint has them); "
+                    "q8_0 / q6_k, ggml's 8-bit and 6-bit types, are smaller and faster but no "
+                    "longer lossless")
     p.add_flag("use_pretuned", action="store_true",
                help="use the kernel preset shipped for this CPU (preset_kernels/) instead of tuning")
     p.add_flag("skip_tune", action="store_true",
@@ -240,14 +245,15 @@ def download(repo: str, dest: Path, allow_pickle: bool = False) -> int:
     return 0
 
 
-def convert(model_dir: Path, outfile: Path, quant_embd: bool, allow_pickle: bool = False) -> None:
-    """Convert the checkpoint in model_dir to an I2_S GGUF (the writer renames it into place
-    only when complete, so an interrupted run leaves no half file to be mistaken for a model)."""
+def convert(model_dir: Path, outfile: Path, embedding_type: str | None, allow_pickle: bool = False) -> None:
+    """Convert the checkpoint in model_dir to an I2_S GGUF, the token embedding as embedding_type
+    (None: as stored). The writer renames the file into place only when complete, so an
+    interrupted run leaves no half file to be mistaken for a model."""
     from bitnet.convert import hf_bitnet  # numpy/safetensors: only when a model is converted
 
     print(f"converting {model_dir} to {outfile} ...", file=sys.stderr)
-    hf_bitnet.convert(model_dir, outfile, "i2_s", token_embedding_type="f16" if quant_embd else None,
-                      progress=True, allow_pickle=allow_pickle)
+    hf_bitnet.convert(model_dir, outfile, "i2_s", token_embedding_type=embedding_type, progress=True,
+                      allow_pickle=allow_pickle)
 
 
 def model_folder(args, parser: ArgumentParser) -> Path:

@@ -11,6 +11,11 @@ import sys
 from pathlib import Path
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+HEAD_CHOICES = ("f32", "f16", "bf16", "q8_0", "q6_k")  # hf_bitnet.HEAD_TYPES (not imported: --help stays fast)
+QUANTIZED_HEAD_NOTE = (
+    "q8_0 / q6_k, ggml's 8-bit and 6-bit types, are smaller and faster but no longer lossless; "
+    "q6_k needs a hidden size that is a multiple of 256"
+)
 
 
 class _UsageError(Exception):
@@ -45,14 +50,15 @@ def _converter_parser() -> argparse.ArgumentParser:
     p.add_argument("--outfile", metavar="F", help="output file (default: DIR/ggml-model-<outtype>.gguf)")
     p.add_argument(
         "--token-embedding-type",
-        choices=("f32", "f16", "bf16", "q8_0"),
-        help="store the token embedding (and only it) in this type; default: exactly as the checkpoint stores it",
+        choices=HEAD_CHOICES,
+        help="store the token embedding (and only it; for a tied model it is the output head too) in this type; "
+        f"default: exactly as the checkpoint stores it ({QUANTIZED_HEAD_NOTE})",
     )
     p.add_argument(
         "--output-tensor-type",
-        choices=("f32", "f16", "bf16", "q8_0"),
+        choices=HEAD_CHOICES,
         help="store an untied output head (lm_head) in this type; default: exactly as the checkpoint stores it "
-        "(q8_0 is ggml's 8-bit type: smaller and faster, no longer the checkpoint's exact head)",
+        f"({QUANTIZED_HEAD_NOTE})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_allow_pickle(p)

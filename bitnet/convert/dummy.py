@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.convert import i2s, q8_0, synthetic_vocab, tq_packing
+from bitnet.convert import i2s, synthetic_vocab, tq_packing
 from bitnet.convert.dtypes import FLOAT_TYPES, to_float_type
-from bitnet.convert.hf_bitnet import LAYER_TENSORS, TensorJob
+from bitnet.convert.hf_bitnet import HEAD_ENCODINGS, LAYER_TENSORS, TensorJob
 from bitnet.convert.hparams import ARCH, HParams
 from bitnet.gguf_writer import GGML_TYPE_F16, GGML_TYPE_I2_S, GGUFWriter
 
@@ -191,22 +191,24 @@ def _norm(name: str, n: int, seed: int) -> TensorJob:
     return TensorJob(name, (n,), FLOAT_TYPES["f32"][0], 4 * n, produce)
 
 
-EMBEDDING_TYPES = (*FLOAT_TYPES, "q8_0")  # q8_0: ggml's 8-bit head (smaller, faster, not lossless)
+EMBEDDING_TYPES = (*FLOAT_TYPES, *HEAD_ENCODINGS)  # q8_0 / q6_k: ggml's heads (smaller, faster, not lossless)
 
 
 def _embedding(name: str, hp: HParams, embedding_type: str, seed: int) -> TensorJob:
-    quantized = embedding_type == "q8_0"
-    float_type = "f32" if quantized else embedding_type
-    table = _normal_table(LOGIT_STD / math.sqrt(hp.n_embd), float_type)
+    head = HEAD_ENCODINGS.get(embedding_type)
+    table = _normal_table(LOGIT_STD / math.sqrt(hp.n_embd), "f32" if head else embedding_type)
 
     def produce():
         for chunk, rows in _row_chunks(hp.n_vocab, hp.n_embd):
             values = table[_random_u16(_rng(seed, name, chunk), rows * hp.n_embd)]
-            yield q8_0.pack_q8_0(values.reshape(rows, hp.n_embd)) if quantized else values
+            yield head.pack(values.reshape(rows, hp.n_embd)) if head else values
 
-    if quantized:
-        return TensorJob(name, (hp.n_embd, hp.n_vocab), q8_0.GGML_TYPE_Q8_0, q8_0.q8_0_n_bytes(hp.n_vocab, hp.n_embd),
-                         produce)
+    if head:
+        try:
+            n_bytes = head.n_bytes(hp.n_vocab, hp.n_embd)
+        except ValueError as e:
+            raise ValueError(f"cannot store {name!r} as {embedding_type}: {e}") from None
+        return TensorJob(name, (hp.n_embd, hp.n_vocab), head.ggml_type, n_bytes, produce)
     ggml_type, _, elem_bytes = FLOAT_TYPES[embedding_type]
     return TensorJob(name, (hp.n_embd, hp.n_vocab), ggml_type, hp.n_vocab * hp.n_embd * elem_bytes, produce)
 
@@ -384,8 +386,8 @@ def _parser() -> argparse.ArgumentParser:
         "--embedding-type",
         choices=EMBEDDING_TYPES,
         default="f16",
-        help="type of the token embedding (the tied output head too; default f16; q8_0 is smaller and "
-        "faster, no longer a lossless head)",
+        help="type of the token embedding (the tied output head too; default f16; q8_0 / q6_k, ggml's 8-bit "
+        "and 6-bit types, are smaller and faster but no longer lossless; q6_k needs n_embd a multiple of 256)",
     )
     p.add_argument("--model-name", help="general.name (default dummy-bitnet-<size>)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")

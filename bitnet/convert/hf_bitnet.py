@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.convert import i2s, q8_0
+from bitnet.convert import i2s, q6_k, q8_0
 from bitnet.convert import tq_packing as tq
 from bitnet.convert.dtypes import FLOAT_TYPES, SAFETENSORS_FLOATS, from_float_type, to_float_type
 from bitnet.convert.hparams import HParams, read_config
@@ -53,7 +53,22 @@ TERNARY_ENCODINGS = {
 OUTTYPES = ("f32", "f16", "bf16", *TERNARY_ENCODINGS)
 # general.file_type (llama_ftype): MOSTLY_TQ1_0 36, MOSTLY_TQ2_0 37, bitnet.cpp's MOSTLY_I2_S 40
 FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "i2_s": 40, "tq1_0": 36, "tq2_0": 37}
-HEAD_TYPES = (*FLOAT_TYPES, "q8_0")  # for token_embd / output: as stored by default
+
+
+@dataclass(frozen=True)
+class HeadEncoding:
+    ggml_type: int
+    n_bytes: Callable[[int, int], int]  # (rows, k) -> tensor bytes; ValueError for a k it cannot hold
+    pack: Callable[[np.ndarray], np.ndarray]  # f32 [rows, k] -> bytes (uint8, flat)
+
+
+# ggml's quantized types for the token embedding / output head, only when the user asks: smaller
+# and faster to read, but no longer the checkpoint's exact values (not lossless).
+HEAD_ENCODINGS = {
+    "q8_0": HeadEncoding(q8_0.GGML_TYPE_Q8_0, q8_0.q8_0_n_bytes, q8_0.pack_q8_0),
+    "q6_k": HeadEncoding(q6_k.GGML_TYPE_Q6_K, q6_k.q6_k_n_bytes, q6_k.pack_q6_k),
+}
+HEAD_TYPES = (*FLOAT_TYPES, *HEAD_ENCODINGS)  # for token_embd / output: as stored by default
 FLOAT_CHUNK_ROWS = 4096
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -99,15 +114,20 @@ class _Planner:
 
     def float_tensor(self, gguf_name: str, hf_name: str, shape, as_type: str | None) -> TensorJob:
         """A float tensor copied as stored (as_type None), converted to f32/f16/bf16, or quantized
-        to Q8_0 (embedding / output head only, when the user asks)."""
+        to Q8_0 / Q6_K (embedding / output head only, when the user asks)."""
         stored = SAFETENSORS_FLOATS.get(self._source(hf_name, shape))
         if stored is None:
             raise ValueError(f"tensor {hf_name!r} is {self.ckpt.dtype(hf_name)}, expected F32, F16 or BF16")
         target = as_type or stored
         rows = shape[0] if len(shape) == 2 else 1
-        if target == "q8_0":
-            ggml_type, n_bytes = q8_0.GGML_TYPE_Q8_0, q8_0.q8_0_n_bytes(rows, math.prod(shape) // rows)
-            encode = lambda chunk: q8_0.pack_q8_0(from_float_type(chunk, stored))
+        if target in HEAD_ENCODINGS:
+            head = HEAD_ENCODINGS[target]
+            try:
+                n_bytes = head.n_bytes(rows, math.prod(shape) // rows)
+            except ValueError as e:
+                raise ValueError(f"cannot store {gguf_name!r} as {target}: {e}; choose another type") from None
+            ggml_type = head.ggml_type
+            encode = lambda chunk: head.pack(from_float_type(chunk, stored))
         else:
             ggml_type, _, elem_bytes = FLOAT_TYPES[target]
             n_bytes = math.prod(shape) * elem_bytes
