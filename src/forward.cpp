@@ -73,21 +73,45 @@ void blocked_ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, fl
     });
 }
 
-// y[i][r] = acc[i][r] / s_i * w_scale for the m quantized rows in ctx.act_*.
-void ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, float *y) {
-    if (!w.block_scales.empty()) return blocked_ternary_linear(ctx, w, m, y);
-    const int64_t n = w.n_out;
+// Ternary layers that read the same quantized rows (ctx.act_*): q/k/v, or gate/up. One parallel
+// loop runs over their stacked output rows, so decode waits for the threads once per group, not
+// once per layer. Each chunk multiplies into an int32 scratch of its thread, then scales:
+// y[i][r] = acc[i][r] / s_i * w_scale.
+using linear_output = std::pair<const ternary_matrix *, float *>;
+void ternary_linears(context &ctx, std::initializer_list<linear_output> layers, int64_t m) {
+    int64_t n_total = 0, k = 0;
+    for (const auto &[w, y] : layers) {
+        if (!w->block_scales.empty()) {
+            blocked_ternary_linear(ctx, *w, m, y);
+            continue;
+        }
+        n_total += w->n_out;
+        k = w->n_in;
+    }
+    if (n_total == 0) return;
     // Chunks of at least kMinChunkBytes of weights: a tiny model's layers run on one thread,
     // since waking the others costs more than the work (and much more on a busy machine).
-    const int64_t min_rows = round_up(kMinChunkBytes / std::max<int64_t>(1, w.n_in / 4 * m), 16);
-    const int64_t grain = std::max({int64_t{16}, min_rows, round_up(n / (ctx.pool->size() * 4), 16)});
-    ctx.pool->parallel_for(n, grain, [&](int64_t r0, int64_t r1) {
-        int32_t *acc = ctx.acc.data();
-        ctx.tk->i2s_matmul(w.codes, w.n_in, r0, r1, ctx.act_q.data(), ctx.act_sum.data(), m, acc, n);
+    const int64_t grain = std::max<int64_t>(16, round_up(kMinChunkBytes / std::max<int64_t>(1, k / 4 * m), 16));
+    const auto run_rows = [&](const ternary_matrix &w, float *y, int64_t r0, int64_t r1) {
+        const int64_t rows = r1 - r0;
+        thread_local std::vector<int32_t> acc;
+        if (acc.size() < static_cast<size_t>(m * rows)) acc.resize(static_cast<size_t>(m * rows));
+        ctx.tk->i2s_matmul(w.codes + r0 * (w.n_in / 4), w.n_in, 0, rows, ctx.act_q.data(), ctx.act_sum.data(), m,
+                           acc.data(), rows);
         for (int64_t i = 0; i < m; ++i) {
             const float s = ctx.act_scale[i];
-            for (int64_t r = r0; r < r1; ++r)
-                y[i * n + r] = static_cast<float>(acc[i * n + r]) / s * w.scale;
+            const int32_t *a = acc.data() + i * rows;
+            float *out = y + i * w.n_out + r0;
+            for (int64_t r = 0; r < rows; ++r) out[r] = static_cast<float>(a[r]) / s * w.scale;
+        }
+    };
+    ctx.pool->parallel_for(n_total, grain, [&](int64_t c0, int64_t c1) {
+        int64_t first = 0;  // where the current layer's rows start in the stack
+        for (const auto &[w, y] : layers) {
+            if (!w->block_scales.empty()) continue;
+            const int64_t r0 = std::max(c0, first), r1 = std::min(c1, first + w->n_out);
+            if (r0 < r1) run_rows(*w, y, r0 - first, r1 - first);
+            first += w->n_out;
         }
     });
 }
@@ -161,12 +185,11 @@ void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_
 void normed_bitlinear(context &ctx, const ternary_matrix &w, const float *x, int64_t m, float *y) {
     norm_rows(ctx, x, w.input_norm, m, w.n_in, ctx.hidden.data(), ctx.m->hp.linear_norm_eps);
     quantize_rows(ctx, ctx.hidden.data(), m, w.n_in);
-    ternary_linear(ctx, w, m, y);
+    ternary_linears(ctx, {{&w, y}}, m);
 }
 
 // Several linear layers reading the same input x (q/k/v; gate/up): quantized once, or, with
 // per-layer input norms, once per layer.
-using linear_output = std::pair<const ternary_matrix *, float *>;
 void shared_input_linears(context &ctx, std::initializer_list<linear_output> layers, const float *x, int64_t m,
                           int64_t k) {
     if (ctx.m->hp.has_linear_norms) {
@@ -174,7 +197,7 @@ void shared_input_linears(context &ctx, std::initializer_list<linear_output> lay
         return;
     }
     quantize_rows(ctx, x, m, k);
-    for (const auto &[w, y] : layers) ternary_linear(ctx, *w, m, y);
+    ternary_linears(ctx, layers, m);
 }
 
 void attention_block(context &ctx, const batch_row *rows, const layer_weights &l, int64_t il, int64_t m) {
@@ -325,7 +348,7 @@ std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_thread
                     try_resize(ctx->up, B * F) && try_resize(ctx->hidden, B * widest) &&
                     try_resize(ctx->out, B * E) && try_resize(ctx->act_q, B * widest) &&
                     try_resize(ctx->act_scale, B) && try_resize(ctx->act_sum, B) &&
-                    try_resize(ctx->acc, B * widest) && try_resize(ctx->scores, ctx->pool->size() * n_ctx);
+                    try_resize(ctx->scores, ctx->pool->size() * n_ctx);
     if (!ok) {
         *error = "out of memory allocating a context of " + std::to_string(n_ctx) + " tokens";
         return nullptr;

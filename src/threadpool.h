@@ -26,8 +26,9 @@ class thread_pool {
     // returns when all have finished. Not reentrant.
     void run(const std::function<void(int, int)> &fn);
 
-    // Splits [0, n) into chunks of `grain` (the last may be shorter), taken in order by
-    // whichever thread is free next; fn(begin, end) per chunk.
+    // Splits [0, n) into chunks of whole `grain`s (the last may be shorter), large first and
+    // shrinking towards the end, taken in order by whichever thread is free next; fn(begin, end)
+    // per chunk. With one thread, or n <= grain, a single call fn(0, n).
     void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)> &fn);
 
   private:

@@ -5,14 +5,19 @@
 //   pp<P>: one batch of P tokens into an empty context (the whole prompt as one batch; the engine
 //          splits prompts longer than kMaxBatch), logits for the last token.
 //   tg<N>: N single-token decode steps after a short prompt, logits every step.
+//   b<B>:  batched steps of B tokens with logits for all B rows, what verifying a lookup draft of
+//          B-1 tokens costs (each step keeps one token, as a fully rejected draft would); shown as
+//          B * steps/s, with each step's time relative to one tg token of the same run below.
 //   Each test: one warm-up run, then -r timed runs; mean +- sample std of tokens/s.
 //
 // Decode is bound by memory bandwidth: every generated token streams all ternary weights plus
 // the output head (the tied embedding when there is no output.weight). bytes_per_token counts
 // those bytes as the file stores them; achieved GB/s = bytes_per_token * tg t/s, and
 // bandwidth_fraction = achieved / probe. The probe stream-reads a buffer far larger than the L3
-// cache with the same thread pool as the engine; its samples are taken right before the tg runs
-// and after every tg run, so a machine whose bandwidth drifts is measured while it drifts.
+// cache with the same thread pool as the engine. On a shared machine the bandwidth moves from
+// second to second, so in tg runs every token is followed by a probe pass over --bw-token-mib
+// (not timed as generation): each token is compared with the bandwidth of its own moment, and
+// the fraction shown is the median of those per-token ratios.
 //
 // Uses the engine's internal C++ API (linked statically), not the C API.
 #include <sys/resource.h>
@@ -45,24 +50,30 @@ using namespace bitnet;
 using clock_type = std::chrono::steady_clock;
 
 constexpr int64_t kTgPromptTokens = 8;  // the short prompt before a tg test (not timed)
+constexpr int64_t kBatchSteps = 32;     // steps per timed run of a b<B> test
 
 struct options {
     std::string model_path;
     std::vector<int64_t> n_prompt = {512};
     std::vector<int64_t> n_gen = {128};
+    std::vector<int64_t> n_batch;  // b<B> tests (none by default)
     std::vector<int64_t> n_threads;
     std::vector<std::string> isas;  // empty: the active set
     int64_t repetitions = 5;
     int64_t bw_mib = 1024;
     int64_t bw_passes = 5;
+    int64_t bw_token_mib = 256;  // the probe pass after each tg token
     bool json = false;
     bool bandwidth = true;
 };
 
 const char *kUsage =
-    "usage: bitnet-bench -m MODEL.gguf [-p 512[,128..]] [-n 128[,64..]] [-t 1,2] [-r 5] [--json]\n"
-    "                    [--no-bandwidth] [--bw-mib 1024] [--bw-passes 5] [--isa avx2[,avx512..]]\n"
-    "  -p/-n take comma lists (0 skips the test); -t defaults to the number of hardware threads.\n";
+    "usage: bitnet-bench -m MODEL.gguf [-p 512[,128..]] [-n 128[,64..]] [-b 2,3,5] [-t 1,2] [-r 5] [--json]\n"
+    "                    [--no-bandwidth] [--bw-mib 1024] [--bw-passes 5] [--bw-token-mib 256]\n"
+    "                    [--isa avx2[,avx512..]]\n"
+    "  -p/-n/-b take comma lists (0 skips the test); -t defaults to the number of hardware threads.\n"
+    "  -b B: batched decode steps of B tokens with all B rows of logits (a lookup draft's verification),\n"
+    "        each step's time also given relative to one tg token.\n";
 
 [[noreturn]] void usage_error(const std::string &what) {
     std::fprintf(stderr, "error: %s (bitnet-bench --help for usage)\n", what.c_str());
@@ -118,10 +129,12 @@ const flag_spec kFlags[] = {
     {{"-m", "--model"}, true, [](options &o, S, S v) { o.model_path = v; }},
     {{"-p", "--n-prompt"}, true, [](options &o, S f, S v) { o.n_prompt = parse_int_list(f, v, 0); }},
     {{"-n", "--n-gen"}, true, [](options &o, S f, S v) { o.n_gen = parse_int_list(f, v, 0); }},
+    {{"-b", "--batch-step"}, true, [](options &o, S f, S v) { o.n_batch = parse_int_list(f, v, 0); }},
     {{"-t", "--threads"}, true, [](options &o, S f, S v) { o.n_threads = parse_int_list(f, v, 1); }},
     {{"-r", "--repetitions"}, true, [](options &o, S f, S v) { o.repetitions = parse_int(f, v, 1); }},
     {{"--bw-mib", nullptr}, true, [](options &o, S f, S v) { o.bw_mib = parse_int(f, v, 1); }},
     {{"--bw-passes", nullptr}, true, [](options &o, S f, S v) { o.bw_passes = parse_int(f, v, 1); }},
+    {{"--bw-token-mib", nullptr}, true, [](options &o, S f, S v) { o.bw_token_mib = parse_int(f, v, 1); }},
     {{"--isa", nullptr}, true, [](options &o, S, S v) { o.isas = split_commas(v); }},
     {{"--json", nullptr}, false, [](options &o, S, S) { o.json = true; }},
     {{"--no-bandwidth", nullptr}, false, [](options &o, S, S) { o.bandwidth = false; }},
@@ -239,17 +252,18 @@ class bandwidth_probe {
     // Writes the buffer from the pool's threads (so each slice's pages belong to its reader).
     void fill(thread_pool &pool) {
         pool.run([&](int t, int nt) {
-            const auto [begin, end] = slice(t, nt);
+            const auto [begin, end] = slice(n_words_, t, nt);
             for (size_t i = begin; i < end; ++i) buffer_[i] = i * 0x9E3779B97F4A7C15ull;
         });
     }
 
-    // One timed pass over the whole buffer; GB/s (1e9 bytes).
-    double pass(thread_pool &pool) {
+    // One timed pass over the buffer's first n_mib MiB (all of it when 0); GB/s (1e9 bytes).
+    double pass(thread_pool &pool, int64_t n_mib = 0) {
+        const size_t n_words = n_mib > 0 ? std::min(n_words_, static_cast<size_t>(n_mib) << 17) : n_words_;
         std::vector<uint64_t> sums(static_cast<size_t>(pool.size()) * 8);  // a cache line each
         const auto t0 = clock_type::now();
         pool.run([&](int t, int nt) {
-            const auto [begin, end] = slice(t, nt);
+            const auto [begin, end] = slice(n_words, t, nt);
             uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
             for (size_t i = begin; i + 8 <= end; i += 8) {
                 // The same prefetch the kernels issue (kernels/ternary_impl.h: 8 KiB ahead, into L2).
@@ -261,15 +275,15 @@ class bandwidth_probe {
         });
         const double s = seconds_since(t0);
         for (uint64_t v : sums) g_sink = g_sink ^ v;  // keeps the loads alive
-        return static_cast<double>(n_words_ * sizeof(uint64_t)) / s / 1e9;
+        return static_cast<double>(n_words * sizeof(uint64_t)) / s / 1e9;
     }
 
   private:
     size_t bytes() const { return n_words_ * sizeof(uint64_t); }
 
-    // Slices of whole cache lines (8 words).
-    std::pair<size_t, size_t> slice(int t, int nt) const {
-        const size_t lines = n_words_ / 8, per = (lines + nt - 1) / nt;
+    // Slices of whole cache lines (8 words) of the first n_words.
+    static std::pair<size_t, size_t> slice(size_t n_words, int t, int nt) {
+        const size_t lines = n_words / 8, per = (lines + nt - 1) / nt;
         const size_t b = std::min(lines, per * t), e = std::min(lines, per * (t + 1));
         return {b * 8, e * 8};
     }
@@ -314,6 +328,7 @@ struct result {
     std::vector<double> tokens_per_s;
     bool has_bandwidth = false;
     double bandwidth_gb_s = 0, bandwidth_gb_s_max = 0;
+    double bandwidth_fraction = 0;  // median over tokens of achieved / probe
 };
 
 struct bench {
@@ -323,9 +338,9 @@ struct bench {
     std::vector<int32_t> tokens;  // random ids, enough for the longest test
     std::vector<float> logits;
 
-    void decode(context &ctx, const int32_t *ids, int64_t n) {
+    void decode(context &ctx, const int32_t *ids, int64_t n, bool all_logits = false) {
         std::string error;
-        if (forward_decode(ctx, ids, n, logits.data(), false, &error) != 0)
+        if (forward_decode(ctx, ids, n, logits.data(), all_logits, &error) != 0)
             failure("decode failed: " + error);
     }
 
@@ -337,12 +352,37 @@ struct bench {
         return seconds_since(t0);
     }
 
-    // Seconds for n_gen single-token steps after the short prompt.
-    double run_tg(context &ctx, int64_t n_gen) {
+    // Seconds for n_gen single-token steps after the short prompt. With a probe, a probe pass
+    // follows every token (not counted), and each token's fraction of that pass's bandwidth is
+    // appended to *fractions and the pass's GB/s to *bw.
+    double run_tg(context &ctx, int64_t n_gen, bandwidth_probe *probe = nullptr, std::vector<double> *bw = nullptr,
+                  std::vector<double> *fractions = nullptr) {
+        ctx.n_past = 0;
+        decode(ctx, tokens.data(), kTgPromptTokens);
+        double total = 0;
+        for (int64_t i = 0; i < n_gen; ++i) {
+            const auto t0 = clock_type::now();
+            decode(ctx, tokens.data() + kTgPromptTokens + i, 1);
+            const double s = seconds_since(t0);
+            total += s;
+            if (probe == nullptr) continue;
+            const double gb_s = probe->pass(*ctx.pool, opt.bw_token_mib);
+            bw->push_back(gb_s);
+            fractions->push_back(static_cast<double>(bytes.total()) / s / 1e9 / gb_s);
+        }
+        return total;
+    }
+
+    // Seconds for n_steps batched steps of `batch` tokens (all logits) after the short prompt;
+    // each step keeps its first token and drops the rest from the cache.
+    double run_batch_steps(context &ctx, int64_t batch, int64_t n_steps) {
         ctx.n_past = 0;
         decode(ctx, tokens.data(), kTgPromptTokens);
         const auto t0 = clock_type::now();
-        for (int64_t i = 0; i < n_gen; ++i) decode(ctx, tokens.data() + kTgPromptTokens + i, 1);
+        for (int64_t i = 0; i < n_steps; ++i) {
+            decode(ctx, tokens.data() + kTgPromptTokens + i, batch, true);
+            ctx.n_past -= batch - 1;
+        }
         return seconds_since(t0);
     }
 };
@@ -376,7 +416,7 @@ void print_result(const options &opt, const bench &b, const result &r) {
     const summary s = summarize(r.tokens_per_s);
     const bool tg = r.test.rfind("tg", 0) == 0;
     const double achieved = s.mean * static_cast<double>(b.bytes.total()) / 1e9;
-    const bool frac = tg && r.has_bandwidth && r.bandwidth_gb_s > 0;
+    const bool frac = tg && r.has_bandwidth && r.bandwidth_fraction > 0;
     if (opt.json) {
         std::string samples;
         for (double v : r.tokens_per_s) samples += (samples.empty() ? "" : ",") + json_number(v);
@@ -391,14 +431,14 @@ void print_result(const options &opt, const bench &b, const result &r) {
             json_number(r.bandwidth_gb_s, r.has_bandwidth).c_str(),
             json_number(r.bandwidth_gb_s_max, r.has_bandwidth).c_str(),
             static_cast<unsigned long long>(b.bytes.total()), json_number(achieved, tg).c_str(),
-            json_number(achieved / r.bandwidth_gb_s, frac).c_str(),
+            json_number(r.bandwidth_fraction, frac).c_str(),
             static_cast<unsigned long long>(b.m.n_weight_bytes), json_number(peak_rss_mb()).c_str());
     } else {
         char ts[40], gbs[16] = "", probe[16] = "", pct[16] = "";
         std::snprintf(ts, sizeof ts, "%.2f ± %.2f", s.mean, s.std);
         if (tg) std::snprintf(gbs, sizeof gbs, "%.2f", achieved);
         if (r.has_bandwidth) std::snprintf(probe, sizeof probe, "%.2f", r.bandwidth_gb_s);
-        if (frac) std::snprintf(pct, sizeof pct, "%.1f%%", 100.0 * achieved / r.bandwidth_gb_s);
+        if (frac) std::snprintf(pct, sizeof pct, "%.1f%%", 100.0 * r.bandwidth_fraction);
         // "±" is two bytes wide in UTF-8 but one column: its field is one byte wider.
         std::printf("| %10s | %7d | %-7s | %20s | %8s | %10s | %7s |\n", r.isa.c_str(), r.n_threads,
                     r.test.c_str(), ts, gbs, probe, pct);
@@ -412,6 +452,7 @@ void bench_threads(bench &b, int n_threads, bandwidth_probe *probe) {
     int64_t n_ctx = kTgPromptTokens;
     for (int64_t p : opt.n_prompt) n_ctx = std::max(n_ctx, p);
     for (int64_t n : opt.n_gen) n_ctx = std::max(n_ctx, kTgPromptTokens + n);
+    for (int64_t n : opt.n_batch) n_ctx = std::max(n_ctx, kTgPromptTokens + kBatchSteps + n);
     std::string error;
     std::unique_ptr<context> ctx = context_new(b.m, n_ctx, n_threads, &error);
     if (!ctx) failure(error);
@@ -425,6 +466,7 @@ void bench_threads(bench &b, int n_threads, bandwidth_probe *probe) {
         print_result(opt, b, r);
     }
     std::vector<double> bw;
+    double tg_per_s = 0;  // the first tg test's tokens/s: the unit of the b<B> step costs
     if (probe != nullptr) {
         probe->fill(*ctx->pool);
         probe->pass(*ctx->pool);  // warm-up
@@ -434,15 +476,34 @@ void bench_threads(bench &b, int n_threads, bandwidth_probe *probe) {
         if (n == 0) continue;
         result r{isa, "tg" + std::to_string(n), n_threads, n, {}, false, 0, 0};
         b.run_tg(*ctx, std::min<int64_t>(n, 16));  // warm-up
-        for (int64_t i = 0; i < opt.repetitions; ++i) {
-            r.tokens_per_s.push_back(n / b.run_tg(*ctx, n));
-            if (probe != nullptr) bw.push_back(probe->pass(*ctx->pool));
-        }
+        std::vector<double> fractions;
+        for (int64_t i = 0; i < opt.repetitions; ++i)
+            r.tokens_per_s.push_back(n / b.run_tg(*ctx, n, probe, &bw, &fractions));
         r.has_bandwidth = probe != nullptr;
+        r.bandwidth_fraction = median(fractions);
         r.bandwidth_gb_s = median(bw);
         r.bandwidth_gb_s_max = bw.empty() ? 0 : *std::max_element(bw.begin(), bw.end());
         print_result(opt, b, r);
+        if (tg_per_s == 0) tg_per_s = summarize(r.tokens_per_s).mean;
     }
+    std::string step_costs;
+    for (int64_t n : opt.n_batch) {
+        if (n == 0) continue;
+        result r{isa, "b" + std::to_string(n), n_threads, n, {}, false, 0, 0};
+        b.run_batch_steps(*ctx, n, 4);  // warm-up
+        for (int64_t i = 0; i < opt.repetitions; ++i)
+            r.tokens_per_s.push_back(static_cast<double>(n * kBatchSteps) / b.run_batch_steps(*ctx, n, kBatchSteps));
+        print_result(opt, b, r);
+        if (tg_per_s > 0) {
+            char buf[64];
+            std::snprintf(buf, sizeof buf, "%s b%lld %.2fx", step_costs.empty() ? "" : ",", static_cast<long long>(n),
+                          tg_per_s / (summarize(r.tokens_per_s).mean / static_cast<double>(n)));
+            step_costs += buf;
+        }
+    }
+    if (!step_costs.empty() && !opt.json)
+        std::printf("| %10s | %7d | time of one batched step / one tg token:%s\n", isa.c_str(), n_threads,
+                    step_costs.c_str());
     if (opt.n_gen.empty() ||
         std::all_of(opt.n_gen.begin(), opt.n_gen.end(), [](int64_t n) { return n == 0; })) {
         if (!bw.empty() && !opt.json)
@@ -468,10 +529,15 @@ int main(int argc, char **argv) {
     int64_t n_tokens = kTgPromptTokens;
     for (int64_t p : opt.n_prompt) n_tokens = std::max(n_tokens, p);
     for (int64_t n : opt.n_gen) n_tokens = std::max(n_tokens, kTgPromptTokens + n);
+    int64_t widest_batch = 1;
+    for (int64_t n : opt.n_batch) {
+        n_tokens = std::max(n_tokens, kTgPromptTokens + kBatchSteps + n);
+        widest_batch = std::max(widest_batch, n);
+    }
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(m->hp.n_vocab - 1));
     for (int64_t i = 0; i < n_tokens; ++i) b.tokens.push_back(pick(rng));
-    b.logits.resize(static_cast<size_t>(m->hp.n_vocab));
+    b.logits.resize(static_cast<size_t>(m->hp.n_vocab * widest_batch));
 
     std::unique_ptr<bandwidth_probe> probe;
     if (opt.bandwidth) probe = std::make_unique<bandwidth_probe>(opt.bw_mib);

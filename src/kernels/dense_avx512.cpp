@@ -8,8 +8,8 @@
 // Every output y[i][r] is summed in that one order, whatever the tile, so a token's logits do not
 // depend on how many other rows share the batch (bitnet_decode_multi relies on it). A GEMV tile
 // runs kGemvRows weight rows side by side (independent chains hide the FMA latency); a batch tile
-// runs one weight row against up to kGemmActs activation rows (the row is loaded once for all), so
-// a batch of up to 8 rows (lookup drafts, server slots) reads the head once.
+// runs 2-4 weight rows against up to kGemmActs activation rows (each loaded vector serves several
+// FMAs), so a batch of up to 8 rows (lookup drafts, server slots) reads the head once.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -125,9 +125,18 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
         for (int i = 0; i < M; ++i) y[i * ldy + r + t] = _mm512_reduce_add_ps(acc[t][i]);
 }
 
+// Weight rows side by side in a batch tile, by its number of activation rows M. Each weight vector
+// serves M FMAs and each activation vector R: R + M loads per R * M FMAs, where one 64-byte load per
+// cycle (Zen 5, measured) is the limit; R * M accumulators must fit in the 32 registers with room
+// for the loads. (One row against 5 activation rows made a 5-row lookup batch cost 2x a token.)
+constexpr int batch_tile_rows(int M) { return M <= 5 ? 4 : (M <= 7 ? 3 : 2); }
+
 template <class Load, int M>
 void rows_times(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, float *y, int64_t ldy) {
-    for (int64_t r = r0; r < r1; ++r) tile<Load, 1, M>(w, k, r, x, y, ldy);
+    constexpr int R = batch_tile_rows(M);
+    int64_t r = r0;
+    for (; r + R <= r1; r += R) tile<Load, R, M>(w, k, r, x, y, ldy);
+    for (; r < r1; ++r) tile<Load, 1, M>(w, k, r, x, y, ldy);
 }
 
 // The last 1 .. kGemmActs-1 activation rows of a batch, in a single pass.
@@ -156,8 +165,7 @@ void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
     }
     // Every kGemmActs activation rows in one pass over the weights; the rest in one more.
     int64_t i = 0;
-    for (; i + kGemmActs <= m; i += kGemmActs)
-        for (int64_t r = r0; r < r1; ++r) tile<Load, 1, kGemmActs>(w, k, r, x + i * k, y + i * ldy, ldy);
+    for (; i + kGemmActs <= m; i += kGemmActs) rows_times<Load, kGemmActs>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
     if (i < m) batch_rest<Load>(w, k, r0, r1, x + i * k, m - i, y + i * ldy, ldy);
 }
 

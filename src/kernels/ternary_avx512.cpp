@@ -1,9 +1,12 @@
 // AVX-512 kernels (compiled with -mavx512f/bw/vl/dq/vnni; dispatch.cpp only hands them out when
 // the CPU has F+BW+VL+DQ, and the VNNI variant only when it also has AVX512-VNNI).
 //
-// Weights, I2_S: one zmm holds two consecutive 128-element blocks b and b+1 (64 bytes). The
-// same shift+mask decode as the AVX2 file gives four zmm of codes; each activation zmm is
-// assembled from two 32-byte loads so that its halves line up with the two blocks:
+// Two weight decodings. The VNNI variant, up to kDecodeOnceMinBatch activation rows, reads each
+// 32-byte block broadcast to both halves of a zmm (i2s_tile_natural, below), so that its codes line
+// up with plain 64-byte loads of the activations; larger batches go to the decode-once GEMM
+// (ternary_gemm_avx512.cpp). The BW variant (no VNNI) holds two consecutive 128-element blocks b
+// and b+1 (64 bytes) in one zmm, decodes it with shift+mask into four zmm of codes, and assembles
+// each activation zmm from two 32-byte loads so that its halves line up with the two blocks:
 //
 //   w       = [ block b: byte0..31           | block b+1: byte0..31             ]
 //   codes j = [ (w>>(6-2j))&3 of block b     | same for block b+1               ]   j = 0..3
@@ -12,17 +15,15 @@
 // An odd last block is loaded with a 32-byte mask: its upper half of codes is 0, so the upper
 // half of the activations (zero-extended) adds nothing.
 //
-//   VNNI variant:  acc(int32) = vpdpbusd(acc, codes, act)    4 u8*s8 products per lane, exact
-//   BW variant:    acc16 += vpmaddubsw(codes, act) for kI16GroupBlocks steps, then widen the
-//                  int16 pairs with shifts. (No vpmaddwd here on purpose: with -mavx512vnni a
-//                  compiler may fuse vpmaddwd+vpaddd into vpdpwssd, which a CPU without VNNI
-//                  cannot run.)
+//   VNNI:  acc(int32) = vpdpbusd(acc, codes, act)    4 u8*s8 products per lane, exact
+//   BW:    acc16 += vpmaddubsw(codes, act) for kI16GroupBlocks steps, then widen the int16 pairs
+//          with shifts. (No vpmaddwd here on purpose: with -mavx512vnni a compiler may fuse
+//          vpmaddwd+vpaddd into vpdpwssd, which a CPU without VNNI cannot run.)
 // Then sum w*a = sum c*a - a_sums[i] (codes are w + 1).
 //
 // Activations: m rows of k int8, row i at a + i*k. Output y[i*ldy + r] (int32).
-// Tiles: m == 1 (GEMV) runs 4 weight rows against the row (VNNI: one row at a time, see
-// i2s_gemv_vnni); m > 1 (GEMM) runs 2 weight rows against 4 activation rows, over row chunks of
-// kRowChunk (the chunk's weights stay in L1).
+// BW tiles: m == 1 (GEMV) runs 4 weight rows against the row; m > 1 runs 2 weight rows against 4
+// activation rows, over row chunks of kRowChunk (the chunk's weights stay in L1).
 // GCC 12's AVX-512 headers trip its own -W(maybe-)uninitialized on their `__Y = __Y`
 // placeholders (GCC bug 105593, fixed in GCC 13); the warnings are about the headers, not us.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -35,9 +36,6 @@
 #pragma GCC diagnostic pop
 #endif
 
-#include <cstring>
-#include <type_traits>
-#include <vector>
 
 #include "kernels/ternary.h"
 #include "kernels/ternary_gemm.h"
@@ -73,14 +71,6 @@ inline void load_act_pair(const int8_t *a, bool two, __m512i act[4]) {
         act[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
     }
 }
-
-struct dot_vnni {
-    static inline __m512i step(__m512i acc, const __m512i codes[4], const __m512i act[4]) {
-        for (int j = 0; j < 4; ++j) acc = _mm512_dpbusd_epi32(acc, codes[j], act[j]);
-        return acc;
-    }
-    static inline __m512i widen_add(__m512i acc32, __m512i inner) { return _mm512_add_epi32(acc32, inner); }
-};
 
 struct dot_bw {
     static inline __m512i step(__m512i acc16, const __m512i codes[4], const __m512i act[4]) {
@@ -158,58 +148,100 @@ void i2s_rows(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t 
         i2s_tile<Dot, 1, M>(w + r * row_bytes, k, a, a_sums, y + r, ldy, w + r * row_bytes + ahead);
 }
 
-// GEMV with VNNI, the decode-time hot loop. The activation row is first laid out in the order
-// of the weight zmm (per block pair: block b's 32 bytes of plane j, then block b+1's; zeros for
-// a missing b+1), so each plane is one plain load; rows are then streamed one at a time, each
-// with a prefetch tuning().prefetch_bytes ahead. One stream at a time lets the memory system run
-// ahead: base3-layout-probe measured 32.5 GB/s against 25.1 for 4-row tiles (2 threads, 512 MiB
-// of I2_S), +8-10% tg on the 2B-4T shape. Each thread lays out its own copy of the row: k bytes,
-// against the k/4 bytes of every weight row it then reads.
-void pair_order_activations(const int8_t *a, int64_t k, int8_t *out) {
-    const int64_t n_blocks = k / kI2SBlock;
-    for (int64_t b = 0; b < n_blocks; b += 2)
-        for (int j = 0; j < 4; ++j) {
-            int8_t *dst = out + b * kI2SBlock + 64 * j;
-            std::memcpy(dst, a + b * kI2SBlock + 32 * j, 32);
-            if (b + 1 < n_blocks) std::memcpy(dst + 32, a + (b + 1) * kI2SBlock + 32 * j, 32);
-            else std::memset(dst + 32, 0, 32);
+// GEMV and small batches (lookup drafts, server slots) with VNNI, in the weights' natural
+// order: no re-layout of the activations. One 32-byte block of a weight row, broadcast to both
+// halves of a zmm and shifted by a different amount in each half, gives the codes of 64
+// consecutive activations:
+//
+//   block b, bytes v:   c0 = [ (v >> 6) & 3 | (v >> 4) & 3 ]  codes of a[128b      .. 128b + 64)
+//                       c1 = [ (v >> 2) & 3 |  v       & 3 ]  codes of a[128b + 64 .. 128b + 128)
+//
+// (a 32-bit shift is as good as an 8-bit one: the mask drops what crosses from the next byte).
+// A tile is R weight rows x M activation rows, each product summed in C chains. What limits it
+// (Zen 5, measured with the weights in cache): one 64-byte load per cycle, and a dpbusd's sum
+// ready 4 cycles after it starts. Each activation load serves R rows and each code vector M
+// activation rows, so loads per dpbusd fall as 1/R + 1/(2M); C = 2 chains where R*M alone would
+// leave the dpbusd units waiting on latency. GEMV: 2 rows (54 GB/s in cache against 44 for one
+// row); M = 2..4: 4 rows (2x the speed of one); 5..8: 3 rows (registers: R*M*C accumulators).
+template <int R, int M, int C>
+void i2s_tile_natural(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y, int64_t ldy,
+                      int64_t ahead) {
+    const int64_t n_blocks = k / kI2SBlock, row_bytes = k / 4;
+    const __m512i mask = _mm512_set1_epi8(3);
+    const __m512i shift0 = _mm512_inserti64x4(_mm512_set1_epi32(6), _mm256_set1_epi32(4), 1);
+    const __m512i shift1 = _mm512_inserti64x4(_mm512_set1_epi32(2), _mm256_set1_epi32(0), 1);
+    __m512i acc[R][M][C];
+    for (int t = 0; t < R; ++t)
+        for (int i = 0; i < M; ++i)
+            for (int c = 0; c < C; ++c) acc[t][i][c] = _mm512_setzero_si512();
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        __m512i c0[R], c1[R];
+        for (int t = 0; t < R; ++t) {
+            const uint8_t *p = w + t * row_bytes + b * kI2SBlockBytes;
+            if ((b & 1) == 0) _mm_prefetch(reinterpret_cast<const char *>(p + ahead), _MM_HINT_T1);  // a line per 2 blocks
+            const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+            c0[t] = _mm512_and_si512(_mm512_srlv_epi32(v, shift0), mask);
+            c1[t] = _mm512_and_si512(_mm512_srlv_epi32(v, shift1), mask);
+        }
+        for (int i = 0; i < M; ++i) {
+            const int8_t *ap = a + i * k + b * kI2SBlock;
+            const __m512i a0 = _mm512_loadu_si512(ap), a1 = _mm512_loadu_si512(ap + 64);
+            for (int t = 0; t < R; ++t) {
+                acc[t][i][0] = _mm512_dpbusd_epi32(acc[t][i][0], c0[t], a0);
+                acc[t][i][C - 1] = _mm512_dpbusd_epi32(acc[t][i][C - 1], c1[t], a1);
+            }
+        }
+    }
+    for (int t = 0; t < R; ++t)
+        for (int i = 0; i < M; ++i) {
+            __m512i sum = acc[t][i][0];
+            for (int c = 1; c < C; ++c) sum = _mm512_add_epi32(sum, acc[t][i][c]);
+            y[i * ldy + t] = sub_wrapping(hsum_i32(sum), a_sums[i]);
         }
 }
 
-int32_t i2s_gemv_vnni_row(const uint8_t *w, int64_t k, const int8_t *a_pairs, int32_t a_sum, int64_t ahead) {
-    const int64_t n_blocks = k / kI2SBlock;
-    const __m512i mask = _mm512_set1_epi8(3);
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();  // two chains: dpbusd latency
-    for (int64_t b = 0; b < n_blocks; b += 2) {
-        const uint8_t *p = w + b * kI2SBlockBytes;
-        const int8_t *ap = a_pairs + b * kI2SBlock;
-        _mm_prefetch(reinterpret_cast<const char *>(p + ahead), _MM_HINT_T1);
-        const __m512i v = b + 1 < n_blocks ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(kLowHalf, p);
-        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask), _mm512_loadu_si512(ap));
-        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask), _mm512_loadu_si512(ap + 64));
-        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask), _mm512_loadu_si512(ap + 128));
-        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_and_si512(v, mask), _mm512_loadu_si512(ap + 192));
-    }
-    return sub_wrapping(hsum_i32(_mm512_add_epi32(acc0, acc1)), a_sum);
+// Rows [r0, r1) against M activation rows: tiles of R rows, then single rows.
+template <int R, int M, int C>
+void i2s_rows_natural(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums,
+                      int32_t *y, int64_t ldy) {
+    const int64_t row_bytes = k / 4, ahead = tuning().prefetch_bytes;
+    int64_t r = r0;
+    for (; r + R <= r1; r += R) i2s_tile_natural<R, M, C>(w + r * row_bytes, k, a, a_sums, y + r, ldy, ahead);
+    for (; r < r1; ++r) i2s_tile_natural<1, M, 2>(w + r * row_bytes, k, a, a_sums, y + r, ldy, ahead);
 }
 
-void i2s_gemv_vnni(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, int32_t a_sum,
-                   int32_t *y) {
-    thread_local std::vector<int8_t> a_pairs;
-    a_pairs.resize(static_cast<size_t>((k / kI2SBlock + 1) / 2 * 2 * kI2SBlock));
-    pair_order_activations(a, k, a_pairs.data());
-    const int64_t row_bytes = k / 4, ahead = tuning().prefetch_bytes;
-    for (int64_t r = r0; r < r1; ++r) y[r] = i2s_gemv_vnni_row(w + r * row_bytes, k, a_pairs.data(), a_sum, ahead);
+// m activation rows in groups of up to kNaturalActs. One group streams the rows once; with more,
+// the rows go kRowChunk at a time, so that every group after the first finds them in L1.
+constexpr int kNaturalActs = 8;
+void i2s_matmul_natural(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
+                        const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
+    using rows_fn = void (*)(const uint8_t *, int64_t, int64_t, int64_t, const int8_t *, const int32_t *, int32_t *,
+                             int64_t);
+    static constexpr rows_fn kByActs[kNaturalActs + 1] = {
+        nullptr,
+        i2s_rows_natural<2, 1, 2>,
+        i2s_rows_natural<4, 2, 2>,
+        i2s_rows_natural<4, 3, 1>,
+        i2s_rows_natural<4, 4, 1>,
+        i2s_rows_natural<3, 5, 1>,
+        i2s_rows_natural<3, 6, 1>,
+        i2s_rows_natural<3, 7, 1>,
+        i2s_rows_natural<3, 8, 1>,
+    };
+    const int64_t chunk = m <= kNaturalActs ? r1 - r0 : kRowChunk;
+    for (int64_t c0 = r0; c0 < r1; c0 += chunk) {
+        const int64_t c1 = std::min(r1, c0 + chunk);
+        for (int64_t i = 0; i < m; i += kNaturalActs) {
+            const int64_t n = std::min<int64_t>(kNaturalActs, m - i);
+            kByActs[n](w, k, c0, c1, a + i * k, a_sums + i, y + i * ldy, ldy);
+        }
+    }
 }
 
 template <class Dot>
 void i2s_matmul_avx512(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
                        const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
-    if (m == 1) {
-        if constexpr (std::is_same_v<Dot, dot_vnni>) return i2s_gemv_vnni(w, k, r0, r1, a, a_sums[0], y);
-        i2s_rows<Dot, 1>(w, k, r0, r1, a, a_sums, y, ldy);
-        return;
-    }
+    if (m == 1) return i2s_rows<Dot, 1>(w, k, r0, r1, a, a_sums, y, ldy);
     for (int64_t c0 = r0; c0 < r1; c0 += kRowChunk) {
         const int64_t c1 = std::min(r1, c0 + kRowChunk);
         int64_t i = 0;
@@ -276,7 +308,7 @@ void quantize_row_int8_avx512(const float *x, int64_t k, int8_t *q, float *scale
 constexpr int64_t kDecodeOnceMinBatch = 48;
 void i2s_matmul_avx512vnni(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
                            const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
-    if (m < kDecodeOnceMinBatch) i2s_matmul_avx512<dot_vnni>(w, k, r0, r1, a, a_sums, m, y, ldy);
+    if (m < kDecodeOnceMinBatch) i2s_matmul_natural(w, k, r0, r1, a, a_sums, m, y, ldy);
     else i2s_gemm_avx512vnni(w, k, r0, r1, a, a_sums, m, y, ldy);
 }
 
