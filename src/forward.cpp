@@ -138,27 +138,75 @@ void rope(const context &ctx, const batch_row *rows, float *x, int64_t m, int64_
     }
 }
 
+// The batch's rows as runs of consecutive positions of one sequence (a prompt is one run).
+struct row_run {
+    int64_t first, n;
+};
+std::vector<row_run> runs_of(const batch_row *rows, int64_t m) {
+    std::vector<row_run> runs;
+    for (int64_t i = 0; i < m; ++i) {
+        if (!runs.empty()) {
+            row_run &r = runs.back();
+            const batch_row &prev = rows[r.first + r.n - 1];
+            if (rows[i].seq == prev.seq && rows[i].pos == prev.pos + 1) {
+                ++r.n;
+                continue;
+            }
+        }
+        runs.push_back({i, 1});
+    }
+    return runs;
+}
+
+// Rows per attend_rows call: enough queries to share each key and value load, few enough that the
+// calls balance between threads (later rows see more keys; they are handed out first).
+constexpr int64_t kAttentionRowBlock = 16;
+// Below this many rows in a run, one query at a time (decode, lookup drafts, server slots).
+constexpr int64_t kAttentionMinRows = 4;
+
 // Causal grouped-query attention of m new rows, each against its own sequence's cache of
 // layer il up to and including its position (the batch's k, v are already in the caches).
+// Work items: (row, head) one query at a time, or (block of a run's rows, KV head) for runs of
+// kAttentionMinRows rows or more, all heads of the KV head's group at once (attend_rows).
 void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
     const hparams &hp = ctx.m->hp;
     const int64_t hd = hp.head_dim, kv_dim = hp.n_head_kv * hd, group = hp.n_head / hp.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const int64_t n_items = m * hp.n_head;
+    const int64_t q_dim = hp.n_head * hd;
+    struct block {
+        int64_t first, n;  // rows of the batch, of one run
+    };
+    std::vector<block> blocks;  // single rows, or row blocks of a run; the most keys first
+    for (const row_run &r : runs_of(rows, m)) {
+        const int64_t size = r.n >= kAttentionMinRows ? kAttentionRowBlock : 1;
+        for (int64_t end = r.first + r.n; end > r.first; end -= size)
+            blocks.push_back({std::max(r.first, end - size), std::min(size, end - r.first)});
+    }
+    const int64_t n_items = static_cast<int64_t>(blocks.size()) * hp.n_head_kv;
     const int64_t scores_per_thread = static_cast<int64_t>(ctx.scores.size()) / ctx.pool->size();
-    // Items (row, head) are taken from a shared counter: causal rows differ in length, and a
-    // thread that loses its core leaves its share to the other.
+    // Items are taken from a shared counter: causal rows differ in length, and a thread that
+    // loses its core leaves its share to the other.
     std::atomic<int64_t> next{0};
     const auto work = [&](int t, int) {
         float *scores = ctx.scores.data() + t * scores_per_thread;
+        int64_t n_keys[kAttentionRowBlock];
         for (int64_t item = next.fetch_add(1, std::memory_order_relaxed); item < n_items;
              item = next.fetch_add(1, std::memory_order_relaxed)) {
-            const int64_t i = item / hp.n_head, h = item % hp.n_head, g = h / group;
-            const context &seq = *rows[i].seq;
+            const block &b = blocks[static_cast<size_t>(item / hp.n_head_kv)];
+            const int64_t g = item % hp.n_head_kv;
+            const context &seq = *rows[b.first].seq;
             const float *kc = seq.k_cache.data() + il * seq.n_ctx * kv_dim + g * hd;
             const float *vc = seq.v_cache.data() + il * seq.n_ctx * kv_dim + g * hd;
-            ctx.dk->attend(ctx.q.data() + (i * hp.n_head + h) * hd, kc, vc, kv_dim, rows[i].pos + 1, hd, scale, scores,
-                           ctx.att.data() + (i * hp.n_head + h) * hd);
+            const int64_t at = b.first * q_dim + g * group * hd;
+            if (b.n == 1) {
+                for (int64_t h = 0; h < group; ++h)
+                    ctx.dk->attend(ctx.q.data() + at + h * hd, kc, vc, kv_dim, rows[b.first].pos + 1, hd, scale,
+                                   scores, ctx.att.data() + at + h * hd);
+                continue;
+            }
+            for (int64_t i = 0; i < b.n; ++i) n_keys[i] = rows[b.first + i].pos + 1;
+            ctx.dk->attend_rows(ctx.q.data() + at, kc, vc, kv_dim, hd, scale, b.n, q_dim, group, n_keys,
+                                ctx.att.data() + at);
         }
     };
     // Few keys (a short context, a small model): the calling thread alone, as for small matmuls.

@@ -32,12 +32,26 @@ struct dense_kernel_set {
     // softmax as max-subtracted exp over sum. scores: n_keys floats of scratch.
     void (*attend)(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd,
                    float scale, float *scores, float *out);
+    // Prompt attention: the `group` query heads of one KV head, for n_rows consecutive rows of one
+    // sequence. Query (row i, head t) at q + i * row_stride + t * hd, its output at the same offset
+    // of out; row i sees the first n_keys[i] keys and values (as in attend). Each output is
+    // attend's, up to the last bits of its scores.
+    void (*attend_rows)(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
+                        int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out);
 };
 
 // attend from a set's dot_f32 / axpy_f32 (the scalar and AVX2 sets use it as their attend).
 void attend_with(decltype(dense_kernel_set::dot_f32) dot, decltype(dense_kernel_set::axpy_f32) axpy, const float *q,
                  const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
                  float *scores, float *out);
+
+// attend_rows from a set's attend, one query at a time (the scalar and AVX2 sets use it).
+void attend_rows_with(decltype(dense_kernel_set::attend) attend, const float *q, const float *k, const float *v,
+                      int64_t stride, int64_t hd, float scale, int64_t n_rows, int64_t row_stride, int64_t group,
+                      const int64_t *n_keys, float *out);
+// The AVX-512 set's attend_rows (attention_avx512.cpp).
+void attend_rows_avx512(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
+                        int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out);
 
 const dense_kernel_set *dense_kernels_scalar();
 const dense_kernel_set *dense_kernels_avx2();    // nullptr where not compiled

@@ -136,8 +136,13 @@ void attend(const float *q, const float *k, const float *v, int64_t stride, int6
     attend_with(dot_f32, axpy_f32, q, k, v, stride, n_keys, hd, scale, scores, out);
 }
 
+void attend_rows(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
+                 int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out) {
+    attend_rows_with(attend, q, k, v, stride, hd, scale, n_rows, row_stride, group, n_keys, out);
+}
+
 const dense_kernel_set kAvx2 = {"avx2",      matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0,
-                                matmul_q6_k, dot_f32,    axpy_f32,   attend};
+                                matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows};
 
 }  // namespace
 

@@ -248,7 +248,7 @@ void attend(const float *q, const float *k, const float *v, int64_t stride, int6
 }
 
 const dense_kernel_set kAvx512 = {"avx512",    matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0,
-                                  matmul_q6_k, dot_f32,    axpy_f32,   attend};
+                                  matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows_avx512};
 
 }  // namespace
 

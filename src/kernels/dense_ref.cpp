@@ -100,6 +100,19 @@ void attend_with(decltype(dense_kernel_set::dot_f32) dot, decltype(dense_kernel_
     for (int64_t p = 0; p < n_keys; ++p) axpy(scores[p] / sum, v + p * stride, out, hd);
 }
 
+void attend_rows_with(decltype(dense_kernel_set::attend) attend, const float *q, const float *k, const float *v,
+                      int64_t stride, int64_t hd, float scale, int64_t n_rows, int64_t row_stride, int64_t group,
+                      const int64_t *n_keys, float *out) {
+    thread_local std::vector<float> scores;
+    for (int64_t i = 0; i < n_rows; ++i) {
+        scores.resize(static_cast<size_t>(std::max<int64_t>(1, n_keys[i])));
+        for (int64_t t = 0; t < group; ++t) {
+            const int64_t at = i * row_stride + t * hd;
+            attend(q + at, k, v, stride, n_keys[i], hd, scale, scores.data(), out + at);
+        }
+    }
+}
+
 void matmul_quant_by_rows(uint32_t ggml_type, decltype(dense_kernel_set::matmul_f32) matmul_f32, const uint8_t *w,
                           int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y, int64_t ldy) {
     thread_local std::vector<float> row;
@@ -162,8 +175,14 @@ void attend_ref(const float *q, const float *k, const float *v, int64_t stride, 
     attend_with(dot_f32_ref, axpy_f32_ref, q, k, v, stride, n_keys, hd, scale, scores, out);
 }
 
+void attend_rows_ref(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
+                     int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out) {
+    attend_rows_with(attend_ref, q, k, v, stride, hd, scale, n_rows, row_stride, group, n_keys, out);
+}
+
 const dense_kernel_set kScalar = {"scalar",        matmul_f32_ref,  matmul_f16_ref, matmul_bf16_ref, matmul_q8_0_ref,
-                                  matmul_q6_k_ref, dot_f32_ref,     axpy_f32_ref,   attend_ref};
+                                  matmul_q6_k_ref, dot_f32_ref,     axpy_f32_ref,   attend_ref,
+                                  attend_rows_ref};
 
 }  // namespace
 

@@ -1,112 +1,163 @@
 // AVX-512 VNNI GEMM for I2_S weights against a batch of int8 activation rows (prompt processing).
 //
-// Prefill is compute-bound, and decoding the 2-bit codes (shift + mask) costs as much as the
-// products when done for every activation tile. So the weights are decoded once per slice of
-// kSliceRows rows into a per-thread buffer of u8 codes in natural order, then multiplied with
-// plain loads on both sides:
-//
-//   I2_S block (32 bytes):  byte[m] = c[m]<<6 | c[32+m]<<4 | c[64+m]<<2 | c[96+m]
-//   decoded slice row r:    u8 c[0], c[1], ..., c[k-1]        (values 0..2 = w + 1)
-//   activation row i:       s8 a[0], a[1], ..., a[k-1]
-//   acc(r, i) += vpdpbusd(codes[r][j..j+64), a[i][j..j+64))   4 u8*s8 products per int32 lane
-//
-// Register tile: kTileRows weight rows x kTileActs activation rows (16 zmm accumulators), so
-// every loaded vector feeds 4 products. Activation rows are taken kActBlock at a time so that
-// they stay in L2 while a slice's tiles pass over them. Integer sums are exact in any order:
-// the result equals the scalar reference bit for bit. sum w*a = sum c*a - sum a (codes = w + 1).
+// DRAFT (exploration knobs below).
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
 #include <vector>
 
 #include "kernels/ternary.h"
 #include "kernels/ternary_gemm.h"
 #include "kernels/ternary_impl.h"
 
+#ifndef GEMM_R
+#define GEMM_R 2
+#endif
+#ifndef GEMM_M
+#define GEMM_M 12
+#endif
+#ifndef GEMM_M1
+#define GEMM_M1 24
+#endif
+#ifndef GEMM_ACTBLOCK
+#define GEMM_ACTBLOCK 64
+#endif
+#ifndef GEMM_NAME
+#define GEMM_NAME i2s_gemm_avx512vnni
+#endif
+
 namespace bitnet {
 
 namespace {
 
-constexpr int kTileRows = 4;
-constexpr int kTileActs = 4;
-constexpr int64_t kSliceRows = 16;  // a multiple of kTileRows
-constexpr int64_t kActBlock = 64;
+constexpr int kPanelRows = 16;  // output rows per zmm: one per int32 lane
+constexpr int kSlicePanels = GEMM_R;
+constexpr int kTileActs = GEMM_M;
+constexpr int kTileActsOnePanel = GEMM_M1;
+constexpr int64_t kSliceRows = kPanelRows * kSlicePanels;
+constexpr int64_t kActBlock = GEMM_ACTBLOCK;
+constexpr int64_t kGroup = 4;  // k values per int32 lane
 
-// Rows [r, r + n) of the I2_S matrix into buf (kSliceRows rows of k codes; missing rows zero).
+// Dwords d = 0..7 of one 32-byte block of 16 weight rows (rows[t] points at row t's block),
+// transposed: out[d] lane t = dword d of row t. Rows t and t+4 share a zmm so that after the 4x4
+// transposes inside each 128-bit lane, two lanes of each of two vectors hold rows 0-7 and 8-15.
+inline void transpose_block(const uint8_t *const rows[16], __m512i out[8]) {
+    __m512i z[8];
+    for (int h = 0; h < 2; ++h)
+        for (int j = 0; j < 4; ++j) {
+            const uint8_t *lo = rows[8 * h + j], *hi = rows[8 * h + j + 4];
+            z[4 * h + j] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(lo))),
+                _mm256_loadu_si256(reinterpret_cast<const __m256i *>(hi)), 1);
+        }
+    __m512i t[8];  // t[4h + e]: 128-bit lanes = d_e rows 8h+0..3, d_{4+e} same, d_e rows 8h+4..7, d_{4+e}
+    for (int h = 0; h < 2; ++h) {
+        const __m512i *q = z + 4 * h;
+        const __m512i a = _mm512_unpacklo_epi32(q[0], q[1]), b = _mm512_unpackhi_epi32(q[0], q[1]);
+        const __m512i c = _mm512_unpacklo_epi32(q[2], q[3]), d = _mm512_unpackhi_epi32(q[2], q[3]);
+        t[4 * h + 0] = _mm512_unpacklo_epi64(a, c);
+        t[4 * h + 1] = _mm512_unpackhi_epi64(a, c);
+        t[4 * h + 2] = _mm512_unpacklo_epi64(b, d);
+        t[4 * h + 3] = _mm512_unpackhi_epi64(b, d);
+    }
+    for (int e = 0; e < 4; ++e) {
+        out[e] = _mm512_shuffle_i32x4(t[e], t[4 + e], _MM_SHUFFLE(2, 0, 2, 0));
+        out[4 + e] = _mm512_shuffle_i32x4(t[e], t[4 + e], _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+
+// Rows [r, r + n) (n <= kSliceRows) into buf: group g (k = 4g .. 4g+3) of panel p at
+// buf + (g * kSlicePanels + p) * 64; lanes of rows past n repeat row n-1 (never stored).
 void decode_slice(const uint8_t *w, int64_t k, int64_t r, int64_t n, uint8_t *buf) {
-    const __m256i mask = _mm256_set1_epi8(3);
     const int64_t row_bytes = k / 4;
-    for (int64_t t = 0; t < kSliceRows; ++t) {
-        uint8_t *out = buf + t * k;
-        if (t >= n) {
-            std::fill(out, out + k, uint8_t{0});
-            continue;
-        }
-        const uint8_t *src = w + (r + t) * row_bytes;
+    const __m512i mask3 = _mm512_set1_epi8(3);
+    for (int p = 0; p < kSlicePanels; ++p) {
+        const uint8_t *rows[16];
+        for (int t = 0; t < kPanelRows; ++t)
+            rows[t] = w + (r + std::min<int64_t>(p * kPanelRows + t, n - 1)) * row_bytes;
         for (int64_t b = 0; b < k / kI2SBlock; ++b) {
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + b * kI2SBlockBytes));
-            for (int j = 0; j < 4; ++j) {
-                const __m256i c = _mm256_and_si256(_mm256_srli_epi16(v, 6 - 2 * j), mask);
-                _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + b * kI2SBlock + 32 * j), c);
-            }
+            __m512i v[8];
+            transpose_block(rows, v);
+            for (int t = 0; t < kPanelRows; ++t) rows[t] += kI2SBlockBytes;
+            for (int d = 0; d < 8; ++d)
+                for (int f = 0; f < 4; ++f) {
+                    const int64_t g = b * 32 + f * 8 + d;
+                    const __m512i c = _mm512_and_si512(_mm512_srli_epi32(v[d], 6 - 2 * f), mask3);
+                    _mm512_store_si512(buf + (g * kSlicePanels + p) * 64, c);
+                }
         }
     }
 }
 
-inline int32_t hsum(__m512i v) { return _mm512_reduce_add_epi32(v); }
+inline int32_t load_group(const int8_t *a) {
+    int32_t v;
+    std::memcpy(&v, a, sizeof v);
+    return v;
+}
 
-// kTileRows decoded rows (codes, k apart) times M activation rows (a, k apart); writes the
-// first n_rows outputs of each activation row: y[i * ldy + t].
-template <int M>
-void tile(const uint8_t *codes, const int8_t *a, const int32_t *a_sums, int64_t k, int64_t n_rows, int32_t *y,
+template <int R, int M>
+void tile(const uint8_t *buf, const int8_t *a, const int32_t *a_sums, int64_t k, int64_t n_rows, int32_t *y,
           int64_t ldy) {
-    __m512i acc[kTileRows][M];
-    for (int t = 0; t < kTileRows; ++t)
-        for (int i = 0; i < M; ++i) acc[t][i] = _mm512_setzero_si512();
-    for (int64_t j = 0; j < k; j += 64) {
-        __m512i av[M];
-        for (int i = 0; i < M; ++i) av[i] = _mm512_loadu_si512(a + i * k + j);
-        for (int t = 0; t < kTileRows; ++t) {
-            const __m512i cv = _mm512_loadu_si512(codes + t * k + j);
-            for (int i = 0; i < M; ++i) acc[t][i] = _mm512_dpbusd_epi32(acc[t][i], cv, av[i]);
+    __m512i acc[R][M];
+    for (int p = 0; p < R; ++p)
+        for (int i = 0; i < M; ++i) acc[p][i] = _mm512_setzero_si512();
+    const int64_t groups = k / kGroup;
+    for (int64_t g = 0; g < groups; ++g) {
+        __m512i c[R];
+        for (int p = 0; p < R; ++p) c[p] = _mm512_load_si512(buf + (g * kSlicePanels + p) * 64);
+        for (int i = 0; i < M; ++i) {
+            const __m512i av = _mm512_set1_epi32(load_group(a + i * k + g * kGroup));
+            for (int p = 0; p < R; ++p) acc[p][i] = _mm512_dpbusd_epi32(acc[p][i], c[p], av);
         }
     }
-    for (int t = 0; t < n_rows; ++t)
-        for (int i = 0; i < M; ++i) y[i * ldy + t] = sub_wrapping(hsum(acc[t][i]), a_sums[i]);
+    for (int i = 0; i < M; ++i) {
+        const __m512i s = _mm512_set1_epi32(a_sums[i]);
+        for (int p = 0; p < R; ++p) {
+            const int64_t rows = std::min<int64_t>(kPanelRows, n_rows - p * kPanelRows);
+            if (rows <= 0) break;
+            const __mmask16 live = static_cast<__mmask16>((1u << rows) - 1u);
+            _mm512_mask_storeu_epi32(y + i * ldy + p * kPanelRows, live, _mm512_sub_epi32(acc[p][i], s));
+        }
+    }
 }
 
-// One decoded slice (n_rows valid rows) against activation rows [i0, i1).
-void slice_times_acts(const uint8_t *codes, int64_t n_rows, const int8_t *a, const int32_t *a_sums, int64_t k,
+using tile_fn = void (*)(const uint8_t *, const int8_t *, const int32_t *, int64_t, int64_t, int32_t *, int64_t);
+
+template <int R, int... Ms>
+constexpr std::array<tile_fn, sizeof...(Ms)> tiles_for(std::integer_sequence<int, Ms...>) {
+    return {tile<R, Ms + 1>...};
+}
+
+template <int R, int M>
+void slice_times_acts(const uint8_t *buf, int64_t n_rows, const int8_t *a, const int32_t *a_sums, int64_t k,
                       int64_t i0, int64_t i1, int32_t *y, int64_t ldy) {
-    for (int64_t t = 0; t < n_rows; t += kTileRows) {
-        const int64_t rows = std::min<int64_t>(kTileRows, n_rows - t);
-        const uint8_t *c = codes + t * k;
-        int64_t i = i0;
-        for (; i + kTileActs <= i1; i += kTileActs)
-            tile<kTileActs>(c, a + i * k, a_sums + i, k, rows, y + i * ldy + t, ldy);
-        switch (i1 - i) {
-            case 3: tile<3>(c, a + i * k, a_sums + i, k, rows, y + i * ldy + t, ldy); break;
-            case 2: tile<2>(c, a + i * k, a_sums + i, k, rows, y + i * ldy + t, ldy); break;
-            case 1: tile<1>(c, a + i * k, a_sums + i, k, rows, y + i * ldy + t, ldy); break;
-            default: break;
-        }
-    }
+    static constexpr auto kTiles = tiles_for<R>(std::make_integer_sequence<int, M>());
+    int64_t i = i0;
+    for (; i + M <= i1; i += M) tile<R, M>(buf, a + i * k, a_sums + i, k, n_rows, y + i * ldy, ldy);
+    if (i < i1) kTiles[i1 - i - 1](buf, a + i * k, a_sums + i, k, n_rows, y + i * ldy, ldy);
 }
 
 }  // namespace
 
-void i2s_gemm_avx512vnni(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
+void GEMM_NAME(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
                          const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
-    // One buffer per thread, kept across calls (the pool's threads live as long as the context).
-    thread_local std::vector<uint8_t> buf;
-    const size_t need = static_cast<size_t>(kSliceRows * k);
+    struct alignas(64) line { uint8_t bytes[64]; };
+    thread_local std::vector<line> buf;
+    const size_t need = static_cast<size_t>(kSliceRows * k / 64);
     if (buf.size() < need) buf.resize(need);
+    uint8_t *codes = reinterpret_cast<uint8_t *>(buf.data());
     for (int64_t i0 = 0; i0 < m; i0 += kActBlock) {
         const int64_t i1 = std::min(m, i0 + kActBlock);
         for (int64_t r = r0; r < r1; r += kSliceRows) {
             const int64_t n = std::min(kSliceRows, r1 - r);
-            decode_slice(w, k, r, n, buf.data());
-            slice_times_acts(buf.data(), n, a, a_sums, k, i0, i1, y + r, ldy);
+            decode_slice(w, k, r, n, codes);
+            if (kSlicePanels > 1 && n <= kPanelRows)
+                slice_times_acts<1, kTileActsOnePanel>(codes, n, a, a_sums, k, i0, i1, y + r, ldy);
+            else
+                slice_times_acts<kSlicePanels, kTileActs>(codes, n, a, a_sums, k, i0, i1, y + r, ldy);
         }
     }
 }

@@ -161,6 +161,38 @@ void test_attend(const dense_kernel_set *ks) {
         }
 }
 
+// attend_rows against the scalar set's attend, query by query: GQA groups of 1, 4 and 5 heads,
+// rows that see different numbers of keys (causal), head sizes the tiles take (64, 128, 256) and
+// one they do not (100), key counts across the 64-key blocks.
+void test_attend_rows(const dense_kernel_set *ks) {
+    std::mt19937 gen(6);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    for (int64_t hd : {64, 100, 128, 256})
+        for (int64_t group : {1, 4, 5})
+            for (int64_t n_rows : {1, 3, 9}) {
+                const int64_t first_keys = 1 + static_cast<int64_t>(gen() % 130), stride = 2 * hd + 16;
+                const int64_t n_keys_max = first_keys + n_rows - 1, row_stride = group * hd + 8;
+                std::vector<float> q(static_cast<size_t>(n_rows * row_stride)), kv(static_cast<size_t>(stride * n_keys_max + hd));
+                for (float &x : q) x = u(gen);
+                for (float &x : kv) x = u(gen);
+                std::vector<int64_t> n_keys(static_cast<size_t>(n_rows));
+                for (int64_t i = 0; i < n_rows; ++i) n_keys[static_cast<size_t>(i)] = first_keys + i;
+                std::vector<float> got(q.size(), 7.0f), want(static_cast<size_t>(hd)), scores(static_cast<size_t>(n_keys_max));
+                const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+                ks->attend_rows(q.data(), kv.data(), kv.data() + hd, stride, hd, scale, n_rows, row_stride, group,
+                                n_keys.data(), got.data());
+                for (int64_t i = 0; i < n_rows; ++i)
+                    for (int64_t t = 0; t < group; ++t) {
+                        const int64_t at = i * row_stride + t * hd;
+                        dense_kernels_scalar()->attend(q.data() + at, kv.data(), kv.data() + hd, stride, n_keys[static_cast<size_t>(i)], hd, scale,
+                                                       scores.data(), want.data());
+                        for (int64_t j = 0; j < hd; ++j)
+                            check(std::fabs(got[static_cast<size_t>(at + j)] - want[static_cast<size_t>(j)]) <= 1e-5f * 2.0f,
+                                  "attend_rows differs from the scalar attend", ks->name, "F32", hd, n_rows * 1000 + group, at + j);
+                    }
+            }
+}
+
 }  // namespace
 
 int main() {
@@ -175,10 +207,12 @@ int main() {
     std::printf("\n");
     test_against_reference(dense_kernels_scalar());
     test_quantized_equals_widened(dense_kernels_scalar());
+    test_attend_rows(dense_kernels_scalar());
     for (const dense_kernel_set *ks : sets) {
         test_against_reference(ks);
         test_quantized_equals_widened(ks);
         test_attend(ks);
+        test_attend_rows(ks);
     }
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;

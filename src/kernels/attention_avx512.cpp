@@ -1,0 +1,193 @@
+// Prompt attention with AVX-512: all query heads of one KV head, for several consecutive rows of
+// one sequence, against that head's cached keys and values (dense.h: attend_rows).
+//
+// One query at a time (dense_avx512.cpp: attend) costs a load per FMA and a horizontal sum per
+// key. Here queries share every loaded key and value vector through register tiles of kQueries
+// queries x 64 lanes, half a load per FMA and no horizontal sums:
+//
+//   keys, kKeyBlock at a time, transposed:  kt[d][c] = key (kb + c), dimension d   (c < 64)
+//   scores: acc[j][u] += q_j[d] (broadcast) * kt[d][16u .. 16u + 16)   for d < hd, u < 4
+//   values: acc[j][u] += w_j[p] (broadcast) * v_p[64h + 16u .. +16)    for keys p in order
+//
+// A query's scores are summed over d in one chain per key, where the scalar reference sums a dot
+// product (so they differ from it in the last bits, as attend's do); the softmax is the
+// reference's (max-subtracted exp over the sum) and the weighted values are summed in key order
+// with one FMA each, as attend sums them.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/dense.h"
+
+namespace bitnet {
+
+namespace {
+
+constexpr int kQueries = 4;     // queries per register tile
+constexpr int kKeyBlock = 64;   // keys per transposed block: four zmm of lanes
+constexpr int kDimBlock = 64;   // value dimensions per register tile
+
+// The queries of a call, row-major: query j is head j % group of row j / group.
+struct query_rows {
+    const float *base;
+    int64_t row_stride, group, hd;
+    const float *at(int64_t j) const { return base + (j / group) * row_stride + (j % group) * hd; }
+};
+
+// 16 rows of 16 floats (r[i]) transposed in registers.
+void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4)
+        for (int h = 0; h < 2; ++h) {
+            const __m512d a = _mm512_castps_pd(t[i + h]), b = _mm512_castps_pd(t[i + 2 + h]);
+            r[i + h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            r[i + 2 + h] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    for (int i = 0; i < 16; i += 8)
+        for (int h = 0; h < 4; ++h) {
+            t[i + h] = _mm512_shuffle_f32x4(r[i + h], r[i + 4 + h], 0x88);
+            t[i + 4 + h] = _mm512_shuffle_f32x4(r[i + h], r[i + 4 + h], 0xDD);
+        }
+    for (int h = 0; h < 8; ++h) {
+        r[h] = _mm512_shuffle_f32x4(t[h], t[h + 8], 0x88);
+        r[h + 8] = _mm512_shuffle_f32x4(t[h], t[h + 8], 0xDD);
+    }
+    // The passes above leave row i of the result in r[perm(i)]; put them back in order.
+    constexpr int kOrder[16] = {0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15};
+    for (int i = 0; i < 16; ++i) t[i] = r[kOrder[i]];
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Keys [kb, kb + n) (n <= kKeyBlock) into kt[d * kKeyBlock + c]; lanes c >= n are zero.
+void transpose_keys(const float *k, int64_t stride, int64_t kb, int64_t n, int64_t hd, float *kt) {
+    for (int64_t c0 = 0; c0 < kKeyBlock; c0 += 16)
+        for (int64_t d0 = 0; d0 < hd; d0 += 16) {
+            __m512 r[16];
+            for (int64_t c = 0; c < 16; ++c)
+                r[c] = c0 + c < n ? _mm512_loadu_ps(k + (kb + c0 + c) * stride + d0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int64_t d = 0; d < 16; ++d) _mm512_storeu_ps(kt + (d0 + d) * kKeyBlock + c0, r[d]);
+        }
+}
+
+// Scores of NQ queries (q[j]) against one transposed key block: scores_j[c] = scale * q_j . key c.
+template <int NQ>
+void score_tile(const float *const q[], const float *kt, int64_t hd, float scale, float *const scores[]) {
+    __m512 acc[NQ][4];
+    for (int j = 0; j < NQ; ++j)
+        for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < hd; ++d) {
+        __m512 kv[4];
+        for (int u = 0; u < 4; ++u) kv[u] = _mm512_loadu_ps(kt + d * kKeyBlock + 16 * u);
+        for (int j = 0; j < NQ; ++j) {
+            const __m512 qd = _mm512_set1_ps(q[j][d]);
+            for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_fmadd_ps(qd, kv[u], acc[j][u]);
+        }
+    }
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (int j = 0; j < NQ; ++j)
+        for (int u = 0; u < 4; ++u) _mm512_storeu_ps(scores[j] + 16 * u, _mm512_mul_ps(acc[j][u], vs));
+}
+
+// Dimensions [d0, d0 + 64) of NQ outputs: out_j = sum over keys p < n of w_j[p] * v_p, in key order.
+template <int NQ>
+void value_tile(const float *const w[], const float *v, int64_t stride, int64_t n, int64_t d0, float *const out[]) {
+    __m512 acc[NQ][4];
+    for (int j = 0; j < NQ; ++j)
+        for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < n; ++p) {
+        __m512 vv[4];
+        for (int u = 0; u < 4; ++u) vv[u] = _mm512_loadu_ps(v + p * stride + d0 + 16 * u);
+        for (int j = 0; j < NQ; ++j) {
+            const __m512 wp = _mm512_set1_ps(w[j][p]);
+            for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_fmadd_ps(wp, vv[u], acc[j][u]);
+        }
+    }
+    for (int j = 0; j < NQ; ++j)
+        for (int u = 0; u < 4; ++u) _mm512_storeu_ps(out[j] + d0 + 16 * u, acc[j][u]);
+}
+
+// Scores of n keys (in place) -> softmax weights; the weights of keys n .. n_pad are 0, so a tile
+// of queries with fewer keys than its longest one adds exact zeros.
+void softmax_weights(float *s, int64_t n, int64_t n_pad) {
+    float max_s = -INFINITY;
+    for (int64_t p = 0; p < n; ++p) max_s = std::max(max_s, s[p]);
+    float sum = 0;
+    for (int64_t p = 0; p < n; ++p) {
+        s[p] = std::exp(s[p] - max_s);
+        sum += s[p];
+    }
+    for (int64_t p = 0; p < n; ++p) s[p] = s[p] / sum;
+    std::fill(s + n, s + n_pad, 0.0f);
+}
+
+}  // namespace
+
+void attend_rows_avx512(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
+                        int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out) {
+    if (hd % kDimBlock != 0)  // the tiles' 64 lanes of dimensions; odd head sizes go one query at a time
+        return attend_rows_with(dense_kernels_avx512()->attend, q, k, v, stride, hd, scale, n_rows, row_stride, group,
+                                n_keys, out);
+    const query_rows qs{q, row_stride, group, hd}, outs{out, row_stride, group, hd};
+    const int64_t n_q = n_rows * group;
+    int64_t most = 0;
+    for (int64_t i = 0; i < n_rows; ++i) most = std::max(most, n_keys[i]);
+    const int64_t n_pad = (most + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+    thread_local std::vector<float> scratch;
+    scratch.resize(static_cast<size_t>(n_q * n_pad + hd * kKeyBlock));
+    float *scores = scratch.data(), *kt = scores + n_q * n_pad;
+    const auto keys_of = [&](int64_t j) { return n_keys[j / group]; };
+
+    // Scores, key block by key block: the block is transposed once for every query that sees it.
+    for (int64_t kb = 0; kb < most; kb += kKeyBlock) {
+        transpose_keys(k, stride, kb, std::min<int64_t>(kKeyBlock, most - kb), hd, kt);
+        for (int64_t j = 0; j < n_q; j += kQueries) {
+            const int64_t nq = std::min<int64_t>(kQueries, n_q - j);
+            const float *qp[kQueries];
+            float *sp[kQueries];
+            bool any = false;
+            for (int64_t t = 0; t < nq; ++t) {
+                qp[t] = qs.at(j + t);
+                sp[t] = scores + (j + t) * n_pad + kb;
+                any = any || keys_of(j + t) > kb;
+            }
+            if (!any) continue;  // causal: these queries see none of this block
+            switch (nq) {
+                case 4: score_tile<4>(qp, kt, hd, scale, sp); break;
+                case 3: score_tile<3>(qp, kt, hd, scale, sp); break;
+                case 2: score_tile<2>(qp, kt, hd, scale, sp); break;
+                default: score_tile<1>(qp, kt, hd, scale, sp); break;
+            }
+        }
+    }
+    for (int64_t j = 0; j < n_q; ++j) softmax_weights(scores + j * n_pad, keys_of(j), n_pad);
+
+    // Weighted values, kQueries queries x 64 dimensions per tile.
+    for (int64_t j = 0; j < n_q; j += kQueries) {
+        const int64_t nq = std::min<int64_t>(kQueries, n_q - j);
+        const float *wp[kQueries];
+        float *op[kQueries];
+        int64_t n = 0;
+        for (int64_t t = 0; t < nq; ++t) {
+            wp[t] = scores + (j + t) * n_pad;
+            op[t] = const_cast<float *>(outs.at(j + t));
+            n = std::max(n, keys_of(j + t));
+        }
+        for (int64_t d0 = 0; d0 < hd; d0 += kDimBlock) {
+            switch (nq) {
+                case 4: value_tile<4>(wp, v, stride, n, d0, op); break;
+                case 3: value_tile<3>(wp, v, stride, n, d0, op); break;
+                case 2: value_tile<2>(wp, v, stride, n, d0, op); break;
+                default: value_tile<1>(wp, v, stride, n, d0, op); break;
+            }
+        }
+    }
+}
+
+}  // namespace bitnet
