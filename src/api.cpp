@@ -193,7 +193,6 @@ int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads) {
         return set_error(BITNET_ERR_ARGUMENT, "n_threads must be in [1, 1024]");
     return guarded(
         [&]() -> int {
-            ctx->impl->scores.assign(static_cast<size_t>(n_threads * ctx->impl->n_ctx), 0.0f);
             ctx->impl->pool = std::make_unique<bitnet::thread_pool>(n_threads);
             return BITNET_OK;
         },

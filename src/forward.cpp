@@ -161,50 +161,36 @@ std::vector<row_run> runs_of(const batch_row *rows, int64_t m) {
 // Rows per attend_rows call: enough queries to share each key and value load, few enough that the
 // calls balance between threads (later rows see more keys; they are handed out first).
 constexpr int64_t kAttentionRowBlock = 16;
-// Below this many rows in a run, one query at a time (decode, lookup drafts, server slots).
-constexpr int64_t kAttentionMinRows = 4;
 
 // Causal grouped-query attention of m new rows, each against its own sequence's cache of
 // layer il up to and including its position (the batch's k, v are already in the caches).
-// Work items: (row, head) one query at a time, or (block of a run's rows, KV head) for runs of
-// kAttentionMinRows rows or more, all heads of the KV head's group at once (attend_rows).
+// Work items: (block of up to kAttentionRowBlock rows of a run, KV head), all query heads of the
+// KV head's group at once. Every row goes through attend_rows, single decode steps too: a query's
+// result must not depend on the batch it came in (lookup drafts, server slots).
 void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
     const hparams &hp = ctx.m->hp;
     const int64_t hd = hp.head_dim, kv_dim = hp.n_head_kv * hd, group = hp.n_head / hp.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t q_dim = hp.n_head * hd;
-    struct block {
-        int64_t first, n;  // rows of the batch, of one run
-    };
-    std::vector<block> blocks;  // single rows, or row blocks of a run; the most keys first
-    for (const row_run &r : runs_of(rows, m)) {
-        const int64_t size = r.n >= kAttentionMinRows ? kAttentionRowBlock : 1;
-        for (int64_t end = r.first + r.n; end > r.first; end -= size)
-            blocks.push_back({std::max(r.first, end - size), std::min(size, end - r.first)});
-    }
+    std::vector<row_run> blocks;  // the most keys first
+    for (const row_run &r : runs_of(rows, m))
+        for (int64_t end = r.first + r.n; end > r.first; end -= kAttentionRowBlock)
+            blocks.push_back({std::max(r.first, end - kAttentionRowBlock), std::min(kAttentionRowBlock, end - r.first)});
     const int64_t n_items = static_cast<int64_t>(blocks.size()) * hp.n_head_kv;
-    const int64_t scores_per_thread = static_cast<int64_t>(ctx.scores.size()) / ctx.pool->size();
     // Items are taken from a shared counter: causal rows differ in length, and a thread that
     // loses its core leaves its share to the other.
     std::atomic<int64_t> next{0};
-    const auto work = [&](int t, int) {
-        float *scores = ctx.scores.data() + t * scores_per_thread;
+    const auto work = [&](int, int) {
         int64_t n_keys[kAttentionRowBlock];
         for (int64_t item = next.fetch_add(1, std::memory_order_relaxed); item < n_items;
              item = next.fetch_add(1, std::memory_order_relaxed)) {
-            const block &b = blocks[static_cast<size_t>(item / hp.n_head_kv)];
+            const row_run &b = blocks[static_cast<size_t>(item / hp.n_head_kv)];
             const int64_t g = item % hp.n_head_kv;
             const context &seq = *rows[b.first].seq;
             const float *kc = seq.k_cache.data() + il * seq.n_ctx * kv_dim + g * hd;
             const float *vc = seq.v_cache.data() + il * seq.n_ctx * kv_dim + g * hd;
-            const int64_t at = b.first * q_dim + g * group * hd;
-            if (b.n == 1) {
-                for (int64_t h = 0; h < group; ++h)
-                    ctx.dk->attend(ctx.q.data() + at + h * hd, kc, vc, kv_dim, rows[b.first].pos + 1, hd, scale,
-                                   scores, ctx.att.data() + at + h * hd);
-                continue;
-            }
             for (int64_t i = 0; i < b.n; ++i) n_keys[i] = rows[b.first + i].pos + 1;
+            const int64_t at = b.first * q_dim + g * group * hd;
             ctx.dk->attend_rows(ctx.q.data() + at, kc, vc, kv_dim, hd, scale, b.n, q_dim, group, n_keys,
                                 ctx.att.data() + at);
         }
@@ -395,8 +381,7 @@ std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_thread
                     try_resize(ctx->v, B * KV) && try_resize(ctx->att, B * Q) && try_resize(ctx->gate, B * F) &&
                     try_resize(ctx->up, B * F) && try_resize(ctx->hidden, B * widest) &&
                     try_resize(ctx->out, B * E) && try_resize(ctx->act_q, B * widest) &&
-                    try_resize(ctx->act_scale, B) && try_resize(ctx->act_sum, B) &&
-                    try_resize(ctx->scores, ctx->pool->size() * n_ctx);
+                    try_resize(ctx->act_scale, B) && try_resize(ctx->act_sum, B);
     if (!ok) {
         *error = "out of memory allocating a context of " + std::to_string(n_ctx) + " tokens";
         return nullptr;
@@ -453,7 +438,6 @@ int forward_decode_multi(context *const *seqs, const int32_t *tokens, int64_t n,
     }
     context &lead = *seqs[0];
     const int64_t V = lead.m->hp.n_vocab;
-    int64_t widest_ctx = 0;
     std::vector<batch_row> rows(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
         context *seq = seqs[i];
@@ -477,11 +461,7 @@ int forward_decode_multi(context *const *seqs, const int32_t *tokens, int64_t n,
             return BITNET_ERR_ARGUMENT;
         }
         rows[static_cast<size_t>(i)] = {seq, seq->n_past};
-        widest_ctx = std::max(widest_ctx, seq->n_ctx);
     }
-    // The lead's attention scratch must hold the longest sequence's scores.
-    const size_t n_scores = static_cast<size_t>(lead.pool->size() * widest_ctx);
-    if (lead.scores.size() < n_scores) lead.scores.assign(n_scores, 0.0f);
     forward_batch(lead, rows.data(), tokens, n, logits, true);
     return BITNET_OK;
 }

@@ -33,7 +33,6 @@ struct context {
     std::vector<int8_t> act_q;        // int8 activations entering a ternary layer
     std::vector<float> act_scale;     // per token
     std::vector<int32_t> act_sum;     // per token
-    std::vector<float> scores;        // attention scores, n_ctx per thread
     std::string dump_dir;             // debug dumps of named tensors when not empty (debug_dump.h)
 };
 

@@ -2,6 +2,7 @@
 exactly as plain decoding gives it, keep the KV cache equal to the tokens it claims to hold,
 and actually run (batches of more than one token) on text that repeats."""
 
+import numpy as np
 import pytest
 
 from bitnet.engine import NativeContext
@@ -22,6 +23,25 @@ def test_ngram_index_drafts_what_followed_the_suffix():
     assert idx.draft(4) == []  # "2 3 7" and "3 7" never occurred before
     idx = NgramIndex([5, 6, 8, 5, 6])
     assert idx.draft(8) == [8, 5, 6]  # the 2-gram "5 6" when no 3-gram matches
+
+
+@pytest.mark.parametrize("which", ["tiny", "demo"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_batch_rows_equal_single_decode_steps_bit_for_bit(tiny_gguf, which, n_threads):
+    """What makes lookup decoding lossless: row j of a batch's logits is, to the bit, what decoding
+    the tokens one at a time gives. The demo model's heads of 64 take the attention tiles
+    (attend_rows with AVX-512); the tiny model's heads of 32 take the one-query path."""
+    from bitnet.engine import NativeModel
+    from bitnet.model import default_model_path
+
+    model = NativeModel(tiny_gguf if which == "tiny" else default_model_path())
+    tokens = [(37 * i + 11) % model.n_vocab for i in range(40)]
+    batched, stepped = NativeContext(model, 64, n_threads), NativeContext(model, 64, n_threads)
+    for ctx in (batched, stepped):
+        ctx.decode(tokens[:7], want_logits=False)
+    rows = batched.decode(tokens[7:], all_logits=True)  # 33 rows: blocks of 16 and a rest
+    steps = np.stack([stepped.decode([t]) for t in tokens[7:]])
+    assert np.array_equal(rows, steps)
 
 
 def test_lookup_is_on_by_default_only_for_models_read_from_memory(tiny_model, batch_sizes):

@@ -39,7 +39,6 @@ constexpr int kTileActs = GEMM_M;
 constexpr int kTileActsOnePanel = GEMM_M1;
 constexpr int64_t kSliceRows = kPanelRows * kSlicePanels;
 constexpr int64_t kActBlock = GEMM_ACTBLOCK;
-constexpr int64_t kGroup = 4;  // k values per int32 lane
 
 // Dwords d = 0..7 of one 32-byte block of 16 weight rows (rows[t] points at row t's block),
 // transposed: out[d] lane t = dword d of row t. Rows t and t+4 share a zmm so that after the 4x4
@@ -69,11 +68,10 @@ inline void transpose_block(const uint8_t *const rows[16], __m512i out[8]) {
     }
 }
 
-// Rows [r, r + n) (n <= kSliceRows) into buf: group g (k = 4g .. 4g+3) of panel p at
-// buf + (g * kSlicePanels + p) * 64; lanes of rows past n repeat row n-1 (never stored).
-void decode_slice(const uint8_t *w, int64_t k, int64_t r, int64_t n, uint8_t *buf) {
+// Rows [r, r + n) (n <= kSliceRows) into buf: dword d of block b of panel p at
+// buf + ((b * 8 + d) * kSlicePanels + p) * 64; lanes of rows past n repeat row n-1 (never stored).
+void transpose_slice(const uint8_t *w, int64_t k, int64_t r, int64_t n, uint8_t *buf) {
     const int64_t row_bytes = k / 4;
-    const __m512i mask3 = _mm512_set1_epi8(3);
     for (int p = 0; p < kSlicePanels; ++p) {
         const uint8_t *rows[16];
         for (int t = 0; t < kPanelRows; ++t)
@@ -82,12 +80,7 @@ void decode_slice(const uint8_t *w, int64_t k, int64_t r, int64_t n, uint8_t *bu
             __m512i v[8];
             transpose_block(rows, v);
             for (int t = 0; t < kPanelRows; ++t) rows[t] += kI2SBlockBytes;
-            for (int d = 0; d < 8; ++d)
-                for (int f = 0; f < 4; ++f) {
-                    const int64_t g = b * 32 + f * 8 + d;
-                    const __m512i c = _mm512_and_si512(_mm512_srli_epi32(v[d], 6 - 2 * f), mask3);
-                    _mm512_store_si512(buf + (g * kSlicePanels + p) * 64, c);
-                }
+            for (int d = 0; d < 8; ++d) _mm512_store_si512(buf + ((b * 8 + d) * kSlicePanels + p) * 64, v[d]);
         }
     }
 }
@@ -101,18 +94,24 @@ inline int32_t load_group(const int8_t *a) {
 template <int R, int M>
 void tile(const uint8_t *buf, const int8_t *a, const int32_t *a_sums, int64_t k, int64_t n_rows, int32_t *y,
           int64_t ldy) {
+    const __m512i mask3 = _mm512_set1_epi8(3);
     __m512i acc[R][M];
     for (int p = 0; p < R; ++p)
         for (int i = 0; i < M; ++i) acc[p][i] = _mm512_setzero_si512();
-    const int64_t groups = k / kGroup;
-    for (int64_t g = 0; g < groups; ++g) {
-        __m512i c[R];
-        for (int p = 0; p < R; ++p) c[p] = _mm512_load_si512(buf + (g * kSlicePanels + p) * 64);
-        for (int i = 0; i < M; ++i) {
-            const __m512i av = _mm512_set1_epi32(load_group(a + i * k + g * kGroup));
-            for (int p = 0; p < R; ++p) acc[p][i] = _mm512_dpbusd_epi32(acc[p][i], c[p], av);
+    for (int64_t b = 0; b < k / kI2SBlock; ++b)
+        for (int d = 0; d < 8; ++d) {
+            __m512i v[R];
+            for (int p = 0; p < R; ++p) v[p] = _mm512_load_si512(buf + ((b * 8 + d) * kSlicePanels + p) * 64);
+            for (int f = 0; f < 4; ++f) {
+                __m512i c[R];
+                for (int p = 0; p < R; ++p) c[p] = _mm512_and_si512(_mm512_srli_epi32(v[p], 6 - 2 * f), mask3);
+                const int8_t *ag = a + b * kI2SBlock + 32 * f + 4 * d;
+                for (int i = 0; i < M; ++i) {
+                    const __m512i av = _mm512_set1_epi32(load_group(ag + i * k));
+                    for (int p = 0; p < R; ++p) acc[p][i] = _mm512_dpbusd_epi32(acc[p][i], c[p], av);
+                }
+            }
         }
-    }
     for (int i = 0; i < M; ++i) {
         const __m512i s = _mm512_set1_epi32(a_sums[i]);
         for (int p = 0; p < R; ++p) {
@@ -146,14 +145,19 @@ void GEMM_NAME(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t
                          const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
     struct alignas(64) line { uint8_t bytes[64]; };
     thread_local std::vector<line> buf;
-    const size_t need = static_cast<size_t>(kSliceRows * k / 64);
+    const size_t need = static_cast<size_t>(kSliceRows * k / 4 / 64);
     if (buf.size() < need) buf.resize(need);
     uint8_t *codes = reinterpret_cast<uint8_t *>(buf.data());
-    for (int64_t i0 = 0; i0 < m; i0 += kActBlock) {
-        const int64_t i1 = std::min(m, i0 + kActBlock);
+#ifdef GEMM_ACTBYTES
+    const int64_t act_block = std::max<int64_t>(kTileActs, GEMM_ACTBYTES / k / kTileActs * kTileActs);
+#else
+    const int64_t act_block = kActBlock;
+#endif
+    for (int64_t i0 = 0; i0 < m; i0 += act_block) {
+        const int64_t i1 = std::min(m, i0 + act_block);
         for (int64_t r = r0; r < r1; r += kSliceRows) {
             const int64_t n = std::min(kSliceRows, r1 - r);
-            decode_slice(w, k, r, n, codes);
+            transpose_slice(w, k, r, n, codes);
             if (kSlicePanels > 1 && n <= kPanelRows)
                 slice_times_acts<1, kTileActsOnePanel>(codes, n, a, a_sums, k, i0, i1, y + r, ldy);
             else

@@ -181,6 +181,15 @@ void test_attend_rows(const dense_kernel_set *ks) {
                 const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
                 ks->attend_rows(q.data(), kv.data(), kv.data() + hd, stride, hd, scale, n_rows, row_stride, group,
                                 n_keys.data(), got.data());
+                // Each row alone gives the same bits as in the block: a query's result must not depend
+                // on the batch it came in (lookup drafts are verified in batches of plain decode steps).
+                std::vector<float> alone(q.size(), 7.0f);
+                for (int64_t i = 0; i < n_rows; ++i)
+                    ks->attend_rows(q.data() + i * row_stride, kv.data(), kv.data() + hd, stride, hd, scale, 1,
+                                    row_stride, group, n_keys.data() + i, alone.data() + i * row_stride);
+                check(std::memcmp(alone.data(), got.data(), got.size() * sizeof(float)) == 0,
+                      "attend_rows of one row differs from the same row in a block", ks->name, "F32", hd,
+                      n_rows * 1000 + group, 0);
                 for (int64_t i = 0; i < n_rows; ++i)
                     for (int64_t t = 0; t < group; ++t) {
                         const int64_t at = i * row_stride + t * hd;
