@@ -28,23 +28,32 @@ namespace {
 constexpr int kGemvRows = 2;
 constexpr int kGemmActs = 8;
 
-// A weight type: its row size in bytes, where element j's bytes start (for the prefetch), and
-// 16 elements j .. j+15 of a row widened to f32 (masked lanes read as 0).
-struct load_f32 {
+// A weight type: its row size in bytes, where element j's bytes start (for the prefetch), 16
+// elements j .. j+15 of a row widened to f32 (masked lanes read as 0), and 64 elements j .. j+63
+// (j a multiple of 64, all inside the row) as four such vectors. A quantized type widens 64 at a
+// time where its layout makes that cheaper than four times 16 (its bit fields come 64 to a zmm).
+template <class Load>
+struct by_sixteen {
+    static void vec64(const uint8_t *row, int64_t j, __m512 out[4]) {
+        for (int c = 0; c < 4; ++c) out[c] = Load::vec(row, j + 16 * c, static_cast<__mmask16>(0xFFFF));
+    }
+};
+
+struct load_f32 : by_sixteen<load_f32> {
     static int64_t row_bytes(int64_t k) { return 4 * k; }
     static int64_t offset(int64_t j) { return 4 * j; }
     static __m512 vec(const uint8_t *row, int64_t j, __mmask16 m) {
         return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float *>(row) + j);
     }
 };
-struct load_f16 {
+struct load_f16 : by_sixteen<load_f16> {
     static int64_t row_bytes(int64_t k) { return 2 * k; }
     static int64_t offset(int64_t j) { return 2 * j; }
     static __m512 vec(const uint8_t *row, int64_t j, __mmask16 m) {
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t *>(row) + j));
     }
 };
-struct load_bf16 {
+struct load_bf16 : by_sixteen<load_bf16> {
     static int64_t row_bytes(int64_t k) { return 2 * k; }
     static int64_t offset(int64_t j) { return 2 * j; }
     static __m512 vec(const uint8_t *row, int64_t j, __mmask16 m) {
@@ -53,46 +62,71 @@ struct load_bf16 {
     }
 };
 
+inline int32_t load_u32(const uint8_t *p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
 inline float f16_scale(const uint8_t *p) {  // f16_at, with F16C
     uint16_t h;
     std::memcpy(&h, p, sizeof h);
     return _cvtsh_ss(h);
 }
 
+// 16 int8 at p, times a scale: (float)q * scale, rounded once, as the scalar widening does.
+inline __m512 scaled_int8(const int8_t *p, float scale) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    return _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+}
+
 // Q8_0: blocks of 32 = f16 d + 32 int8; w = d * q (dequant.cpp's one multiply).
-struct load_q8_0 {
+struct load_q8_0 : by_sixteen<load_q8_0> {
     static int64_t row_bytes(int64_t k) { return k / 32 * 34; }
     static int64_t offset(int64_t j) { return j / 32 * 34; }
     static __m512 vec(const uint8_t *row, int64_t j, __mmask16) {
         const uint8_t *block = row + j / 32 * 34;
-        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(block + 2 + (j & 31)));
-        // d broadcast as f16 and widened in the vector unit (exact, like the scalar widening).
-        uint16_t bits;
-        std::memcpy(&bits, block, sizeof bits);
-        const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(bits)));
-        return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+        return scaled_int8(reinterpret_cast<const int8_t *>(block + 2 + (j & 31)), f16_scale(block));
     }
 };
 
 // Q6_K: super-blocks of 256 = ql[128] | qh[64] | int8 sc[16] | f16 d (dequant.h). Element e of a
 // super-block: half h = e / 128, quarter g = e % 128 / 32, l = e % 32; its 6-bit value is
 // ql[64h + 32(g & 1) + l] (low nibble for g < 2, high for g >= 2) | (qh[32h + l] >> 2g & 3) << 4,
-// minus 32, and w = (d * sc[8h + l / 16 + 2g]) * q, in dequant.cpp's order.
+// minus 32, and w = (d * sc[8h + l / 16 + 2g]) * q, in dequant.cpp's order. 64 elements at a time
+// (quarters 2p, 2p + 1 of half h):
+//
+//   ql[64h .. 64h + 64)          -> low nibbles (p = 0) or high nibbles (p = 1): one zmm
+//   qh[32h .. 32h + 32) in both zmm halves, >> (4p | 4p + 2) & 3, << 4: the top two bits
+//   sixteen elements c = 0..3 scaled by d * sc[8h + 4p + c]
 struct load_q6_k {
     static int64_t row_bytes(int64_t k) { return k / 256 * 210; }
     static int64_t offset(int64_t j) { return j / 256 * 210; }
     static __m512 vec(const uint8_t *row, int64_t j, __mmask16) {
+        __m512 four[4];
+        vec64(row, j & ~int64_t{63}, four);
+        return four[(j & 63) / 16];
+    }
+    static void vec64(const uint8_t *row, int64_t j, __m512 out[4]) {
         const uint8_t *sb = row + j / 256 * 210;
-        const int64_t e = j & 255, h = e / 128, g = e % 128 / 32, l = e % 32;  // l is 0 or 16
-        const __m128i ql = _mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 64 * h + 32 * (g & 1) + l));
-        const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 128 + 32 * h + l));
-        const __m128i nib = _mm_set1_epi8(15), two = _mm_set1_epi8(3);
-        const __m128i lo = _mm_and_si128(g < 2 ? ql : _mm_srli_epi16(ql, 4), nib);
-        const __m128i hi = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(static_cast<int>(2 * g))), two);
-        const __m128i q = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
-        const auto *sc = reinterpret_cast<const int8_t *>(sb + 192);
-        const float scale = f16_scale(sb + 208) * static_cast<float>(sc[8 * h + l / 16 + 2 * g]);
-        return _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+        const int64_t h = (j & 255) / 128, p = (j & 127) / 64;
+        const __m512i ql = _mm512_loadu_si512(sb + 64 * h);
+        const __m512i low = _mm512_and_si512(p == 0 ? ql : _mm512_srli_epi16(ql, 4), _mm512_set1_epi8(15));
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb + 128 + 32 * h)));
+        const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi32(static_cast<int>(4 * p)),
+                                                 _mm256_set1_epi32(static_cast<int>(4 * p + 2)), 1);
+        const __m512i top = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi32(qh, shift), _mm512_set1_epi8(3)), 4);
+        const __m512i q = _mm512_sub_epi8(_mm512_or_si512(low, top), _mm512_set1_epi8(32));
+        // The four scales d * sc[8h + 4p + c], rounded as the scalar code rounds them, in lanes 0..3.
+        const __m128i sc = _mm_cvtsi32_si128(load_u32(sb + 192 + 8 * h + 4 * p));
+        const __m512 scales = _mm512_castps128_ps512(
+            _mm_mul_ps(_mm_set1_ps(f16_scale(sb + 208)), _mm_cvtepi32_ps(_mm_cvtepi8_epi32(sc))));
+        const __m128i q16[4] = {_mm512_castsi512_si128(q), _mm512_extracti32x4_epi32(q, 1),
+                                _mm512_extracti32x4_epi32(q, 2), _mm512_extracti32x4_epi32(q, 3)};
+        for (int c = 0; c < 4; ++c) {
+            const __m512 qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q16[c]));
+            out[c] = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_set1_epi32(c), scales), qf);
+        }
     }
 };
 
@@ -100,7 +134,8 @@ inline __mmask16 lanes(int64_t left) {
     return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
 }
 
-// R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t].
+// R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t]. Elements
+// are taken 64 at a time (a 16-element masked tail at the end), each output summed in one order.
 template <class Load, int R, int M>
 void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
     // The tile's R rows are read side by side: the data not yet asked for starts R-1 rows past the
@@ -109,14 +144,25 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
     __m512 acc[R][M];
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i) acc[t][i] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < k; j += 16) {
+    int64_t prefetched = 0;  // bytes of each row prefetched so far (from `ahead` on)
+    int64_t j = 0;
+    for (; j + 64 <= k; j += 64) {
+        const int64_t upto = Load::offset(j + 64);
+        for (; prefetched < upto; prefetched += 64)
+            for (int t = 0; t < R; ++t)
+                _mm_prefetch(reinterpret_cast<const char *>(w + (r + t) * row_bytes + prefetched + ahead), _MM_HINT_T1);
+        __m512 wv[R][4];
+        for (int t = 0; t < R; ++t) Load::vec64(w + (r + t) * row_bytes, j, wv[t]);
+        for (int c = 0; c < 4; ++c)
+            for (int i = 0; i < M; ++i) {
+                const __m512 xv = _mm512_loadu_ps(x + i * k + j + 16 * c);
+                for (int t = 0; t < R; ++t) acc[t][i] = _mm512_fmadd_ps(wv[t][c], xv, acc[t][i]);
+            }
+    }
+    for (; j < k; j += 16) {
         const __mmask16 m = lanes(k - j);
-        const int64_t at = Load::offset(j);
-        const bool new_line = j == 0 || at / 64 != Load::offset(j - 16) / 64;
         for (int t = 0; t < R; ++t) {
-            const uint8_t *row = w + (r + t) * row_bytes;
-            if (new_line) _mm_prefetch(reinterpret_cast<const char *>(row + at + ahead), _MM_HINT_T1);
-            const __m512 wv = Load::vec(row, j, m);
+            const __m512 wv = Load::vec(w + (r + t) * row_bytes, j, m);
             for (int i = 0; i < M; ++i)
                 acc[t][i] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i * k + j), acc[t][i]);
         }
