@@ -23,8 +23,8 @@ struct context {
     const ternary_kernel_set *tk = nullptr;
     const dense_kernel_set *dk = nullptr;
 
-    // KV cache, f32: [n_layer][n_ctx][n_head_kv * head_dim].
-    std::vector<float> k_cache, v_cache;
+    // KV cache, f32: [n_layer][n_ctx][n_head_kv * head_dim]; positions >= n_past unwritten.
+    std::unique_ptr<float[]> k_cache, v_cache;
     // RoPE tables: [n_ctx][head_dim / 2].
     std::vector<float> rope_cos, rope_sin;
 

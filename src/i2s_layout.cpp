@@ -33,23 +33,29 @@ bool is_i2s_matrix(const gguf_tensor *t) {
     return t != nullptr && t->type == GGML_I2_S && t->n_dims == 2 && t->ne[0] % 128 == 0;
 }
 
-// Non-zero count of every column, read as canonical and as ARM blocks.
+// Non-zero count of every column, read as canonical and as ARM blocks. Both readings put the four
+// codes of byte j in four columns; only which ones differs. So the codes are counted per (byte,
+// code slot) in one vectorizable pass, and the counts placed in columns afterwards.
 void column_density(const gguf_tensor &t, profile *canonical, profile *arm64) {
     const int64_t k = t.ne[0], row_bytes = k / 4;
-    std::vector<int64_t> can(static_cast<size_t>(k)), arm(static_cast<size_t>(k));
+    std::vector<int32_t> slot[4];  // slot[s][j]: non-zero codes in bits 6-2s..7-2s of byte j
+    for (auto &v : slot) v.assign(static_cast<size_t>(row_bytes), 0);
     for (int64_t r = 0; r < t.ne[1]; ++r) {
         const uint8_t *row = t.data + r * row_bytes;
-        for (int64_t j = 0; j < row_bytes; ++j) {
-            const int64_t can_col = (j / 32) * 128 + j % 32, arm_col = (j / 16) * 64 + j % 16;
-            for (int s = 0; s < 4; ++s) {
-                if (((row[j] >> (6 - 2 * s)) & 3) == 1) continue;  // code 1 is a zero weight
-                ++can[static_cast<size_t>(can_col + 32 * s)];
-                ++arm[static_cast<size_t>(arm_col + 16 * s)];
-            }
+        for (int s = 0; s < 4; ++s) {
+            int32_t *count = slot[s].data();
+            const int shift = 6 - 2 * s;
+            for (int64_t j = 0; j < row_bytes; ++j) count[j] += ((row[j] >> shift) & 3) != 1;  // code 1: zero
         }
     }
-    canonical->assign(can.begin(), can.end());
-    arm64->assign(arm.begin(), arm.end());
+    canonical->assign(static_cast<size_t>(k), 0.0);
+    arm64->assign(static_cast<size_t>(k), 0.0);
+    for (int64_t j = 0; j < row_bytes; ++j)
+        for (int s = 0; s < 4; ++s) {
+            const double n = slot[s][static_cast<size_t>(j)];
+            (*canonical)[static_cast<size_t>((j / 32) * 128 + j % 32 + 32 * s)] = n;
+            (*arm64)[static_cast<size_t>((j / 16) * 64 + j % 16 + 16 * s)] = n;
+        }
 }
 
 // Non-zero count of every row (the same under both readings).
@@ -57,10 +63,11 @@ profile row_density(const gguf_tensor &t) {
     const int64_t row_bytes = t.ne[0] / 4;
     profile out(static_cast<size_t>(t.ne[1]));
     for (int64_t r = 0; r < t.ne[1]; ++r) {
-        int64_t n = 0;
+        const uint8_t *row = t.data + r * row_bytes;
+        int32_t n = 0;
         for (int64_t j = 0; j < row_bytes; ++j)
-            for (int s = 0; s < 4; ++s) n += ((t.data[r * row_bytes + j] >> (2 * s)) & 3) != 1;
-        out[static_cast<size_t>(r)] = static_cast<double>(n);
+            for (int s = 0; s < 4; ++s) n += ((row[j] >> (2 * s)) & 3) != 1;
+        out[static_cast<size_t>(r)] = n;
     }
     return out;
 }

@@ -23,9 +23,8 @@ class weight_arena {
 
     // Reserve n_bytes (rounded up to 2 MiB); false when the allocation fails.
     bool reserve(size_t n_bytes);
-    // Copy n bytes of the file mapping in, dropping them from the mapping as they are copied;
-    // returns where they now live (64-byte aligned), or nullptr when full.
-    const uint8_t *append(const uint8_t *src, size_t n);
+    // Room for n bytes (64-byte aligned), or nullptr when full.
+    uint8_t *take(size_t n);
     size_t size() const { return used_; }
 
   private:

@@ -164,8 +164,10 @@ int main(int argc, char **argv) {
     bitnet::weight_arena arena;
     if (!arena.reserve(i2s_packed.size() + base3_packed.size() + 64))
         return fail("out of memory for the weights (try a smaller --mib)");
-    const uint8_t *i2s = arena.append(i2s_packed.data(), i2s_packed.size());
-    const uint8_t *base3 = arena.append(base3_packed.data(), base3_packed.size());
+    uint8_t *i2s = arena.take(i2s_packed.size());
+    uint8_t *base3 = arena.take(base3_packed.size());
+    std::memcpy(i2s, i2s_packed.data(), i2s_packed.size());
+    std::memcpy(base3, base3_packed.data(), base3_packed.size());
     const size_t i2s_size = i2s_packed.size(), base3_size = base3_packed.size();
     std::vector<uint8_t>().swap(i2s_packed);
     std::vector<uint8_t>().swap(base3_packed);
