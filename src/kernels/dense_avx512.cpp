@@ -111,22 +111,25 @@ struct load_q6_k {
         const uint8_t *sb = row + j / 256 * 210;
         const int64_t h = (j & 255) / 128, p = (j & 127) / 64;
         const __m512i ql = _mm512_loadu_si512(sb + 64 * h);
-        const __m512i low = _mm512_and_si512(p == 0 ? ql : _mm512_srli_epi16(ql, 4), _mm512_set1_epi8(15));
         const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb + 128 + 32 * h)));
-        const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi32(static_cast<int>(4 * p)),
-                                                 _mm256_set1_epi32(static_cast<int>(4 * p + 2)), 1);
-        const __m512i top = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi32(qh, shift), _mm512_set1_epi8(3)), 4);
-        const __m512i q = _mm512_sub_epi8(_mm512_or_si512(low, top), _mm512_set1_epi8(32));
-        // The four scales d * sc[8h + 4p + c], rounded as the scalar code rounds them, in lanes 0..3.
+        // The top two bits moved to bits 4-5 in one shift per half: left by 4, 2 for quarters 0, 1;
+        // right by 0, 2 for quarters 2, 3 (a 32-bit shift: what crosses bytes is masked off below).
+        const __m512i top = p == 0 ? _mm512_sllv_epi32(qh, _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(2), 1))
+                                   : _mm512_srlv_epi32(qh, _mm512_inserti64x4(_mm512_set1_epi32(0), _mm256_set1_epi32(2), 1));
+        // (nibble & 0x0F) | (top & 0x30), then - 32.
+        const __m512i low = p == 0 ? ql : _mm512_srli_epi16(ql, 4);
+        const __m512i u = _mm512_and_si512(_mm512_ternarylogic_epi32(low, top, _mm512_set1_epi8(15), 0xE4),
+                                           _mm512_set1_epi8(63));
+        const __m512i q = _mm512_sub_epi8(u, _mm512_set1_epi8(32));
+        // The four scales d * sc[8h + 4p + c], rounded as the scalar code rounds them, through
+        // memory: a broadcast from memory is a load, from a register a shuffle.
+        alignas(16) float scale[4];
         const __m128i sc = _mm_cvtsi32_si128(load_u32(sb + 192 + 8 * h + 4 * p));
-        const __m512 scales = _mm512_castps128_ps512(
-            _mm_mul_ps(_mm_set1_ps(f16_scale(sb + 208)), _mm_cvtepi32_ps(_mm_cvtepi8_epi32(sc))));
+        _mm_store_ps(scale, _mm_mul_ps(_mm_set1_ps(f16_scale(sb + 208)), _mm_cvtepi32_ps(_mm_cvtepi8_epi32(sc))));
         const __m128i q16[4] = {_mm512_castsi512_si128(q), _mm512_extracti32x4_epi32(q, 1),
                                 _mm512_extracti32x4_epi32(q, 2), _mm512_extracti32x4_epi32(q, 3)};
-        for (int c = 0; c < 4; ++c) {
-            const __m512 qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q16[c]));
-            out[c] = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_set1_epi32(c), scales), qf);
-        }
+        for (int c = 0; c < 4; ++c)
+            out[c] = _mm512_mul_ps(_mm512_set1_ps(scale[c]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q16[c])));
     }
 };
 
