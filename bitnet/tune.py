@@ -5,6 +5,7 @@ No parameter changes a result, only the speed (src/kernels/tuning.h), so the tun
 freely. It times a model of the 2B-4T layer shape with a small vocabulary (its 0.5 GB of
 weights are more than a last-level cache holds, so decode is memory-bound as in real use):
   prefetch_bytes   decode tokens/s for each candidate distance, interleaved, best of `rounds`;
+  head_gemv_rows   the same for one or two lm_head rows per GEMV tile (one memory stream or two);
   amx_min_batch    (AMX CPUs) the smallest batch size at which the tile GEMM beats VNNI.
 """
 
@@ -20,17 +21,20 @@ import numpy as np
 from bitnet import engine
 
 PREFETCH_CANDIDATES = (2048, 4096, 8192, 16384)
+HEAD_ROWS_CANDIDATES = (1, 2)
 BATCH_CANDIDATES = (4, 8, 12, 16, 24, 32)
 NEVER = 1 << 20  # an amx_min_batch that no batch reaches: VNNI only
 TUNE_SHAPE = dict(size="2B-4T", n_layer=30, n_vocab=4096)
+# head_gemv_rows is timed on a 2B-4T-sized head alone (its 0.66 GB stream is what it decides).
+HEAD_SHAPE = dict(size="2B-4T", n_layer=1, n_vocab=128256)
 
 
-def _decode_tokens_per_s(ctx: engine.NativeContext, n_tokens: int) -> float:
+def _decode_tokens_per_s(ctx: engine.NativeContext, n_tokens: int, logits: bool = False) -> float:
     ctx.truncate(0)
     ctx.decode([1], want_logits=False)
     t0 = time.perf_counter()
     for i in range(n_tokens):
-        ctx.decode([2 + i % 50], want_logits=False)
+        ctx.decode([2 + i % 50], want_logits=logits)
     return n_tokens / (time.perf_counter() - t0)
 
 
@@ -42,13 +46,18 @@ def _batch_seconds(ctx: engine.NativeContext, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def tune_prefetch(ctx, rounds: int, n_tokens: int) -> tuple[int, dict]:
-    best = {c: 0.0 for c in PREFETCH_CANDIDATES}
+def tune_parameter(ctx, name: str, candidates, rounds: int, n_tokens: int, logits: bool = False) -> tuple[int, dict]:
+    """The candidate value of a parameter with the best decode tokens/s, interleaved, best of rounds."""
+    best = {c: 0.0 for c in candidates}
     for _ in range(rounds):
-        for c in PREFETCH_CANDIDATES:
-            engine.set_tuning("prefetch_bytes", c)
-            best[c] = max(best[c], _decode_tokens_per_s(ctx, n_tokens))
+        for c in candidates:
+            engine.set_tuning(name, c)
+            best[c] = max(best[c], _decode_tokens_per_s(ctx, n_tokens, logits))
     return max(best, key=best.get), {str(c): round(v, 2) for c, v in best.items()}
+
+
+def tune_prefetch(ctx, rounds: int, n_tokens: int) -> tuple[int, dict]:
+    return tune_parameter(ctx, "prefetch_bytes", PREFETCH_CANDIDATES, rounds, n_tokens)
 
 
 def tune_amx_batch(ctx, rounds: int) -> tuple[int, dict]:
@@ -71,8 +80,22 @@ def tune_amx_batch(ctx, rounds: int) -> tuple[int, dict]:
     return chosen, table
 
 
+def _tune_head_rows(tmp: Path, n_threads: int, rounds: int, n_tokens: int, n_vocab: int) -> tuple[int, dict]:
+    from bitnet.convert.dummy import generate
+
+    gguf = generate(tmp / "tune-head.gguf", HEAD_SHAPE["size"], "i2_s", n_layer=HEAD_SHAPE["n_layer"],
+                    n_vocab=n_vocab, progress=False)
+    model = engine.NativeModel(gguf)
+    ctx = engine.NativeContext(model, 64, n_threads)
+    try:
+        return tune_parameter(ctx, "head_gemv_rows", HEAD_ROWS_CANDIDATES, rounds, n_tokens, logits=True)
+    finally:
+        ctx.close()
+        model.close()
+
+
 def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n_tokens: int = 24,
-             progress: bool = True, n_layer: int = TUNE_SHAPE["n_layer"]) -> Path:
+             progress: bool = True, n_layer: int = TUNE_SHAPE["n_layer"], head_vocab: int = HEAD_SHAPE["n_vocab"]) -> Path:
     """Tune, write the preset, apply it to this process; returns the preset's path."""
     from bitnet.convert.dummy import generate
 
@@ -89,6 +112,9 @@ def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n
             engine.set_tuning("prefetch_bytes", prefetch)
             preset = {"cpu": engine.cpu_signature(), "isa": engine.isa(), "n_threads": n_threads,
                       "prefetch_bytes": prefetch, "measured_tg_tokens_per_s": tg}
+            head_rows, head_tg = _tune_head_rows(Path(tmp), n_threads, rounds, n_tokens, head_vocab)
+            engine.set_tuning("head_gemv_rows", head_rows)
+            preset.update(head_gemv_rows=head_rows, measured_head_tg_tokens_per_s=head_tg)
             if "amx" in engine.available_isas():
                 batch, table = tune_amx_batch(ctx, rounds)
                 preset.update(amx_min_batch=batch, measured_batch=table)

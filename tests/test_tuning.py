@@ -70,16 +70,35 @@ def test_no_parameter_changes_the_logits(tiny_model):
             engine.set_tuning(k, v)
 
 
+def test_head_gemv_rows_do_not_change_decode_logits(tiny_gguf):
+    from bitnet.engine import NativeContext, NativeModel
+
+    model = NativeModel(tiny_gguf)
+    before = engine.get_tuning("head_gemv_rows")
+    runs = []
+    try:
+        for rows in (1, 2):
+            engine.set_tuning("head_gemv_rows", rows)
+            ctx = NativeContext(model, 32, 2)
+            runs.append(np.stack([ctx.decode([t]) for t in range(3, 15)]))  # one token at a time: the GEMV
+    finally:
+        engine.set_tuning("head_gemv_rows", before)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    with pytest.raises(BitnetError, match="out of range"):
+        engine.set_tuning("head_gemv_rows", 3)
+
+
 def test_autotune_writes_a_preset_the_engine_reads(tmp_path):
     from bitnet.tune import autotune
 
-    before = {k: engine.get_tuning(k) for k in ("prefetch_bytes", "amx_min_batch")}
+    before = {k: engine.get_tuning(k) for k in ("prefetch_bytes", "amx_min_batch", "head_gemv_rows")}
     try:
-        path = autotune(tmp_path, n_threads=1, rounds=1, n_tokens=2, progress=False, n_layer=1)
+        path = autotune(tmp_path, n_threads=1, rounds=1, n_tokens=2, progress=False, n_layer=1, head_vocab=512)
     finally:
         for k, v in before.items():
             engine.set_tuning(k, v)
     preset = json.loads(path.read_text())
     assert path.name == f"{engine.cpu_signature()}.json" and preset["prefetch_bytes"] > 0
+    assert preset["head_gemv_rows"] in (1, 2)
     out = _child(tmp_path)
     assert out.stdout.split() == [str(preset["prefetch_bytes"]), str(preset["amx_min_batch"])], out.stderr

@@ -7,7 +7,7 @@
 //
 // Every output y[i][r] is summed in that one order, whatever the tile, so a token's logits do not
 // depend on how many other rows share the batch (bitnet_decode_multi relies on it). A GEMV tile
-// runs kGemvRows weight rows side by side (independent chains hide the FMA latency); a batch tile
+// runs one or two weight rows (a tuning parameter); a batch tile
 // runs 2-4 weight rows against up to kGemmActs activation rows (each loaded vector serves several
 // FMAs), so a batch of up to 8 rows (lookup drafts, server slots) reads the head once.
 #include <immintrin.h>
@@ -23,9 +23,11 @@ namespace bitnet {
 
 namespace {
 
-// Rows per GEMV tile: two FMA chains hide the FMA latency, and two streams (not four) let the
-// memory system run ahead: +8% tg on the 2B-4T F16 head against four rows (bitnet-bench).
-constexpr int kGemvRows = 2;
+// Rows per GEMV tile (tuning().head_gemv_rows): two rows give two FMA chains, which a core whose
+// FMA latency would otherwise set the pace needs (measured on an Intel Xeon: +8% tg on the 2B-4T
+// F16 head against four rows); one row is one memory stream, which the memory system runs ahead
+// of better (Zen 5 at 3.7 GHz, where one chain keeps up with a core's bandwidth: 90% of the
+// probe's bandwidth at one thread against 82% with two rows).
 constexpr int kGemmActs = 8;
 
 // A weight type: its row size in bytes, where element j's bytes start (for the prefetch), 16
@@ -208,7 +210,8 @@ void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
             int64_t ldy) {
     if (m == 1) {
         int64_t r = r0;
-        for (; r + kGemvRows <= r1; r += kGemvRows) tile<Load, kGemvRows, 1>(w, k, r, x, y, ldy);
+        if (tuning().head_gemv_rows == 2)
+            for (; r + 2 <= r1; r += 2) tile<Load, 2, 1>(w, k, r, x, y, ldy);
         for (; r < r1; ++r) tile<Load, 1, 1>(w, k, r, x, y, ldy);
         return;
     }

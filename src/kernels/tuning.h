@@ -5,6 +5,7 @@
 //
 //   prefetch_bytes   how far ahead of a GEMV tile the weights are prefetched into L2
 //   amx_min_batch    smallest batch that goes to the AMX tile GEMM instead of VNNI
+//   head_gemv_rows   rows of a dense (lm_head) GEMV tile side by side: 1 or 2 memory streams
 #pragma once
 #include <cstdint>
 #include <string>
@@ -14,6 +15,7 @@ namespace bitnet {
 struct kernel_tuning {
     int64_t prefetch_bytes = 8192;
     int64_t amx_min_batch = 16;
+    int64_t head_gemv_rows = 2;
 };
 
 // The parameters in force (defaults, then BITNET_PREFETCH_BYTES / BITNET_AMX_MIN_BATCH on first use).
