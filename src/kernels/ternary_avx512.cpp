@@ -1,7 +1,7 @@
 // AVX-512 kernels (compiled with -mavx512f/bw/vl/dq/vnni; dispatch.cpp only hands them out when
 // the CPU has F+BW+VL+DQ, and the VNNI variant only when it also has AVX512-VNNI).
 //
-// Two weight decodings. The VNNI variant, up to kDecodeOnceMinBatch activation rows, reads each
+// Two weight decodings. The VNNI variant, below kDecodeOnceMinBatch activation rows, reads each
 // 32-byte block broadcast to both halves of a zmm (i2s_tile_natural, below), so that its codes line
 // up with plain 64-byte loads of the activations; larger batches go to the decode-once GEMM
 // (ternary_gemm_avx512.cpp). The BW variant (no VNNI) holds two consecutive 128-element blocks b
@@ -300,12 +300,13 @@ void quantize_row_int8_avx512(const float *x, int64_t k, int8_t *q, float *scale
     *sum = hsum_i32(vsum);
 }
 
-// VNNI: small batches (lookup-draft verification, a few server slots) run the register tiles
-// above, which decode each weight block once per tile and read the weights from memory once;
-// prompts of kDecodeOnceMinBatch rows or more go to the decode-once GEMM
-// (ternary_gemm_avx512.cpp). Measured on the 2B-4T layers, 2 threads: tiles 66/96/110/119 t/s
-// at batches 2/4/8/32 against 35/59/79/115 for the GEMM; the GEMM 5-10% ahead at 128-512.
-constexpr int64_t kDecodeOnceMinBatch = 48;
+// VNNI: small batches (lookup-draft verification, a few server slots) run the natural-order
+// tiles above, which read the weights from memory once and keep up with it up to ~5 rows;
+// batches of kDecodeOnceMinBatch rows or more go to the GEMM (ternary_gemm_avx512.cpp), which
+// runs vpdpbusd near its peak but transposes each slice of weights first. Measured on the 2B-4T
+// shapes, one thread, weights from memory, G vpdpbusd/s tiles vs GEMM: 5.1-5.8 vs 4.9-5.3 at 12
+// rows, a tie at 16, 5.3-5.5 vs 5.8-6.1 at 20, 5.1-5.3 vs 6.2-6.4 at 24.
+constexpr int64_t kDecodeOnceMinBatch = 20;
 void i2s_matmul_avx512vnni(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
                            const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
     if (m < kDecodeOnceMinBatch) i2s_matmul_natural(w, k, r0, r1, a, a_sums, m, y, ldy);

@@ -199,6 +199,14 @@ void test_matmul_shapes(const std::vector<const ternary_kernel_set *> &isas) {
                 const problem p = make_problem(g, n, k, m, 0, false);
                 for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "batch");
             }
+    // The VNNI GEMM (48 rows and more): slices of 32 weight rows and single 16-row panels, tiles of
+    // 12 and 24 activation rows with every kind of remainder, activation blocks of 192 rows.
+    for (int64_t k : {128, 6912})
+        for (int64_t n : {16, 33, 100})
+            for (int64_t m : {48, 59, 70, 205}) {
+                const problem p = make_problem(g, n, k, m, 0, false);
+                for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "batch");
+            }
 }
 
 void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
@@ -216,8 +224,8 @@ void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
     // Worst-case magnitude: k = 65536, rows of all +1 / all -1 / all 0 weights against rows of
     // all -128 / all 127: |y| = 128 * 65536, every int16 partial sum at its bound.
     const int64_t k = int64_t{1} << 16;
-    // With m = 2 (GEMV-style tiles) and m = 16 (batch kernels: AMX tiles).
-    for (int64_t m : {2, 16}) {
+    // With m = 2 (GEMV-style tiles), m = 16 (batch kernels: AMX tiles) and m = 48 (VNNI GEMM).
+    for (int64_t m : {2, 16, 48}) {
         problem p;
         p.n = 3, p.k = k, p.m = m;
         p.w.resize(3 * k);
@@ -237,16 +245,20 @@ void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
 }
 
 // Rows split the way the engine's thread pool does: chunks of 16, the last one shorter.
+// With a small batch and a prompt-sized one (the batch GEMMs).
 void test_matmul_thread_split(const std::vector<const ternary_kernel_set *> &isas) {
     rng g(99);
-    const problem p = make_problem(g, 100, 2560, 5, 0, false);
-    for (const ternary_kernel_set *isa : isas) {
-        for (int64_t chunk : {16, 32, 48}) {
-            std::vector<int32_t> y(p.m * p.n, kSentinel);
-            for (int64_t r0 = 0; r0 < p.n; r0 += chunk)
-                isa->i2s_matmul(p.packed.data(), p.k, r0, std::min(p.n, r0 + chunk), p.a.data(),
-                                p.a_sums.data(), p.m, y.data(), p.n);
-            check(y == p.ref, "%s thread split in chunks of %lld differs", isa->name, (long long)chunk);
+    for (int64_t m : {5, 64}) {
+        const problem p = make_problem(g, 100, 2560, m, 0, false);
+        for (const ternary_kernel_set *isa : isas) {
+            for (int64_t chunk : {16, 32, 48}) {
+                std::vector<int32_t> y(p.m * p.n, kSentinel);
+                for (int64_t r0 = 0; r0 < p.n; r0 += chunk)
+                    isa->i2s_matmul(p.packed.data(), p.k, r0, std::min(p.n, r0 + chunk), p.a.data(),
+                                    p.a_sums.data(), p.m, y.data(), p.n);
+                check(y == p.ref, "%s thread split in chunks of %lld, m=%lld differs", isa->name,
+                      (long long)chunk, (long long)m);
+            }
         }
     }
 }
