@@ -99,12 +99,8 @@ void ternary_linears(context &ctx, std::initializer_list<linear_output> layers, 
         if (acc.size() < static_cast<size_t>(m * rows)) acc.resize(static_cast<size_t>(m * rows));
         ctx.tk->i2s_matmul(w.codes + r0 * (w.n_in / 4), w.n_in, 0, rows, ctx.act_q.data(), ctx.act_sum.data(), m,
                            acc.data(), rows);
-        for (int64_t i = 0; i < m; ++i) {
-            const float s = ctx.act_scale[i];
-            const int32_t *a = acc.data() + i * rows;
-            float *out = y + i * w.n_out + r0;
-            for (int64_t r = 0; r < rows; ++r) out[r] = static_cast<float>(a[r]) / s * w.scale;
-        }
+        for (int64_t i = 0; i < m; ++i)
+            ctx.dk->scale_sums(acc.data() + i * rows, rows, ctx.act_scale[i], w.scale, y + i * w.n_out + r0);
     };
     ctx.pool->parallel_for(n_total, grain, [&](int64_t c0, int64_t c1) {
         int64_t first = 0;  // where the current layer's rows start in the stack

@@ -38,6 +38,9 @@ struct dense_kernel_set {
     // attend's, up to the last bits of its scores.
     void (*attend_rows)(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
                         int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out);
+    // A ternary layer's int32 sums to its outputs: y[r] = (float)acc[r] / s * w_scale (DESIGN.md
+    // section 3, in that order: a division, then a multiply), for r < n.
+    void (*scale_sums)(const int32_t *acc, int64_t n, float s, float w_scale, float *y);
 };
 
 // attend from a set's dot_f32 / axpy_f32 (the scalar and AVX2 sets use it as their attend).

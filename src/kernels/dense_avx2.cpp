@@ -141,8 +141,20 @@ void attend_rows(const float *q, const float *k, const float *v, int64_t stride,
     attend_rows_with(attend, q, k, v, stride, hd, scale, n_rows, row_stride, group, n_keys, out);
 }
 
+// 8 lanes at a time with the scalar operations (division, then multiply): the same bits.
+void scale_sums(const int32_t *acc, int64_t n, float s, float w_scale, float *y) {
+    const __m256 vs = _mm256_set1_ps(s), vw = _mm256_set1_ps(w_scale);
+    int64_t r = 0;
+    for (; r + 8 <= n; r += 8) {
+        const __m256 a = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(acc + r)));
+        _mm256_storeu_ps(y + r, _mm256_mul_ps(_mm256_div_ps(a, vs), vw));
+    }
+    for (; r < n; ++r) y[r] = static_cast<float>(acc[r]) / s * w_scale;
+}
+
 const dense_kernel_set kAvx2 = {"avx2",      matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0,
-                                matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows};
+                                matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows,
+                                scale_sums};
 
 }  // namespace
 

@@ -299,8 +299,19 @@ void attend(const float *q, const float *k, const float *v, int64_t stride, int6
     }
 }
 
+// 16 lanes at a time (the tail masked) with the scalar operations (division, then multiply).
+void scale_sums(const int32_t *acc, int64_t n, float s, float w_scale, float *y) {
+    const __m512 vs = _mm512_set1_ps(s), vw = _mm512_set1_ps(w_scale);
+    for (int64_t r = 0; r < n; r += 16) {
+        const __mmask16 m = lanes(n - r);
+        const __m512 a = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, acc + r));
+        _mm512_mask_storeu_ps(y + r, m, _mm512_mul_ps(_mm512_div_ps(a, vs), vw));
+    }
+}
+
 const dense_kernel_set kAvx512 = {"avx512",    matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0,
-                                  matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows_avx512};
+                                  matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows_avx512,
+                                  scale_sums};
 
 }  // namespace
 

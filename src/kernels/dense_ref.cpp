@@ -180,9 +180,13 @@ void attend_rows_ref(const float *q, const float *k, const float *v, int64_t str
     attend_rows_with(attend_ref, q, k, v, stride, hd, scale, n_rows, row_stride, group, n_keys, out);
 }
 
+void scale_sums_ref(const int32_t *acc, int64_t n, float s, float w_scale, float *y) {
+    for (int64_t r = 0; r < n; ++r) y[r] = static_cast<float>(acc[r]) / s * w_scale;
+}
+
 const dense_kernel_set kScalar = {"scalar",        matmul_f32_ref,  matmul_f16_ref, matmul_bf16_ref, matmul_q8_0_ref,
                                   matmul_q6_k_ref, dot_f32_ref,     axpy_f32_ref,   attend_ref,
-                                  attend_rows_ref};
+                                  attend_rows_ref, scale_sums_ref};
 
 }  // namespace
 

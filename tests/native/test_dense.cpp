@@ -6,6 +6,7 @@
 // depend on the batch it is in: m = 1 equals every row of a batch bit for bit.
 // Prints one line per failure and "N passed, M failed"; exits non-zero on any failure.
 #include <cmath>
+#include <climits>
 #include <cstring>
 #include <cstdint>
 #include <cstdio>
@@ -202,6 +203,23 @@ void test_attend_rows(const dense_kernel_set *ks) {
             }
 }
 
+// scale_sums: the same bits as the scalar set (a division, then a multiply, per element).
+void test_scale_sums(const dense_kernel_set *ks) {
+    std::mt19937 gen(7);
+    for (int64_t n : {1, 7, 16, 33, 1000}) {
+        std::vector<int32_t> acc(static_cast<size_t>(n));
+        for (int32_t &a : acc) a = static_cast<int32_t>(gen());  // any int32, extremes included
+        acc[0] = INT32_MIN;
+        const float s = 127.0f / (0.001f + static_cast<float>(gen() % 100000) / 1000.0f);
+        const float w_scale = static_cast<float>(gen() % 1000) / 997.0f;
+        std::vector<float> want(acc.size()), got(acc.size(), 9.0f);
+        dense_kernels_scalar()->scale_sums(acc.data(), n, s, w_scale, want.data());
+        ks->scale_sums(acc.data(), n, s, w_scale, got.data());
+        check(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0,
+              "scale_sums differs from the scalar set", ks->name, "I32", n, 0, 0);
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -222,6 +240,7 @@ int main() {
         test_quantized_equals_widened(ks);
         test_attend(ks);
         test_attend_rows(ks);
+        test_scale_sums(ks);
     }
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
