@@ -4,14 +4,18 @@ preset_kernels/<cpu signature>.json, which the engine applies when it loads (bit
 No parameter changes a result, only the speed (src/kernels/tuning.h), so the tuner may pick
 freely. It times a model of the 2B-4T layer shape with a small vocabulary (its 0.5 GB of
 weights are more than a last-level cache holds, so decode is memory-bound as in real use):
-  prefetch_bytes   decode tokens/s for each candidate distance, interleaved, best of `rounds`;
-  head_gemv_rows   the same for one or two lm_head rows per GEMV tile (one memory stream or two);
+  prefetch_bytes   decode speed of each candidate distance, the candidates taking turns token by
+                   token (median token time);
+  head_gemv_rows, head_prefetch_bytes
+                   the same, together, for the lm_head GEMV: one or two rows per tile (one memory
+                   stream or two) and its own prefetch distance;
   amx_min_batch    (AMX CPUs) the smallest batch size at which the tile GEMM beats VNNI.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,20 +26,12 @@ from bitnet import engine
 
 PREFETCH_CANDIDATES = (2048, 4096, 8192, 16384)
 HEAD_ROWS_CANDIDATES = (1, 2)
+HEAD_PREFETCH_CANDIDATES = (4096, 8192, 16384)
 BATCH_CANDIDATES = (4, 8, 12, 16, 24, 32)
 NEVER = 1 << 20  # an amx_min_batch that no batch reaches: VNNI only
 TUNE_SHAPE = dict(size="2B-4T", n_layer=30, n_vocab=4096)
 # head_gemv_rows is timed on a 2B-4T-sized head alone (its 0.66 GB stream is what it decides).
 HEAD_SHAPE = dict(size="2B-4T", n_layer=1, n_vocab=128256)
-
-
-def _decode_tokens_per_s(ctx: engine.NativeContext, n_tokens: int, logits: bool = False) -> float:
-    ctx.truncate(0)
-    ctx.decode([1], want_logits=False)
-    t0 = time.perf_counter()
-    for i in range(n_tokens):
-        ctx.decode([2 + i % 50], want_logits=logits)
-    return n_tokens / (time.perf_counter() - t0)
 
 
 def _batch_seconds(ctx: engine.NativeContext, n: int) -> float:
@@ -46,18 +42,33 @@ def _batch_seconds(ctx: engine.NativeContext, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def tune_parameter(ctx, name: str, candidates, rounds: int, n_tokens: int, logits: bool = False) -> tuple[int, dict]:
-    """The candidate value of a parameter with the best decode tokens/s, interleaved, best of rounds."""
-    best = {c: 0.0 for c in candidates}
+def tune_settings(ctx, candidates: list[dict], rounds: int, n_tokens: int, logits: bool = False) -> tuple[dict, dict]:
+    """The candidate settings ({parameter: value}) with the best decode speed. The candidates take
+    turns token by token, and each is judged by its median token time: a shared machine's
+    bandwidth moves from second to second, and a token is short enough to see the same bandwidth
+    as its neighbours (whole runs of one candidate each picked 4096 or 16384 bytes of prefetch at
+    random). Returns the winner and tokens/s per candidate."""
+    times = [[] for _ in candidates]
     for _ in range(rounds):
-        for c in candidates:
-            engine.set_tuning(name, c)
-            best[c] = max(best[c], _decode_tokens_per_s(ctx, n_tokens, logits))
-    return max(best, key=best.get), {str(c): round(v, 2) for c, v in best.items()}
-
+        ctx.truncate(0)
+        ctx.decode([1], want_logits=False)
+        for i in range(n_tokens * len(candidates)):
+            if ctx.n_past >= ctx.n_ctx:
+                ctx.truncate(1)
+            j = i % len(candidates)
+            for name, value in candidates[j].items():
+                engine.set_tuning(name, value)
+            t0 = time.perf_counter()
+            ctx.decode([2 + i % 50], want_logits=logits)
+            times[j].append(time.perf_counter() - t0)
+    speed = [1.0 / statistics.median(t) for t in times]
+    best = max(range(len(candidates)), key=speed.__getitem__)
+    label = lambda c: ",".join(str(v) for v in c.values())  # noqa: E731
+    return candidates[best], {label(c): round(v, 2) for c, v in zip(candidates, speed)}
 
 def tune_prefetch(ctx, rounds: int, n_tokens: int) -> tuple[int, dict]:
-    return tune_parameter(ctx, "prefetch_bytes", PREFETCH_CANDIDATES, rounds, n_tokens)
+    best, table = tune_settings(ctx, [{"prefetch_bytes": c} for c in PREFETCH_CANDIDATES], rounds, n_tokens)
+    return best["prefetch_bytes"], table
 
 
 def tune_amx_batch(ctx, rounds: int) -> tuple[int, dict]:
@@ -80,15 +91,18 @@ def tune_amx_batch(ctx, rounds: int) -> tuple[int, dict]:
     return chosen, table
 
 
-def _tune_head_rows(tmp: Path, n_threads: int, rounds: int, n_tokens: int, n_vocab: int) -> tuple[int, dict]:
+def _tune_head(tmp: Path, n_threads: int, rounds: int, n_tokens: int, n_vocab: int) -> tuple[dict, dict]:
+    """head_gemv_rows and head_prefetch_bytes, together, on a model that is almost all head."""
     from bitnet.convert.dummy import generate
 
     gguf = generate(tmp / "tune-head.gguf", HEAD_SHAPE["size"], "i2_s", n_layer=HEAD_SHAPE["n_layer"],
                     n_vocab=n_vocab, progress=False)
     model = engine.NativeModel(gguf)
     ctx = engine.NativeContext(model, 64, n_threads)
+    candidates = [{"head_gemv_rows": r, "head_prefetch_bytes": p} for r in HEAD_ROWS_CANDIDATES
+                  for p in HEAD_PREFETCH_CANDIDATES]
     try:
-        return tune_parameter(ctx, "head_gemv_rows", HEAD_ROWS_CANDIDATES, rounds, n_tokens, logits=True)
+        return tune_settings(ctx, candidates, rounds, n_tokens, logits=True)
     finally:
         ctx.close()
         model.close()
@@ -112,9 +126,10 @@ def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n
             engine.set_tuning("prefetch_bytes", prefetch)
             preset = {"cpu": engine.cpu_signature(), "isa": engine.isa(), "n_threads": n_threads,
                       "prefetch_bytes": prefetch, "measured_tg_tokens_per_s": tg}
-            head_rows, head_tg = _tune_head_rows(Path(tmp), n_threads, rounds, n_tokens, head_vocab)
-            engine.set_tuning("head_gemv_rows", head_rows)
-            preset.update(head_gemv_rows=head_rows, measured_head_tg_tokens_per_s=head_tg)
+            head, head_tg = _tune_head(Path(tmp), n_threads, rounds, n_tokens, head_vocab)
+            for name, value in head.items():
+                engine.set_tuning(name, value)
+            preset.update(head, measured_head_tg_tokens_per_s=head_tg)
             if "amx" in engine.available_isas():
                 batch, table = tune_amx_batch(ctx, rounds)
                 preset.update(amx_min_batch=batch, measured_batch=table)

@@ -45,11 +45,11 @@ struct load_bf16 {
 // R weight rows starting at row r times MR activation rows starting at x (k floats each):
 // y[i * ldy + r + t]. Every row has its own accumulators, summed in the same order whatever R
 // and MR are; R > 1 (decode) runs R FMA chains side by side, which hides the FMA latency (one
-// chain caps a core at 8 floats per 4 cycles). Prefetched tuning().prefetch_bytes past the
+// chain caps a core at 8 floats per 4 cycles). Prefetched tuning().head_prefetch_bytes past the
 // tile's last row, once per 64-byte line.
 template <int R, int MR, typename Load>
 void tile(const Load &row0, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
-    const int64_t row_bytes = k * Load::kBytes, ahead = tuning().prefetch_bytes + (R - 1) * row_bytes;
+    const int64_t row_bytes = k * Load::kBytes, ahead = tuning().head_prefetch_bytes + (R - 1) * row_bytes;
     Load rows[R];
     __m256 acc[R][MR];
     for (int t = 0; t < R; ++t) {

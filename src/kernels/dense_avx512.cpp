@@ -145,7 +145,7 @@ template <class Load, int R, int M>
 void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
     // The tile's R rows are read side by side: the data not yet asked for starts R-1 rows past the
     // first row's position, so the prefetch distance counts from there.
-    const int64_t row_bytes = Load::row_bytes(k), ahead = tuning().prefetch_bytes + (R - 1) * row_bytes;
+    const int64_t row_bytes = Load::row_bytes(k), ahead = tuning().head_prefetch_bytes + (R - 1) * row_bytes;
     __m512 acc[R][M];
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i) acc[t][i] = _mm512_setzero_ps();

@@ -3,7 +3,8 @@
 // overrides. No parameter changes a result: every choice gives the same bits (integer sums;
 // prefetches; which exact kernel runs a batch), only the speed.
 //
-//   prefetch_bytes   how far ahead of a GEMV tile the weights are prefetched into L2
+//   prefetch_bytes   how far ahead of a ternary GEMV tile the weights are prefetched into L2
+//   head_prefetch_bytes  the same for the dense (lm_head) GEMV
 //   amx_min_batch    smallest batch that goes to the AMX tile GEMM instead of VNNI
 //   head_gemv_rows   rows of a dense (lm_head) GEMV tile side by side: 1 or 2 memory streams
 #pragma once
@@ -16,6 +17,7 @@ struct kernel_tuning {
     int64_t prefetch_bytes = 8192;
     int64_t amx_min_batch = 16;
     int64_t head_gemv_rows = 2;
+    int64_t head_prefetch_bytes = 8192;
 };
 
 // The parameters in force (defaults, then BITNET_PREFETCH_BYTES / BITNET_AMX_MIN_BATCH on first use).
