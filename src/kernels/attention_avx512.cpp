@@ -14,7 +14,7 @@
 // the reference in the last bits (as attend's do). The weighted values are summed in key order
 // with one FMA each, as attend sums them. Every query's result depends on that query alone, never
 // on the others of its call (the forward pass relies on it: see attention() there).
-#include <immintrin.h>
+#include "kernels/simd_x86.h"
 
 #include <algorithm>
 #include <cmath>

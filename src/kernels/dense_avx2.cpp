@@ -1,7 +1,7 @@
 // AVX2 + FMA + F16C dense kernels (see dense.h for the layout). Each weight row is converted
 // 8 elements at a time and reused for up to 4 activation rows, so a batched lm_head reads the
 // (large) embedding matrix once per 4 tokens.
-#include <immintrin.h>
+#include "kernels/simd_x86.h"
 
 #include "kernels/dense.h"
 #include "kernels/tuning.h"

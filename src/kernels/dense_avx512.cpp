@@ -10,7 +10,7 @@
 // runs one or two weight rows (a tuning parameter); a batch tile
 // runs 2-4 weight rows against up to kGemmActs activation rows (each loaded vector serves several
 // FMAs), so a batch of up to 8 rows (lookup drafts, server slots) reads the head once.
-#include <immintrin.h>
+#include "kernels/simd_x86.h"
 
 #include <algorithm>
 #include <cmath>

@@ -20,7 +20,7 @@
 // four weight streams); m > 1 (GEMM) runs 2 weight rows against 4 activation rows (each decoded
 // code vector used 4 times, each activation load twice), over row chunks of kRowChunk so the
 // chunk's weights stay in L1 while the activation rows stream past.
-#include <immintrin.h>
+#include "kernels/simd_x86.h"
 
 #include "kernels/ternary.h"
 #include "kernels/ternary_impl.h"

@@ -24,17 +24,7 @@
 // Activations: m rows of k int8, row i at a + i*k. Output y[i*ldy + r] (int32).
 // BW tiles: m == 1 (GEMV) runs 4 weight rows against the row; m > 1 runs 2 weight rows against 4
 // activation rows, over row chunks of kRowChunk (the chunk's weights stay in L1).
-// GCC 12's AVX-512 headers trip its own -W(maybe-)uninitialized on their `__Y = __Y`
-// placeholders (GCC bug 105593, fixed in GCC 13); the warnings are about the headers, not us.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/simd_x86.h"
 
 
 #include "kernels/ternary.h"

@@ -13,7 +13,7 @@
 // kTokenBlock tokens at a time, padded with zero tokens to a multiple of 16. The tile loop runs
 // 2 A x 2 B tiles (4 accumulators) per chunk. Finally y = C - sum a (codes are w + 1): exact
 // integers, equal to the scalar reference bit for bit.
-#include <immintrin.h>
+#include "kernels/simd_x86.h"
 
 #include <algorithm>
 #include <cstring>

@@ -26,17 +26,7 @@
 // shift and an and, which run beside vpdpbusd on other ports. Integer sums are exact in any
 // order: the result equals the scalar reference bit for bit.
 
-// GCC 12's AVX-512 headers trip its own -W(maybe-)uninitialized on their `__Y = __Y`
-// placeholders (GCC bug 105593, fixed in GCC 13); the warnings are about the headers, not us.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/simd_x86.h"
 
 #include <algorithm>
 #include <array>
