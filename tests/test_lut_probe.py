@@ -1,0 +1,72 @@
+"""Smoke tests of lut-layout-probe (tools/lut_layout_probe.cpp): the lookup-table kernels
+(src/kernels/ternary_lut*.cpp) equal the scalar I2_S reference bit for bit, and bad flags are
+one-line errors. Speed is never asserted here (DESIGN section 6)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Odd shapes: k = 640 and 1152 are not multiples of 9 (lut3 pads columns), n = 40 and 130 are not
+# multiples of the 64-row tile (padded rows), m = 3 and 5 leave partial passes of activation rows.
+SMALL_RUN = ["--shapes", "96x640,40x384,130x1152", "-m", "1,2,3,5,32", "--mib", "1", "-t", "2", "-r", "1"]
+
+
+def find_binary(name: str) -> Path:
+    found = [p for p in REPO.glob(f"build/**/bin/{name}") if p.is_file()]
+    if not found:
+        pytest.fail(f"{name} is not built: run `pip install -e .` (or `python setup_env.py`) first")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def run(args: list) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int):
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+def test_lut_layout_probe_kernels_agree():
+    # The probe compares every kernel with the scalar reference (all rows, and a row range cut
+    # inside tiles) before timing anything, and exits 1 on the first difference.
+    proc = run([find_binary("lut-layout-probe"), *SMALL_RUN])
+    if proc.returncode == 2 and "lacks AVX2" in proc.stderr:
+        pytest.skip("this CPU has no AVX2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "all kernels equal the scalar reference" in out
+    assert "lut2-avx2" in out and "i2s-avx2" in out
+    for section in ("96x640 (n x k), in cache", "130x1152 (n x k), in cache", "DRAM streaming, m = 1",
+                    "repack from I2_S"):
+        assert section in out, out
+    # One line per kernel and batch size in each in-cache table.
+    kernels = out.splitlines()[0].split("kernels ")[1].split(";")[0].split()
+    rows = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert len(rows) == 3 * 5 * len(kernels)
+
+
+def test_lut_layout_probe_help():
+    proc = run([find_binary("lut-layout-probe"), "--help"])
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: lut-layout-probe")
+
+
+@pytest.mark.parametrize("args", [
+    ["--shapes", "64x100"],        # k not a multiple of 128
+    ["--shapes", "64"],            # not NxK
+    ["--shapes", "64x128,"],       # empty item
+    ["-m", "0"],
+    ["-m", "1,,2"],
+    ["-k", "100"],
+    ["-t", "0"],
+    ["--mib", "-5"],
+    ["-r", "x"],
+    ["--frobnicate", "1"],
+    ["-r"],                        # missing value
+])
+def test_lut_layout_probe_bad_flags(args):
+    assert_one_line_error(run([find_binary("lut-layout-probe"), *args]), 2)
