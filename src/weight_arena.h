@@ -32,9 +32,9 @@ class weight_arena {
     size_t capacity_ = 0, used_ = 0;
 };
 
-// Moves every ternary matrix and the lm_head (the embedding too, when tied) whose bytes are still
-// in the file mapping into m.arena. Returns false, leaving the model reading from the mapping
-// (slower, still correct), when the arena cannot be allocated.
+// Moves every ternary matrix (from the file mapping, or from its repacked copy, which is freed)
+// and the lm_head (the embedding too, when tied) into m.arena. Returns false, leaving the model
+// reading from where it is (slower, still correct), when the arena cannot be allocated.
 bool relocate_streamed_weights(model &m);
 
 }  // namespace bitnet
