@@ -140,15 +140,18 @@ inline __mmask16 lanes(int64_t left) {
 }
 
 // R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t]. Elements
-// are taken 64 at a time (a 16-element masked tail at the end), each output summed in one order.
+// are taken 64 at a time (a 16-element masked tail at the end). Each output is summed in one
+// order whatever the tile: two FMA chains, for the even and the odd 16-element chunks of the row,
+// added at the end, then the lanes (one chain alone capped a one-row GEMV at 16 floats per FMA
+// latency: 30 GB/s of F16 per core on Zen 5, below what two cores can stream).
 template <class Load, int R, int M>
 void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
     // The tile's R rows are read side by side: the data not yet asked for starts R-1 rows past the
     // first row's position, so the prefetch distance counts from there.
     const int64_t row_bytes = Load::row_bytes(k), ahead = tuning().head_prefetch_bytes + (R - 1) * row_bytes;
-    __m512 acc[R][M];
+    __m512 acc[R][M][2];
     for (int t = 0; t < R; ++t)
-        for (int i = 0; i < M; ++i) acc[t][i] = _mm512_setzero_ps();
+        for (int i = 0; i < M; ++i) acc[t][i][0] = acc[t][i][1] = _mm512_setzero_ps();
     int64_t prefetched = 0;  // bytes of each row prefetched so far (from `ahead` on)
     int64_t j = 0;
     for (; j + 64 <= k; j += 64) {
@@ -161,26 +164,29 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
         for (int c = 0; c < 4; ++c)
             for (int i = 0; i < M; ++i) {
                 const __m512 xv = _mm512_loadu_ps(x + i * k + j + 16 * c);
-                for (int t = 0; t < R; ++t) acc[t][i] = _mm512_fmadd_ps(wv[t][c], xv, acc[t][i]);
+                for (int t = 0; t < R; ++t) acc[t][i][c & 1] = _mm512_fmadd_ps(wv[t][c], xv, acc[t][i][c & 1]);
             }
     }
     for (; j < k; j += 16) {
         const __mmask16 m = lanes(k - j);
+        const int chain = static_cast<int>(j / 16) & 1;
         for (int t = 0; t < R; ++t) {
             const __m512 wv = Load::vec(w + (r + t) * row_bytes, j, m);
             for (int i = 0; i < M; ++i)
-                acc[t][i] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i * k + j), acc[t][i]);
+                acc[t][i][chain] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i * k + j), acc[t][i][chain]);
         }
     }
     for (int t = 0; t < R; ++t)
-        for (int i = 0; i < M; ++i) y[i * ldy + r + t] = _mm512_reduce_add_ps(acc[t][i]);
+        for (int i = 0; i < M; ++i)
+            y[i * ldy + r + t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][i][0], acc[t][i][1]));
 }
 
 // Weight rows side by side in a batch tile, by its number of activation rows M. Each weight vector
 // serves M FMAs and each activation vector R: R + M loads per R * M FMAs, where one 64-byte load per
-// cycle (Zen 5, measured) is the limit; R * M accumulators must fit in the 32 registers with room
-// for the loads. (One row against 5 activation rows made a 5-row lookup batch cost 2x a token.)
-constexpr int batch_tile_rows(int M) { return M <= 5 ? 4 : (M <= 7 ? 3 : 2); }
+// cycle (Zen 5, measured) is the limit; 2 * R * M accumulators (two chains each) must fit in the 32
+// registers with room for the loads. (One row against 5 activation rows made a 5-row lookup batch
+// cost 2x a token.)
+constexpr int batch_tile_rows(int M) { return M <= 3 ? 4 : (M <= 4 ? 3 : (M <= 6 ? 2 : 1)); }
 
 template <class Load, int M>
 void rows_times(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, float *y, int64_t ldy) {
