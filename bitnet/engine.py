@@ -42,6 +42,7 @@ _SIGNATURES = {
     "bitnet_load_preset": (ctypes.c_int, [_S]),
     "bitnet_set_tuning": (ctypes.c_int, [_S, _I64]),
     "bitnet_get_tuning": (_I64, [_S]),
+    "bitnet_default_tuning": (_I64, [_S]),
     "bitnet_model_load": (_P, [_S]),
     "bitnet_model_free": (None, [_P]),
     "bitnet_model_n_vocab": (_I32, [_P]),
@@ -137,6 +138,14 @@ def set_tuning(key: str, value: int) -> None:
 
 def get_tuning(key: str) -> int:
     value = lib().bitnet_get_tuning(key.encode())
+    if value < 0:
+        raise BitnetError(f"unknown tuning parameter {key!r}")
+    return value
+
+
+def default_tuning(key: str) -> int:
+    """A parameter's built-in value (before any preset or environment override)."""
+    value = lib().bitnet_default_tuning(key.encode())
     if value < 0:
         raise BitnetError(f"unknown tuning parameter {key!r}")
     return value

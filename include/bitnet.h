@@ -55,9 +55,11 @@ BITNET_API const char *bitnet_cpu_signature(void);
 /* Apply a preset (a JSON object: "prefetch_bytes", "amx_min_batch"; other keys ignored).
  * The environment variables BITNET_PREFETCH_BYTES / BITNET_AMX_MIN_BATCH still win. */
 BITNET_API int bitnet_load_preset(const char *path);
-/* Set or read one parameter by name; get returns -1 for an unknown name. */
+/* Set or read one parameter by name (default: its built-in value, before presets and the
+ * environment); the readers return -1 for an unknown name. */
 BITNET_API int bitnet_set_tuning(const char *key, int64_t value);
 BITNET_API int64_t bitnet_get_tuning(const char *key);
+BITNET_API int64_t bitnet_default_tuning(const char *key);
 
 /* ---- Model ----------------------------------------------------------------------------- */
 /* mmap and validate a GGUF file; NULL on failure (see bitnet_last_error). */

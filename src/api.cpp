@@ -94,6 +94,11 @@ int64_t bitnet_get_tuning(const char *key) {
     return key != nullptr && bitnet::tuning_get(key, &value) ? value : -1;
 }
 
+int64_t bitnet_default_tuning(const char *key) {
+    int64_t value = -1;
+    return key != nullptr && bitnet::tuning_get(key, &value, true) ? value : -1;
+}
+
 bitnet_model *bitnet_model_load(const char *path) {
     if (path == nullptr) {
         set_error(BITNET_ERR_ARGUMENT, "model path is null");

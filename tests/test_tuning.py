@@ -47,6 +47,17 @@ def test_a_broken_preset_warns_and_keeps_the_defaults(tmp_path, body):
     assert "warning" in out.stderr and out.stderr.count("\n") == 1
 
 
+def test_default_tuning_is_the_built_in_value_whatever_is_in_force():
+    before = engine.get_tuning("prefetch_bytes")
+    try:
+        engine.set_tuning("prefetch_bytes", 12345)
+        assert engine.default_tuning("prefetch_bytes") == 8192 and engine.get_tuning("prefetch_bytes") == 12345
+    finally:
+        engine.set_tuning("prefetch_bytes", before)
+    with pytest.raises(BitnetError, match="unknown tuning parameter"):
+        engine.default_tuning("tile_size")
+
+
 def test_set_tuning_checks_names_and_ranges():
     with pytest.raises(BitnetError, match="unknown tuning parameter"):
         engine.set_tuning("tile_size", 4)
@@ -93,7 +104,7 @@ def test_autotune_writes_a_preset_the_engine_reads(tmp_path):
 
     before = {k: engine.get_tuning(k) for k in ("prefetch_bytes", "amx_min_batch", "head_gemv_rows")}
     try:
-        path = autotune(tmp_path, n_threads=1, rounds=1, n_tokens=2, progress=False, n_layer=1, head_vocab=512)
+        path = autotune(tmp_path, n_threads=1, rounds=1, n_tokens=2, progress=False, n_layer=1, n_vocab=512)
     finally:
         for k, v in before.items():
             engine.set_tuning(k, v)

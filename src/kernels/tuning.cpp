@@ -119,10 +119,11 @@ bool tuning_set(const std::string &key, int64_t value, std::string *error) {
     return false;
 }
 
-bool tuning_get(const std::string &key, int64_t *value) {
+bool tuning_get(const std::string &key, int64_t *value, bool built_in_default) {
+    static const kernel_tuning kDefaults;
     for (const parameter &p : kParameters) {
         if (key != p.name) continue;
-        *value = state().*p.field;
+        *value = built_in_default ? kDefaults.*p.field : state().*p.field;
         return true;
     }
     return false;

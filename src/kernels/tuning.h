@@ -27,8 +27,8 @@ const kernel_tuning &tuning();
 // unknown name or a value out of range. Takes effect for kernels started afterwards.
 bool tuning_set(const std::string &key, int64_t value, std::string *error);
 
-// The value of one parameter by name; false for an unknown name.
-bool tuning_get(const std::string &key, int64_t *value);
+// The value of one parameter by name (in force, or the built-in default); false for an unknown name.
+bool tuning_get(const std::string &key, int64_t *value, bool built_in_default = false);
 
 // Read a preset: a JSON object whose known numeric keys are applied (others, such as "cpu" or
 // nested "measured_*" tables, are ignored). Environment overrides still win.
