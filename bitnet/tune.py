@@ -70,7 +70,8 @@ def tune_settings(ctx, candidates: list[dict], rounds: int, n_tokens: int, logit
     speed = [1.0 / statistics.median(t) for t in times]
     best = max(range(len(candidates)), key=speed.__getitem__)
     # The built-in defaults stay unless beaten by more than this machine's noise between rounds.
-    default = next((j for j, c in enumerate(candidates) if all(engine.default_tuning(n) == v for n, v in c.items())), None)
+    is_default = [all(engine.default_tuning(n) == v for n, v in c.items()) for c in candidates]
+    default = is_default.index(True) if True in is_default else None
     if default is not None and speed[best] < speed[default] * (1 + MIN_GAIN):
         best = default
     label = lambda c: ",".join(str(v) for v in c.values())  # noqa: E731

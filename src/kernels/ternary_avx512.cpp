@@ -164,7 +164,9 @@ void i2s_tile_natural(const uint8_t *w, int64_t k, const int8_t *a, const int32_
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i)
             for (int c = 0; c < C; ++c) acc[t][i][c] = _mm512_setzero_si512();
-    for (int64_t b = 0; b < n_blocks; ++b) {
+    // Block b's two halves into chains `chain` and `chain + 1` (both 0 when C = 1): with C = 4, two
+    // blocks per step take chains 0, 1 and 2, 3.
+    const auto block = [&](int64_t b, int chain) {
         __m512i c0[R], c1[R];
         for (int t = 0; t < R; ++t) {
             const uint8_t *p = w + t * row_bytes + b * kI2SBlockBytes;
@@ -177,11 +179,18 @@ void i2s_tile_natural(const uint8_t *w, int64_t k, const int8_t *a, const int32_
             const int8_t *ap = a + i * k + b * kI2SBlock;
             const __m512i a0 = _mm512_loadu_si512(ap), a1 = _mm512_loadu_si512(ap + 64);
             for (int t = 0; t < R; ++t) {
-                acc[t][i][0] = _mm512_dpbusd_epi32(acc[t][i][0], c0[t], a0);
-                acc[t][i][C - 1] = _mm512_dpbusd_epi32(acc[t][i][C - 1], c1[t], a1);
+                acc[t][i][chain] = _mm512_dpbusd_epi32(acc[t][i][chain], c0[t], a0);
+                acc[t][i][C == 1 ? 0 : chain + 1] = _mm512_dpbusd_epi32(acc[t][i][C == 1 ? 0 : chain + 1], c1[t], a1);
             }
         }
-    }
+    };
+    int64_t b = 0;
+    if constexpr (C == 4)
+        for (; b + 2 <= n_blocks; b += 2) {
+            block(b, 0);
+            block(b + 1, 2);
+        }
+    for (; b < n_blocks; ++b) block(b, 0);
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i) {
             __m512i sum = acc[t][i][0];
@@ -209,7 +218,7 @@ void i2s_matmul_natural(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, con
                              int64_t);
     static constexpr rows_fn kByActs[kNaturalActs + 1] = {
         nullptr,
-        i2s_rows_natural<2, 1, 2>,
+        i2s_rows_natural<1, 1, 4>,
         i2s_rows_natural<4, 2, 2>,
         i2s_rows_natural<4, 3, 1>,
         i2s_rows_natural<4, 4, 1>,
