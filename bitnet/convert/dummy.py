@@ -292,13 +292,19 @@ def generate(
     label = size if isinstance(size, str) else "custom"
     hp = hparams_for(shape, name or f"dummy-bitnet-{label}")
     jobs = plan_tensors(hp, outtype, embedding_type, seed)  # checks row lengths before any output
+    return write_model(outfile, gguf_fields(hp, outtype, seed), jobs, progress, overwrite)
+
+
+def write_model(outfile, fields, jobs: list[TensorJob], progress: bool, overwrite: bool) -> Path:
+    """Write GGUF key-values ((key, value, kind) triples) and tensors (jobs, produced one by one)
+    to outfile, via a temporary file renamed into place; return its path."""
     outfile = Path(outfile)
     if outfile.is_dir():
         raise ValueError(f"output {outfile} is a directory; give a file name")
     if outfile.exists() and not overwrite:
         raise FileExistsError(f"{outfile} exists; pass --force to overwrite it")
     with GGUFWriter(outfile) as w:
-        for key, value, kind in gguf_fields(hp, outtype, seed):
+        for key, value, kind in fields:
             w.add_kv(key, value, kind)
         for job in jobs:
             w.add_tensor(job.name, job.ne, job.ggml_type, job.n_bytes)

@@ -60,7 +60,7 @@ from bitnet import gguf_writer as gw
 from bitnet.convert import i2s
 from bitnet.convert.dtypes import FLOAT_TYPES, from_float_type, to_float_type
 from bitnet.convert.dummy import (
-    MODEL_SIZES, ModelShape, _Parser, _row_chunks, _UsageError, _write_tensors, hparams_for, resolve_shape,
+    MODEL_SIZES, ModelShape, _Parser, _row_chunks, _UsageError, hparams_for, resolve_shape, write_model,
 )  # fmt: skip
 from bitnet.convert.gguf_reader import GGUFFile, GGUFTensor, read_gguf
 from bitnet.convert.hf_bitnet import LAYER_TENSORS, TensorJob
@@ -354,20 +354,9 @@ def scale_up(src, outfile, size: str | ModelShape = "2B-4T", *, name: str | None
     p = place(s, resolve_shape(size), name, embd_type)
     jobs = plan_tensors(f, p, embd_type)
     outfile = Path(outfile)
-    if outfile.is_dir():
-        raise ValueError(f"output {outfile} is a directory; give a file name")
-    if outfile.exists() and not overwrite:
-        raise FileExistsError(f"{outfile} exists; pass --force to overwrite it")
-    if outfile.exists() and outfile.samefile(src):
+    if outfile.is_file() and outfile.samefile(src):
         raise ValueError("the output file is the source file")
-    with gw.GGUFWriter(outfile) as w:
-        for key, value, kind in gguf_fields(f, p):
-            w.add_kv(key, value, kind)
-        for job in jobs:
-            w.add_tensor(job.name, job.ne, job.ggml_type, job.n_bytes)
-        w.write_header()
-        _write_tensors(w, jobs, progress)
-    return outfile
+    return write_model(outfile, gguf_fields(f, p), jobs, progress, overwrite)
 
 
 # -- command line (utils/scale-up-bitnet-model.py) -------------------------------------------------
