@@ -1,108 +1,250 @@
-// AVX2 + FMA + F16C dense kernels (see dense.h for the layout). Each weight row is converted
-// 8 elements at a time and reused for up to 4 activation rows, so a batched lm_head reads the
-// (large) embedding matrix once per 4 tokens.
+// AVX2 + FMA + F16C dense kernels (see dense.h for the layout): the lm_head, which decode
+// streams whole once per token (0.66 GB of F16 for the 2B-4T shape, 0.43 GB of Q6_K).
+//
+//   weight row r:  [ w0 .. w7 w8 .. w15 | w16 .. w31 | ... | tail (zero-filled) ]   F32, or F16 /
+//                    half 0   half 1      next chunk                                BF16 / Q8_0 /
+//                                                                                   Q6_K widened in
+//   acc(r, i)[chain][half] += row half * x_i half                                   registers
+//
+// Each output is summed in the AVX-512 set's order (dense_avx512.cpp): two chains, for the even
+// and the odd 16-element chunks of the row, each chunk as two 8-lane halves here; the chains
+// added, then the 16 lanes halved down as _mm512_reduce_add_ps halves them. So the two x86 sets
+// give the same bits, and a row's four FMA chains hide the FMA latency without a second memory
+// stream. Every output has that one order whatever the tile, so a token's logits do not depend
+// on the batch it came in.
 #include "kernels/simd_x86.h"
+
+#include <cstring>
 
 #include "kernels/dense.h"
 #include "kernels/tuning.h"
-#include "quant_types.h"
 
 namespace bitnet {
 
 namespace {
+
+// Activation rows per batch tile: 4 accumulators per (weight row, activation row), and 16 ymm.
+constexpr int kGemmActs = 3;
+
+// A weight type: its row size in bytes, where element j's bytes start (for the prefetch), one
+// element as f32 (the tail), 8 elements j .. j+7 widened (j a multiple of 8, all inside the row),
+// and 64 elements j .. j+63 (j a multiple of 64) as eight such vectors.
+template <class Load>
+struct by_eight {
+    static void vec64(const uint8_t *row, int64_t j, __m256 out[8]) {
+        for (int v = 0; v < 8; ++v) out[v] = Load::vec(row, j + 8 * v);
+    }
+};
+
+struct load_f32 : by_eight<load_f32> {
+    static int64_t row_bytes(int64_t k) { return 4 * k; }
+    static int64_t offset(int64_t j) { return 4 * j; }
+    static __m256 vec(const uint8_t *row, int64_t j) { return _mm256_loadu_ps(reinterpret_cast<const float *>(row) + j); }
+    static float one(const uint8_t *row, int64_t j) { return reinterpret_cast<const float *>(row)[j]; }
+};
+struct load_f16 : by_eight<load_f16> {
+    static int64_t row_bytes(int64_t k) { return 2 * k; }
+    static int64_t offset(int64_t j) { return 2 * j; }
+    static __m256 vec(const uint8_t *row, int64_t j) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + 2 * j)));
+    }
+    static float one(const uint8_t *row, int64_t j) { return f16_to_f32(reinterpret_cast<const uint16_t *>(row)[j]); }
+};
+struct load_bf16 : by_eight<load_bf16> {
+    static int64_t row_bytes(int64_t k) { return 2 * k; }
+    static int64_t offset(int64_t j) { return 2 * j; }
+    static __m256 vec(const uint8_t *row, int64_t j) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(row + 2 * j));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    static float one(const uint8_t *row, int64_t j) { return bf16_to_f32(reinterpret_cast<const uint16_t *>(row)[j]); }
+};
+
+inline float f16_scale(const uint8_t *p) {  // f16_at, with F16C
+    uint16_t h;
+    std::memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+// 8 int8 (sign-extended from the low 8 bytes of q), times a scale: (float)q * scale, rounded
+// once, as the scalar widening does.
+inline __m256 scaled_int8(__m128i q, __m256 scale) {
+    return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+}
+
+// Q8_0: blocks of 32 = f16 d + 32 int8; w = d * q (dequant.cpp's one multiply). The tail is
+// whole blocks (k % 32 == 0), so `one` is never needed.
+struct load_q8_0 : by_eight<load_q8_0> {
+    static int64_t row_bytes(int64_t k) { return k / 32 * 34; }
+    static int64_t offset(int64_t j) { return j / 32 * 34; }
+    static __m256 vec(const uint8_t *row, int64_t j) {
+        const uint8_t *block = row + j / 32 * 34;
+        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(block + 2 + (j & 31)));
+        return scaled_int8(q, _mm256_set1_ps(f16_scale(block)));
+    }
+    static float one(const uint8_t *row, int64_t j) {
+        const uint8_t *block = row + j / 32 * 34;
+        return f16_scale(block) * static_cast<float>(static_cast<int8_t>(block[2 + (j & 31)]));
+    }
+};
+
+// Q6_K: super-blocks of 256 = ql[128] | qh[64] | int8 sc[16] | f16 d (dequant.h). Element e of a
+// super-block: half h = e / 128, quarter g = e % 128 / 32, l = e % 32; its 6-bit value is
+// ql[64h + 32(g & 1) + l] (low nibble for g < 2, high for g >= 2) | (qh[32h + l] >> 2g & 3) << 4,
+// minus 32, and w = (d * sc[8h + l / 16 + 2g]) * q, in dequant.cpp's order. 64 elements at a time
+// (quarters 2p, 2p + 1 of half h):
+//
+//   ql[64h .. 64h + 32), ql[64h + 32 .. 64h + 64)  -> low nibbles (p = 0) or high (p = 1): two ymm
+//   qh[32h .. 32h + 32) >> 4p (quarter 2p), >> 4p + 2 (quarter 2p + 1), & 3, << 4: the top bits
+//   sixteen elements c = 0..3 scaled by d * sc[8h + 4p + c]
+// K is a whole number of super-blocks, so there is no tail.
+struct load_q6_k {
+    static int64_t row_bytes(int64_t k) { return k / 256 * 210; }
+    static int64_t offset(int64_t j) { return j / 256 * 210; }
+    static __m256 vec(const uint8_t *row, int64_t j) {
+        __m256 eight[8];
+        vec64(row, j & ~int64_t{63}, eight);
+        return eight[(j & 63) / 8];
+    }
+    static float one(const uint8_t *row, int64_t j) {
+        alignas(32) float eight[8];
+        _mm256_store_ps(eight, vec(row, j & ~int64_t{7}));
+        return eight[j & 7];
+    }
+    static void vec64(const uint8_t *row, int64_t j, __m256 out[8]) {
+        const uint8_t *sb = row + j / 256 * 210;
+        const int64_t h = (j & 255) / 128, p = (j & 127) / 64;
+        const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb + 64 * h));
+        const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb + 128 + 32 * h));
+        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30);
+        // Bits 4-5 of each byte after a 16-bit shift: what crosses bytes is masked off.
+        const __m256i top0 = p == 0 ? _mm256_slli_epi16(qh, 4) : qh;
+        const __m256i top1 = p == 0 ? _mm256_slli_epi16(qh, 2) : _mm256_srli_epi16(qh, 2);
+        const __m256i low0 = p == 0 ? ql0 : _mm256_srli_epi16(ql0, 4);
+        const __m256i low1 = p == 0 ? ql1 : _mm256_srli_epi16(ql1, 4);
+        const __m256i bias = _mm256_set1_epi8(32);
+        const __m256i q0 = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(low0, m4), _mm256_and_si256(top0, m2)), bias);
+        const __m256i q1 = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(low1, m4), _mm256_and_si256(top1, m2)), bias);
+        // The four scales d * sc[8h + 4p + c], rounded as the scalar code rounds them.
+        int32_t sc4;
+        std::memcpy(&sc4, sb + 192 + 8 * h + 4 * p, sizeof sc4);
+        alignas(16) float scale[4];
+        _mm_store_ps(scale, _mm_mul_ps(_mm_set1_ps(f16_scale(sb + 208)), _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(sc4)))));
+        const __m128i q16[4] = {_mm256_castsi256_si128(q0), _mm256_extracti128_si256(q0, 1),
+                                _mm256_castsi256_si128(q1), _mm256_extracti128_si256(q1, 1)};
+        for (int c = 0; c < 4; ++c) {
+            const __m256 s = _mm256_set1_ps(scale[c]);
+            out[2 * c] = scaled_int8(q16[c], s);
+            out[2 * c + 1] = scaled_int8(_mm_unpackhi_epi64(q16[c], q16[c]), s);
+        }
+    }
+};
+
+// The 16 lanes (half 0, half 1) halved down as _mm512_reduce_add_ps does: 8 + 8, 4 + 4, 2 + 2, 1 + 1.
+inline float reduce16(__m256 half0, __m256 half1) {
+    const __m256 s8 = _mm256_add_ps(half0, half1);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+// R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t]. Elements
+// are taken 64 at a time, then 16-element chunks with the last one zero-filled (as the AVX-512
+// set's masked lanes). acc[t][i][2 * chain + half].
+template <class Load, int R, int M>
+void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
+    // The tile's R rows are read side by side: the data not yet asked for starts R-1 rows past the
+    // first row's position, so the prefetch distance counts from there.
+    const int64_t row_bytes = Load::row_bytes(k), ahead = tuning().head_prefetch_bytes + (R - 1) * row_bytes;
+    __m256 acc[R][M][4];
+    for (int t = 0; t < R; ++t)
+        for (int i = 0; i < M; ++i)
+            for (int a = 0; a < 4; ++a) acc[t][i][a] = _mm256_setzero_ps();
+    int64_t prefetched = 0;  // bytes of each row prefetched so far (from `ahead` on)
+    int64_t j = 0;
+    for (; j + 64 <= k; j += 64) {
+        const int64_t upto = Load::offset(j + 64);
+        for (; prefetched < upto; prefetched += 64)
+            for (int t = 0; t < R; ++t)
+                _mm_prefetch(reinterpret_cast<const char *>(w + (r + t) * row_bytes + prefetched + ahead), _MM_HINT_T1);
+        for (int t = 0; t < R; ++t) {
+            __m256 wv[8];
+            Load::vec64(w + (r + t) * row_bytes, j, wv);
+            for (int v = 0; v < 8; ++v)
+                for (int i = 0; i < M; ++i)
+                    acc[t][i][v & 3] = _mm256_fmadd_ps(wv[v], _mm256_loadu_ps(x + i * k + j + 8 * v), acc[t][i][v & 3]);
+        }
+    }
+    for (; j < k; j += 16) {
+        const int chain = static_cast<int>(j / 16) & 1;
+        for (int half = 0; half < 2; ++half) {
+            const int64_t at = j + 8 * half, n = k - at < 8 ? (k - at > 0 ? k - at : 0) : 8;
+            for (int t = 0; t < R; ++t) {
+                const uint8_t *row = w + (r + t) * row_bytes;
+                alignas(32) float wb[8] = {}, xb[M][8] = {};
+                for (int64_t u = 0; u < n; ++u) wb[u] = Load::one(row, at + u);
+                for (int i = 0; i < M; ++i)
+                    for (int64_t u = 0; u < n; ++u) xb[i][u] = x[i * k + at + u];
+                for (int i = 0; i < M; ++i)
+                    acc[t][i][2 * chain + half] =
+                        _mm256_fmadd_ps(_mm256_load_ps(wb), _mm256_load_ps(xb[i]), acc[t][i][2 * chain + half]);
+            }
+        }
+    }
+    for (int t = 0; t < R; ++t)
+        for (int i = 0; i < M; ++i)
+            y[i * ldy + r + t] = reduce16(_mm256_add_ps(acc[t][i][0], acc[t][i][2]), _mm256_add_ps(acc[t][i][1], acc[t][i][3]));
+}
+
+template <class Load, int M>
+void rows_times(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, float *y, int64_t ldy) {
+    for (int64_t r = r0; r < r1; ++r) tile<Load, 1, M>(w, k, r, x, y, ldy);
+}
+
+// Decode: one or two weight rows per tile (tuning().head_gemv_rows: memory streams). Batches:
+// each weight row once per kGemmActs activation rows, the rest in one more pass.
+template <class Load>
+void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y, int64_t ldy) {
+    if (m == 1) {
+        int64_t r = r0;
+        if (tuning().head_gemv_rows == 2)
+            for (; r + 2 <= r1; r += 2) tile<Load, 2, 1>(w, k, r, x, y, ldy);
+        for (; r < r1; ++r) tile<Load, 1, 1>(w, k, r, x, y, ldy);
+        return;
+    }
+    int64_t i = 0;
+    for (; i + kGemmActs <= m; i += kGemmActs) rows_times<Load, kGemmActs>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+    if (m - i == 2) rows_times<Load, 2>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+    if (m - i == 1) rows_times<Load, 1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+}
+
+void matmul_f32(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                int64_t ldy) {
+    matmul<load_f32>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
+}
+void matmul_f16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                int64_t ldy) {
+    matmul<load_f16>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
+}
+void matmul_bf16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                 int64_t ldy) {
+    matmul<load_bf16>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
+}
+void matmul_q8_0(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                 int64_t ldy) {
+    matmul<load_q8_0>(w, k, r0, r1, x, m, y, ldy);
+}
+void matmul_q6_k(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+                 int64_t ldy) {
+    matmul<load_q6_k>(w, k, r0, r1, x, m, y, ldy);
+}
 
 inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-struct load_f32 {
-    static constexpr int64_t kBytes = 4;  // per element
-    const float *w;
-    __m256 vec(int64_t j) const { return _mm256_loadu_ps(w + j); }
-    float one(int64_t j) const { return w[j]; }
-};
-struct load_f16 {
-    static constexpr int64_t kBytes = 2;  // per element
-    const uint16_t *w;
-    __m256 vec(int64_t j) const {
-        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w + j)));
-    }
-    float one(int64_t j) const { return f16_to_f32(w[j]); }
-};
-struct load_bf16 {
-    static constexpr int64_t kBytes = 2;  // per element
-    const uint16_t *w;
-    __m256 vec(int64_t j) const {
-        __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w + j));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    float one(int64_t j) const { return bf16_to_f32(w[j]); }
-};
-
-// R weight rows starting at row r times MR activation rows starting at x (k floats each):
-// y[i * ldy + r + t]. Every row has its own accumulators, summed in the same order whatever R
-// and MR are; R > 1 (decode) runs R FMA chains side by side, which hides the FMA latency (one
-// chain caps a core at 8 floats per 4 cycles). Prefetched tuning().head_prefetch_bytes past the
-// tile's last row, once per 64-byte line.
-template <int R, int MR, typename Load>
-void tile(const Load &row0, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
-    const int64_t row_bytes = k * Load::kBytes, ahead = tuning().head_prefetch_bytes + (R - 1) * row_bytes;
-    Load rows[R];
-    __m256 acc[R][MR];
-    for (int t = 0; t < R; ++t) {
-        rows[t] = Load{row0.w + (r + t) * k};
-        for (int i = 0; i < MR; ++i) acc[t][i] = _mm256_setzero_ps();
-    }
-    int64_t j = 0;
-    for (; j + 8 <= k; j += 8) {
-        const bool new_line = (j * Load::kBytes) % 64 == 0;
-        for (int t = 0; t < R; ++t) {
-            if (new_line) _mm_prefetch(reinterpret_cast<const char *>(rows[t].w + j) + ahead, _MM_HINT_T1);
-            const __m256 wv = rows[t].vec(j);
-            for (int i = 0; i < MR; ++i) acc[t][i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j), acc[t][i]);
-        }
-    }
-    for (int t = 0; t < R; ++t)
-        for (int i = 0; i < MR; ++i) {
-            float s = hsum(acc[t][i]);
-            for (int64_t u = j; u < k; ++u) s += rows[t].one(u) * x[i * k + u];
-            y[i * ldy + r + t] = s;
-        }
-}
-
-// Rows [r0, r1) of W times MR activation rows: R weight rows per tile, the rest one by one.
-template <int R, int MR, typename Load>
-void rows_times(const Load &w, int64_t k, int64_t r0, int64_t r1, const float *x, float *y, int64_t ldy) {
-    int64_t r = r0;
-    for (; r + R <= r1; r += R) tile<R, MR>(w, k, r, x, y, ldy);
-    for (; r < r1; ++r) tile<1, MR>(w, k, r, x, y, ldy);
-}
-
-// One activation row (decode): 4 weight rows per tile. Batches: each weight row once per 4
-// activation rows.
-template <typename Load>
-void matmul_tiled(const Load &w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
-                  float *y, int64_t ldy) {
-    if (m == 1) return rows_times<4, 1>(w, k, r0, r1, x, y, ldy);
-    int64_t i = 0;
-    for (; i + 4 <= m; i += 4) rows_times<1, 4>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
-    for (; i < m; ++i) rows_times<1, 1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
-}
-
-void matmul_f32(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
-                float *y, int64_t ldy) {
-    matmul_tiled(load_f32{w}, k, r0, r1, x, m, y, ldy);
-}
-void matmul_f16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
-                float *y, int64_t ldy) {
-    matmul_tiled(load_f16{w}, k, r0, r1, x, m, y, ldy);
-}
-void matmul_bf16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
-                 float *y, int64_t ldy) {
-    matmul_tiled(load_bf16{w}, k, r0, r1, x, m, y, ldy);
 }
 
 // 8 lanes, then the lanes' sums added; the scalar tail after.
@@ -120,15 +262,6 @@ void axpy_f32(float alpha, const float *x, float *y, int64_t n) {
     for (; j + 8 <= n; j += 8)
         _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
     for (; j < n; ++j) y[j] += alpha * x[j];
-}
-
-void matmul_q8_0(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
-                 int64_t ldy) {
-    matmul_quant_by_rows(GGML_Q8_0, matmul_f32, w, k, r0, r1, x, m, y, ldy);
-}
-void matmul_q6_k(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
-                 int64_t ldy) {
-    matmul_quant_by_rows(GGML_Q6_K, matmul_f32, w, k, r0, r1, x, m, y, ldy);
 }
 
 void attend(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,

@@ -3,7 +3,8 @@
 // against the same set's F32 kernel on the widened rows, bit for bit. Float sums in a different
 // order differ in the last bits, so the bound is relative to sum |w * x| (the size of the rounding
 // errors), 1e-5: far below what any real bug gives. Within one set, a row's result must not
-// depend on the batch it is in: m = 1 equals every row of a batch bit for bit.
+// depend on the batch it is in: m = 1 equals every row of a batch bit for bit. The AVX2 and
+// AVX-512 sets sum in one order, so they must agree bit for bit on every dense type.
 // Prints one line per failure and "N passed, M failed"; exits non-zero on any failure.
 #include <cmath>
 #include <climits>
@@ -117,7 +118,8 @@ void test_quantized_equals_widened(const dense_kernel_set *ks) {
         int64_t block, bytes, scale_at;
     } types[] = {{GGML_Q8_0, "Q8_0", 32, 34, 0}, {GGML_Q6_K, "Q6_K", 256, 210, 208}};
     for (const auto &t : types) {
-        for (int64_t k : {256, 512, 2560}) {
+        for (int64_t k : {256, 288, 512, 2560}) {
+            if (k % t.block != 0) continue;
             const int64_t n = 11, m = 5, row_bytes = k / t.block * t.bytes;
             std::vector<uint8_t> w(static_cast<size_t>(n * row_bytes));
             for (uint8_t &b : w) b = static_cast<uint8_t>(gen());
@@ -135,6 +137,56 @@ void test_quantized_equals_widened(const dense_kernel_set *ks) {
                 for (int64_t i = 0; i < rows * n; ++i)
                     check(std::memcmp(&got[i], &want[i], 4) == 0, "differs from its widened F32 matrix", ks->name,
                           t.name, k, i / n, i % n);
+            }
+        }
+    }
+}
+
+// The AVX2 set against the AVX-512 set on every dense type (random bytes for the quantized ones,
+// finite scales): the same bits, for decode (m = 1) and batches, whatever the row split.
+void test_x86_sets_agree(const dense_kernel_set *a, const dense_kernel_set *b) {
+    std::mt19937 gen(13);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    const struct {
+        uint32_t id;
+        const char *name;
+        int64_t block, bytes, scale_at;
+    } types[] = {{0, "F32", 1, 4, -1},        {1, "F16", 1, 2, -1},           {30, "BF16", 1, 2, -1},
+                 {GGML_Q8_0, "Q8_0", 32, 34, 0}, {GGML_Q6_K, "Q6_K", 256, 210, 208}};
+    for (const auto &t : types) {
+        for (int64_t k : {1, 7, 9, 17, 24, 33, 100, 256, 288, 520, 2560}) {
+            if (k % t.block != 0) continue;
+            const int64_t n = 9, m = 7, row_bytes = k / t.block * t.bytes;
+            std::vector<uint8_t> w(static_cast<size_t>(n * row_bytes));
+            if (t.scale_at >= 0) {
+                for (uint8_t &v : w) v = static_cast<uint8_t>(gen());
+                for (int64_t blk = 0; blk < n * k / t.block; ++blk) {
+                    const uint16_t d = f32_to_f16(u(gen) * 0.1f);
+                    std::memcpy(&w[static_cast<size_t>(blk * t.bytes + t.scale_at)], &d, 2);
+                }
+            } else {
+                const weights v = make_weights(gen, t.id, n, k);
+                std::memcpy(w.data(), t.id == 0 ? static_cast<const void *>(v.f32.data()) : v.bits.data(), w.size());
+            }
+            std::vector<float> x(static_cast<size_t>(m * k));
+            for (float &v : x) v = u(gen);
+            for (int64_t rows : {int64_t{1}, int64_t{2}, int64_t{4}, m}) {
+                std::vector<float> ya(static_cast<size_t>(rows * n)), yb(ya.size());
+                for (const dense_kernel_set *ks : {a, b}) {
+                    float *y = ks == a ? ya.data() : yb.data();
+                    const int64_t splits[2][2] = {{0, 4}, {4, n}};  // uneven, as threads split
+                    for (const auto &sp : splits) {
+                        const float *xs = x.data();
+                        const int64_t r0 = sp[0], r1 = sp[1];
+                        if (t.id == 0) ks->matmul_f32(reinterpret_cast<const float *>(w.data()), k, r0, r1, xs, rows, y, n);
+                        else if (t.id == 1) ks->matmul_f16(reinterpret_cast<const uint16_t *>(w.data()), k, r0, r1, xs, rows, y, n);
+                        else if (t.id == 30) ks->matmul_bf16(reinterpret_cast<const uint16_t *>(w.data()), k, r0, r1, xs, rows, y, n);
+                        else (t.id == GGML_Q8_0 ? ks->matmul_q8_0 : ks->matmul_q6_k)(w.data(), k, r0, r1, xs, rows, y, n);
+                    }
+                }
+                for (int64_t i = 0; i < rows * n; ++i)
+                    check(std::memcmp(&ya[i], &yb[i], 4) == 0, "AVX2 and AVX-512 sets differ", a->name, t.name, k,
+                          i / n, i % n);
             }
         }
     }
@@ -242,6 +294,7 @@ int main() {
         test_attend_rows(ks);
         test_scale_sums(ks);
     }
+    if (sets.size() == 2) test_x86_sets_agree(sets[0], sets[1]);
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }
