@@ -418,7 +418,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && std::strcmp(argv[1], "--dispatch-child") == 0) return dispatch_child();
 
     std::vector<const ternary_kernel_set *> isas;  // every SIMD set this CPU runs
-    for (const char *name : {"avx2", "avx512bw", "avx512vnni", "amx", "neon"}) {
+    for (const char *name : {"avx2maddubs", "avx2vnni", "avx512bw", "avx512vnni", "amx", "neon"}) {
         if (const ternary_kernel_set *ks = ternary_kernels_by_name(name))
             isas.push_back(ks);
         else
