@@ -28,11 +28,19 @@ constexpr int kGemmActs = 3;
 
 // A weight type: its row size in bytes, where element j's bytes start (for the prefetch), one
 // element as f32 (the tail), 8 elements j .. j+7 widened (j a multiple of 8, all inside the row),
-// and 64 elements j .. j+63 (j a multiple of 64) as eight such vectors.
+// and each256(row, j, f): f(v, vector) for the 32 vectors of elements j .. j+255 (j a multiple of
+// 256), v = 0..31 in order; a type whose layout has 256-element blocks widens them whole there.
 template <class Load>
 struct by_eight {
-    static void vec64(const uint8_t *row, int64_t j, __m256 out[8]) {
-        for (int v = 0; v < 8; ++v) out[v] = Load::vec(row, j + 8 * v);
+    // Four calls per iteration: v & 3 is then a constant after inlining (accumulators in registers).
+    template <class F>
+    static void each256(const uint8_t *row, int64_t j, F &&f) {
+        for (int v = 0; v < 32; v += 4) {
+            f(v, Load::vec(row, j + 8 * v));
+            f(v + 1, Load::vec(row, j + 8 * v + 8));
+            f(v + 2, Load::vec(row, j + 8 * v + 16));
+            f(v + 3, Load::vec(row, j + 8 * v + 24));
+        }
     }
 };
 
@@ -91,53 +99,72 @@ struct load_q8_0 : by_eight<load_q8_0> {
 // Q6_K: super-blocks of 256 = ql[128] | qh[64] | int8 sc[16] | f16 d (dequant.h). Element e of a
 // super-block: half h = e / 128, quarter g = e % 128 / 32, l = e % 32; its 6-bit value is
 // ql[64h + 32(g & 1) + l] (low nibble for g < 2, high for g >= 2) | (qh[32h + l] >> 2g & 3) << 4,
-// minus 32, and w = (d * sc[8h + l / 16 + 2g]) * q, in dequant.cpp's order. 64 elements at a time
-// (quarters 2p, 2p + 1 of half h):
+// minus 32, and w = (d * sc[8h + l / 16 + 2g]) * q, in dequant.cpp's order. A super-block at a
+// time: its 16 scales d * sc[s] once (rounded as the scalar code rounds them), then 64 elements
+// (quarters 2p, 2p + 1 of half h) at a time:
 //
 //   ql[64h .. 64h + 32), ql[64h + 32 .. 64h + 64)  -> low nibbles (p = 0) or high (p = 1): two ymm
 //   qh[32h .. 32h + 32) >> 4p (quarter 2p), >> 4p + 2 (quarter 2p + 1), & 3, << 4: the top bits
-//   sixteen elements c = 0..3 scaled by d * sc[8h + 4p + c]
+//   the 64 int8 through the stack, so that each 8 widen with one vpmovsxbd from memory
 // K is a whole number of super-blocks, so there is no tail.
 struct load_q6_k {
     static int64_t row_bytes(int64_t k) { return k / 256 * 210; }
     static int64_t offset(int64_t j) { return j / 256 * 210; }
+    // Element j's super-block widened whole (the tile never needs these: no tail).
+    static void widen(const uint8_t *row, int64_t j, float out[256]) {
+        each256(row, j & ~int64_t{255}, [&](int v, __m256 w) { _mm256_storeu_ps(out + 8 * v, w); });
+    }
     static __m256 vec(const uint8_t *row, int64_t j) {
-        __m256 eight[8];
-        vec64(row, j & ~int64_t{63}, eight);
-        return eight[(j & 63) / 8];
+        float all[256];
+        widen(row, j, all);
+        return _mm256_loadu_ps(all + (j & 255));
     }
     static float one(const uint8_t *row, int64_t j) {
-        alignas(32) float eight[8];
-        _mm256_store_ps(eight, vec(row, j & ~int64_t{7}));
-        return eight[j & 7];
+        float all[256];
+        widen(row, j, all);
+        return all[j & 255];
     }
-    static void vec64(const uint8_t *row, int64_t j, __m256 out[8]) {
-        const uint8_t *sb = row + j / 256 * 210;
-        const int64_t h = (j & 255) / 128, p = (j & 127) / 64;
+
+    // The 64 int8 values of quarters 2p, 2p + 1 of half h (P = 2h + p) into q[0..64).
+    template <int P>
+    static void quarters(const uint8_t *sb, int8_t *q) {
+        constexpr int h = P / 2, p = P % 2;
         const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb + 64 * h));
         const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb + 64 * h + 32));
         const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sb + 128 + 32 * h));
-        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30);
+        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30), bias = _mm256_set1_epi8(32);
         // Bits 4-5 of each byte after a 16-bit shift: what crosses bytes is masked off.
         const __m256i top0 = p == 0 ? _mm256_slli_epi16(qh, 4) : qh;
         const __m256i top1 = p == 0 ? _mm256_slli_epi16(qh, 2) : _mm256_srli_epi16(qh, 2);
         const __m256i low0 = p == 0 ? ql0 : _mm256_srli_epi16(ql0, 4);
         const __m256i low1 = p == 0 ? ql1 : _mm256_srli_epi16(ql1, 4);
-        const __m256i bias = _mm256_set1_epi8(32);
         const __m256i q0 = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(low0, m4), _mm256_and_si256(top0, m2)), bias);
         const __m256i q1 = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(low1, m4), _mm256_and_si256(top1, m2)), bias);
-        // The four scales d * sc[8h + 4p + c], rounded as the scalar code rounds them.
-        int32_t sc4;
-        std::memcpy(&sc4, sb + 192 + 8 * h + 4 * p, sizeof sc4);
-        alignas(16) float scale[4];
-        _mm_store_ps(scale, _mm_mul_ps(_mm_set1_ps(f16_scale(sb + 208)), _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(sc4)))));
-        const __m128i q16[4] = {_mm256_castsi256_si128(q0), _mm256_extracti128_si256(q0, 1),
-                                _mm256_castsi256_si128(q1), _mm256_extracti128_si256(q1, 1)};
-        for (int c = 0; c < 4; ++c) {
-            const __m256 s = _mm256_set1_ps(scale[c]);
-            out[2 * c] = scaled_int8(q16[c], s);
-            out[2 * c + 1] = scaled_int8(_mm_unpackhi_epi64(q16[c], q16[c]), s);
-        }
+        _mm256_store_si256(reinterpret_cast<__m256i *>(q), q0);
+        _mm256_store_si256(reinterpret_cast<__m256i *>(q + 32), q1);
+    }
+    template <int P, class F>
+    static void each64(const float *scale, const uint8_t *sb, F &f) {
+        alignas(32) int8_t q[64];
+        quarters<P>(sb, q);
+        for (int v = 0; v < 8; v += 4)  // four calls per iteration, as in by_eight
+            for (int u = 0; u < 4; ++u) {
+                const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(q + 8 * (v + u)));
+                f(8 * P + v + u, scaled_int8(q8, _mm256_broadcast_ss(scale + 4 * P + (v + u) / 2)));
+            }
+    }
+    template <class F>
+    static void each256(const uint8_t *row, int64_t j, F &&f) {
+        const uint8_t *sb = row + j / 256 * 210;
+        alignas(32) float scale[16];
+        const __m256 d = _mm256_set1_ps(f16_scale(sb + 208));
+        const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i *>(sb + 192));
+        _mm256_store_ps(scale, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+        _mm256_store_ps(scale + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc, sc)))));
+        each64<0>(scale, sb, f);
+        each64<1>(scale, sb, f);
+        each64<2>(scale, sb, f);
+        each64<3>(scale, sb, f);
     }
 };
 
@@ -150,8 +177,8 @@ inline float reduce16(__m256 half0, __m256 half1) {
 }
 
 // R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t]. Elements
-// are taken 64 at a time, then 16-element chunks with the last one zero-filled (as the AVX-512
-// set's masked lanes). acc[t][i][2 * chain + half].
+// are taken 256 at a time, then in 16-element chunks. acc[t][i][2 * chain + half]: vector v of a
+// 256-element step is half v & 1 of chunk v / 2, whose chain is (v / 2) & 1.
 template <class Load, int R, int M>
 void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
     // The tile's R rows are read side by side: the data not yet asked for starts R-1 rows past the
@@ -163,18 +190,27 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
             for (int a = 0; a < 4; ++a) acc[t][i][a] = _mm256_setzero_ps();
     int64_t prefetched = 0;  // bytes of each row prefetched so far (from `ahead` on)
     int64_t j = 0;
-    for (; j + 64 <= k; j += 64) {
-        const int64_t upto = Load::offset(j + 64);
+    for (; j + 256 <= k; j += 256) {
+        const int64_t upto = Load::offset(j + 256);
         for (; prefetched < upto; prefetched += 64)
             for (int t = 0; t < R; ++t)
                 _mm_prefetch(reinterpret_cast<const char *>(w + (r + t) * row_bytes + prefetched + ahead), _MM_HINT_T1);
-        for (int t = 0; t < R; ++t) {
-            __m256 wv[8];
-            Load::vec64(w + (r + t) * row_bytes, j, wv);
-            for (int v = 0; v < 8; ++v)
+        for (int t = 0; t < R; ++t)
+            Load::each256(w + (r + t) * row_bytes, j, [&](int v, __m256 wv) {
                 for (int i = 0; i < M; ++i)
-                    acc[t][i][v & 3] = _mm256_fmadd_ps(wv[v], _mm256_loadu_ps(x + i * k + j + 8 * v), acc[t][i][v & 3]);
-        }
+                    acc[t][i][v & 3] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j + 8 * v), acc[t][i][v & 3]);
+            });
+    }
+    // Whole 16-element chunks, then the last one zero-filled (the AVX-512 set's masked lanes).
+    for (; j + 16 <= k; j += 16) {
+        const int chain = static_cast<int>(j / 16) & 1;
+        for (int t = 0; t < R; ++t)
+            for (int half = 0; half < 2; ++half) {
+                const __m256 wv = Load::vec(w + (r + t) * row_bytes, j + 8 * half);
+                for (int i = 0; i < M; ++i)
+                    acc[t][i][2 * chain + half] =
+                        _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j + 8 * half), acc[t][i][2 * chain + half]);
+            }
     }
     for (; j < k; j += 16) {
         const int chain = static_cast<int>(j / 16) & 1;
