@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/ternary.h"
+#include "kernels/tuning.h"
 
 using namespace bitnet;
 
@@ -191,6 +192,12 @@ void test_matmul_shapes(const std::vector<const ternary_kernel_set *> &isas) {
                 const problem p = make_problem(g, n, k, m, 0, false);
                 if (m <= 5) check_reference(p, "random");
                 for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "random");
+                if (m == 1) {  // the AVX2 GEMV's other tile (a tuning parameter)
+                    std::string err;
+                    tuning_set("ternary_gemv_rows", 2, &err);
+                    for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "random, 2-row GEMV");
+                    tuning_set("ternary_gemv_rows", 1, &err);
+                }
             }
     // Prompt-sized batches: the AMX tile GEMM's token groups of 16 and blocks of 256, odd ends.
     for (int64_t k : {384, 2560})
