@@ -13,7 +13,7 @@
 // sum w*a = sum c*a - a_sums[i]. Integer sums: every tile shape gives the same result.
 //
 // A tile is R weight rows x M activation rows, each product summed in C chains: product
-// (block u of a step of U = max(1, C/4) blocks, column group j) goes to chain (4u + j) % C. The
+// (block u of a step of U = max(2, C/4) blocks, column group j) goes to chain (4u + j) % C. The
 // decode GEMV runs one row at a time by default (one memory stream, which the prefetcher and the
 // memory system keep ahead of best), with enough chains to hide the dot instruction's latency;
 // tuning().ternary_gemv_rows = 2 runs two rows side by side (half the chains each), which shares
@@ -48,7 +48,7 @@ inline void i2s_block(const uint8_t *w, int64_t row_bytes, int64_t k, const int8
     __m256i packed[R];
     for (int t = 0; t < R; ++t) {
         const uint8_t *p = w + t * row_bytes + b * kI2SBlockBytes;
-        if ((b & 1) == 0) _mm_prefetch(reinterpret_cast<const char *>(p + ahead), _MM_HINT_T1);  // a line per 2 blocks
+        if (u % 2 == 0) _mm_prefetch(reinterpret_cast<const char *>(p + ahead), _MM_HINT_T1);  // a line per 2 blocks
         packed[t] = load256(p);
     }
     for (int j = 0; j < 4; ++j) {
@@ -67,9 +67,12 @@ inline void i2s_block(const uint8_t *w, int64_t row_bytes, int64_t k, const int8
 template <class Dot, int R, int M, int C>
 void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y, int64_t ldy,
               int64_t ahead) {
-    constexpr int U = C >= 4 ? C / 4 : 1;
+    // Blocks per step: at least 2, so that a step starts on a 64-byte line (one prefetch per step).
+    constexpr int U = C >= 8 ? C / 4 : 2;
     const int64_t row_bytes = k / 4, n_blocks = k / kI2SBlock;
-    const int64_t group = Dot::kGroupBlocks * U;  // blocks whose sums a chain may hold before widening
+    // Blocks whose sums a chain may hold before widening (a chain takes max(1, 4/C) products per
+    // block, or one per C/4 blocks); even, so that steps stay on lines.
+    const int64_t group = Dot::kGroupBlocks * (C >= 4 ? C / 4 : 1);
     __m256i acc[R][M][C];
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i)

@@ -231,8 +231,9 @@ void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
     // Worst-case magnitude: k = 65536, rows of all +1 / all -1 / all 0 weights against rows of
     // all -128 / all 127: |y| = 128 * 65536, every int16 partial sum at its bound.
     const int64_t k = int64_t{1} << 16;
-    // With m = 2 (GEMV-style tiles), m = 16 (batch kernels: AMX tiles) and m = 48 (VNNI GEMM).
-    for (int64_t m : {2, 16, 48}) {
+    // With m = 1 (GEMV), m = 2 (small-batch tiles), m = 16 (batch kernels: AMX tiles) and m = 48
+    // (VNNI GEMM).
+    for (int64_t m : {1, 2, 16, 48}) {
         problem p;
         p.n = 3, p.k = k, p.m = m;
         p.w.resize(3 * k);
@@ -248,6 +249,12 @@ void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
                       (long long)i, r, p.ref[i * 3 + r], want[r]);
         }
         for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "worst case k=65536");
+        if (m == 1) {  // the AVX2 GEMV's two-row tile (a tuning parameter)
+            std::string err;
+            tuning_set("ternary_gemv_rows", 2, &err);
+            for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "worst case k=65536, 2-row GEMV");
+            tuning_set("ternary_gemv_rows", 1, &err);
+        }
     }
 }
 
