@@ -13,7 +13,7 @@
 // sum w*a = sum c*a - a_sums[i]. Integer sums: every tile shape gives the same result.
 //
 // A tile is R weight rows x M activation rows, each product summed in C chains: product
-// (block u of a step of U = max(2, C/4) blocks, column group j) goes to chain (4u + j) % C. The
+// (block u of a step of U blocks, column group j) goes to chain (4u + j) % C. The
 // decode GEMV runs one row at a time by default (one memory stream, which the prefetcher and the
 // memory system keep ahead of best), with enough chains to hide the dot instruction's latency;
 // tuning().ternary_gemv_rows = 2 runs two rows side by side (half the chains each), which shares
@@ -43,12 +43,12 @@ inline int32_t hsum_i32(__m256i v) {
 // Block b of R rows (w + t * row_bytes) against M activation rows, into chains by column group.
 template <class Dot, int R, int M, int C>
 inline void i2s_block(const uint8_t *w, int64_t row_bytes, int64_t k, const int8_t *a, int64_t b, int u,
-                      int64_t ahead, __m256i inner[R][M][C]) {
+                      bool prefetch, int64_t ahead, __m256i inner[R][M][C]) {
     const __m256i mask = _mm256_set1_epi8(3);
     __m256i packed[R];
     for (int t = 0; t < R; ++t) {
         const uint8_t *p = w + t * row_bytes + b * kI2SBlockBytes;
-        if (u % 2 == 0) _mm_prefetch(reinterpret_cast<const char *>(p + ahead), _MM_HINT_T1);  // a line per 2 blocks
+        if (prefetch) _mm_prefetch(reinterpret_cast<const char *>(p + ahead), _MM_HINT_T1);
         packed[t] = load256(p);
     }
     for (int j = 0; j < 4; ++j) {
@@ -67,11 +67,13 @@ inline void i2s_block(const uint8_t *w, int64_t row_bytes, int64_t k, const int8
 template <class Dot, int R, int M, int C>
 void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sums, int32_t *y, int64_t ldy,
               int64_t ahead) {
-    // Blocks per step: at least 2, so that a step starts on a 64-byte line (one prefetch per step).
-    constexpr int U = C >= 8 ? C / 4 : 2;
+    // Blocks per step: the GEMV takes at least 2, so that a step starts on a 64-byte line (one
+    // prefetch per step, no test per block); batch tiles 1, which keeps their registers for the
+    // sums (2 blocks per step made them 10-15% slower), with a prefetch per block.
+    constexpr int U = C >= 8 ? C / 4 : (M == 1 ? 2 : 1);
     const int64_t row_bytes = k / 4, n_blocks = k / kI2SBlock;
     // Blocks whose sums a chain may hold before widening (a chain takes max(1, 4/C) products per
-    // block, or one per C/4 blocks); even, so that steps stay on lines.
+    // block, or one per C/4 blocks); a multiple of U.
     const int64_t group = Dot::kGroupBlocks * (C >= 4 ? C / 4 : 1);
     __m256i acc[R][M][C];
     for (int t = 0; t < R; ++t)
@@ -85,8 +87,9 @@ void i2s_tile(const uint8_t *w, int64_t k, const int8_t *a, const int32_t *a_sum
                 for (int c = 0; c < C; ++c) inner[t][i][c] = _mm256_setzero_si256();
         int64_t b = g;
         for (; b + U <= g_end; b += U)
-            for (int u = 0; u < U; ++u) i2s_block<Dot, R, M, C>(w, row_bytes, k, a, b + u, u, ahead, inner);
-        for (; b < g_end; ++b) i2s_block<Dot, R, M, C>(w, row_bytes, k, a, b, 0, ahead, inner);
+            for (int u = 0; u < U; ++u)
+                i2s_block<Dot, R, M, C>(w, row_bytes, k, a, b + u, u, U == 1 || u % 2 == 0, ahead, inner);
+        for (; b < g_end; ++b) i2s_block<Dot, R, M, C>(w, row_bytes, k, a, b, 0, true, ahead, inner);
         for (int t = 0; t < R; ++t)
             for (int i = 0; i < M; ++i)
                 for (int c = 0; c < C; ++c) acc[t][i][c] = Dot::widen_add(acc[t][i][c], inner[t][i][c]);
