@@ -133,6 +133,7 @@ class TokenConstraint:
             raise BitnetError(f"invalid grammar: {_first_line(self._matcher.get_error())}")
         self._n_words = (self._ll_tok.vocab_size + 31) // 32
         self._pending: Future | None = None
+        self.finished = False  # nothing but end-of-generation may follow: the grammar's text is complete
         self.mask_seconds = 0.0  # time spent waiting for masks (not hidden behind a decode)
         self.prefetch()
 
@@ -164,13 +165,10 @@ class TokenConstraint:
         """Advance the grammar by the sampled token, and start on the next mask."""
         if not self._matcher.consume_token(int(token)):
             raise BitnetError(f"the grammar refused token {token}: {_first_line(self._matcher.get_error())}")
-        if not self._matcher.is_stopped():
+        # Read before the worker takes the matcher: it may not be touched while a mask is computed.
+        self.finished = self._matcher.is_stopped()
+        if not self.finished:
             self.prefetch()
-
-    @property
-    def finished(self) -> bool:
-        """Nothing but end-of-generation may follow: the grammar's text is complete."""
-        return self._matcher.is_stopped()
 
     def close(self) -> None:
         pending, self._pending = self._pending, None
