@@ -218,3 +218,37 @@ def test_python_api_constrained_decoding_matches_the_server(client):
     theirs = client.completions.create(model="austen", prompt=PROMPT, max_tokens=200, temperature=0,
                                        extra_body={"json_schema": PERSON})
     assert theirs.choices[0].text == ours["choices"][0]["text"]
+
+
+# ---- llama-server's native endpoints ------------------------------------------------------------------------
+def test_llama_completion_endpoint(server, client):
+    oai = client.completions.create(model="austen", prompt=PROMPT, max_tokens=12, temperature=0).choices[0].text
+    with server.client() as c:
+        r = c.post("/completion", json={"prompt": PROMPT, "n_predict": 12, "temperature": 0,
+                                        "return_tokens": True}).json()
+        assert r["content"] == oai and r["stop"] is True and r["stop_type"] == "limit"
+        assert r["tokens_predicted"] == 12 == len(r["tokens"]) == r["timings"]["predicted_n"]
+        assert r["tokens_evaluated"] == len(_tokens(server, PROMPT, add_special=True))
+        assert r["generation_settings"]["n_ctx"] == 512 and r["model"] == "austen"
+        word = oai[4:8]
+        cut = c.post("/completion", json={"prompt": PROMPT, "n_predict": 12, "temperature": 0, "stop": [word]}).json()
+        assert cut["content"] == oai[: oai.index(word)] and cut["stop_type"] == "word"
+        assert cut["stopping_word"] == word
+        with c.stream("POST", "/completion", json={"prompt": PROMPT, "n_predict": 12, "temperature": 0,
+                                                   "stream": True}) as s:
+            payloads = sse_payloads(s.iter_lines())
+    assert "[DONE]" not in payloads and payloads[-1]["stop"] is True
+    assert all(p["stop"] is False for p in payloads[:-1])
+    assert "".join(p["content"] for p in payloads) == oai
+    bias = httpx.post(server.url + "/completion", json={"prompt": PROMPT, "n_predict": 2, "temperature": 0,
+                                                        "logit_bias": [[_tokens(server, " Darcy")[-1], False]]})
+    assert bias.status_code == 200
+
+
+def test_props_and_slots(server):
+    props = httpx.get(server.url + "/props").json()
+    assert props["total_slots"] == 3 and props["default_generation_settings"]["n_ctx"] == 512
+    assert props["model_alias"] == "austen" and props["modalities"] == {"vision": False, "audio": False}
+    slots = httpx.get(server.url + "/slots").json()
+    assert [s["id"] for s in slots] == [0, 1, 2]
+    assert all(s["is_processing"] is False and s["id_task"] == -1 and s["n_ctx"] == 512 for s in slots)

@@ -1,5 +1,6 @@
 """The HTTP endpoints: OpenAI's (/v1/chat/completions, /v1/completions, /v1/models) and
-llama.cpp server's (/health, /tokenize, /detokenize, /apply-template, /metrics, /slots).
+llama.cpp server's (/health, /tokenize, /detokenize, /apply-template, /metrics, /slots; /completion
+and /props are in llama_routes.py).
 
 Handlers never call the engine: they check the request (schemas.py), prepare it with the
 model's own request logic (Model.prepare_chat / prepare_completion, in a worker thread since
@@ -171,13 +172,18 @@ def submit_run(request: Request, run: Run) -> None:
 
 
 async def collect(request: Request, run: Run) -> None:
-    """Wait for every choice; a client that leaves meanwhile cancels them, a failure fails all."""
+    await collect_with(request, run, run.push)
+
+
+async def collect_with(request: Request, run: Run, on_emission) -> None:
+    """Wait for every choice, handing each emission to on_emission(index, emission); a client
+    that leaves meanwhile cancels them, a failure fails all."""
     watcher = asyncio.ensure_future(_cancel_on_disconnect(request, run))
     try:
         while not run.done:
             index, event = await run.next_event()
             if isinstance(event, Emission):
-                run.push(index, event)
+                on_emission(index, event)
             elif isinstance(event, Failed):
                 raise ApiError(event.status, event.message)
             elif isinstance(event, Cancelled):

@@ -94,6 +94,11 @@ class Slot:
         job, gen = self.job, self.generation
         return {
             "id": self.index,
+            "id_task": job.id if job is not None else -1,  # llama-server's fields, then ours
+            "is_processing": job is not None,
+            "speculative": False,
+            "next_token": {"has_next_token": self.state == "generating", "n_decoded": gen.n_gen if gen else 0,
+                           "n_remain": self._remaining(gen)},
             "state": self.state,
             "n_ctx": self.n_ctx,
             "n_cached": len(self.cached),
@@ -102,3 +107,9 @@ class Slot:
             "n_prompt_tokens_reused": self.n_reused if job is not None else 0,
             "n_generated": gen.n_gen if gen is not None else 0,
         }
+
+    @staticmethod
+    def _remaining(gen: Generation | None) -> int:
+        if gen is None or gen.max_tokens is None:
+            return -1
+        return max(gen.max_tokens - gen.n_gen, 0)
