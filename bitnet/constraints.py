@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -26,6 +27,7 @@ from bitnet.errors import BitnetError
 TOKEN_TYPE_CONTROL = 3  # GGUF token types whose text a grammar must never produce
 TOKEN_TYPE_USER_DEFINED = 4
 _SPECIAL_MARK = b"\xff"  # llguidance's prefix for tokens that are not text
+_ADDITIVE = np.array([-np.inf, 0.0], dtype=np.float32)  # a mask bit -> what it adds to a logit
 
 _ll_tokenizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ll_lock = threading.Lock()
@@ -143,22 +145,25 @@ class TokenConstraint:
             self._pending = _mask_pool().submit(self._allowed)
 
     def _allowed(self) -> np.ndarray:
+        """The mask as an additive row (0 allowed, -inf not), made here, off the critical path:
+        adding it is one fast pass, where a select on a random bool pattern mispredicts."""
         words = np.full(self._n_words, -1, dtype=np.int32)
         self._matcher.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)  # releases the GIL
-        return np.unpackbits(words.view(np.uint8), bitorder="little").view(bool)
+        bits = np.unpackbits(words.view(np.uint8), bitorder="little")[: self._ll_tok.vocab_size]
+        return _ADDITIVE.take(bits)
 
     def apply(self, logits: np.ndarray) -> np.ndarray:
-        """logits with every token the grammar forbids at -inf (a copy: the caller's row is kept)."""
-        import time
-
+        """logits with every token the grammar forbids at -inf (a new row: the caller's is kept)."""
         t0 = time.perf_counter()
         self.prefetch()
         allowed, self._pending = self._pending.result(), None
         self.mask_seconds += time.perf_counter() - t0
-        out = np.array(logits, dtype=np.float32, copy=True)
-        n = min(out.size, allowed.size)
-        np.copyto(out[:n], np.float32(-np.inf), where=~allowed[:n])
-        out[n:] = -np.inf  # ids past the tokenizer's vocabulary (padding rows) are never text
+        row = np.asarray(logits, dtype=np.float32)
+        if row.size == allowed.size:
+            return row + allowed
+        out = np.full(row.size, -np.inf, dtype=np.float32)  # ids past the tokenizer's vocabulary are never text
+        n = min(row.size, allowed.size)
+        out[:n] = row[:n] + allowed[:n]
         return out
 
     def accept(self, token: int) -> None:
