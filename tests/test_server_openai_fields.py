@@ -252,3 +252,15 @@ def test_props_and_slots(server):
     slots = httpx.get(server.url + "/slots").json()
     assert [s["id"] for s in slots] == [0, 1, 2]
     assert all(s["is_processing"] is False and s["id_task"] == -1 and s["n_ctx"] == 512 for s in slots)
+
+
+def test_stream_with_n_choices_and_a_batch(client):
+    chunks = list(client.completions.create(model="austen", prompt=["Elizabeth", "The ball"], n=2, max_tokens=6,
+                                            temperature=0, stream=True, stream_options={"include_usage": True}))
+    texts = ["" for _ in range(4)]
+    for c in chunks[:-1]:
+        texts[c.choices[0].index] += c.choices[0].text
+    whole = client.completions.create(model="austen", prompt=["Elizabeth", "The ball"], n=2, max_tokens=6,
+                                      temperature=0)
+    assert texts == [c.text for c in whole.choices]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens

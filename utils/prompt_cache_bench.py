@@ -49,12 +49,12 @@ def serve(model: str, threads: int, n_ctx: int):
         thread.join(30)
 
 
-def first_token_s(client, messages: list[dict]) -> tuple[float, int, int]:
+def first_token_s(client, messages: list[dict], max_tokens: int = 4) -> tuple[float, int, int]:
     """Seconds to the first content chunk; prompt and cached tokens from the usage chunk."""
     t0 = time.perf_counter()
     ttft, usage = None, None
-    stream = client.chat.completions.create(model="m", messages=messages, max_tokens=4, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(model="m", messages=messages, max_tokens=max_tokens, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
     for chunk in stream:
         if ttft is None and chunk.choices and chunk.choices[0].delta.content:
             ttft = time.perf_counter() - t0
@@ -84,7 +84,7 @@ def main() -> None:
         turn5 = messages + [{"role": "user", "content": QUESTIONS[4]}]
         times = {"reused": [], "cold": []}
         for _ in range(args.rounds):
-            first_token_s(client, messages[:-1] + [{"role": "user", "content": QUESTIONS[3]}])  # the slot holds turn 4
+            first_token_s(client, messages[:-1], args.reply_tokens)  # the slot holds turn 4 and its reply
             t, n_prompt, cached = first_token_s(client, turn5)
             times["reused"].append(t)
             reused_cached = cached
