@@ -1,11 +1,12 @@
 """Constrained decoding: a grammar (JSON Schema, GBNF, Lark, regex) turned into a token mask per
 step by llguidance, and applied to the logits before the sampler sees them.
 
-Why llguidance (over xgrammar and outlines-core): it is a self-contained wheel (no torch, no
-transformers, no triton), computes a 128k-vocabulary mask in tens of microseconds with no
-per-grammar index to build up front (outlines-core compiles a regex index over the whole
-vocabulary for each schema: seconds), covers the most JSON Schema (anyOf/oneOf, $ref, patterns,
-formats, min/max items) and reads llama.cpp's GBNF, which is what llama-server itself links.
+Why llguidance (over xgrammar and outlines-core, all three install here): it is a
+self-contained wheel (xgrammar pulls in torch, transformers and triton), computes a mask over a
+128k vocabulary in about 0.1 ms with no per-grammar index to build up front (outlines-core
+compiles a regex index over the whole vocabulary for each schema), covers the most JSON Schema
+(anyOf/oneOf, $ref, patterns, formats, min/max items) and reads llama.cpp's GBNF; llama-server
+itself can link it.
 
 Overlap: after a token is accepted, the next mask is computed on a worker thread while the
 engine decodes that token (llguidance and the ctypes call into the engine both release the
@@ -177,5 +178,5 @@ class TokenConstraint:
 
     def close(self) -> None:
         pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel() or pending.result()  # never leave a worker writing into a freed matcher
+        if pending is not None and not pending.cancel():
+            pending.exception()  # wait: never leave a worker writing into a freed matcher (its error is moot)
