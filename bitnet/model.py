@@ -16,7 +16,7 @@ import numpy as np
 
 from bitnet import chat, completions
 from bitnet.engine import NativeContext, NativeModel
-from bitnet.errors import BitnetError
+from bitnet.errors import BitnetError, ContextOverflow
 from bitnet.generation import MAX_TOP_LOGPROBS, Emission, Generation, GenerationRequest, SamplingOptions
 from bitnet.speculation import decode_steps, use_lookup
 from bitnet.tokenizer import Tokenizer
@@ -348,8 +348,9 @@ class Model:
 
     def _check_prompt_tokens(self, n_tokens: int) -> None:
         if n_tokens >= self.n_ctx:
-            raise BitnetError(f"the prompt is {n_tokens} tokens but the context holds {self.n_ctx} "
-                              "(prompt and at least one generated token); shorten the prompt or raise n_ctx (-c)")
+            raise ContextOverflow(f"the prompt is {n_tokens} tokens but the context holds {self.n_ctx} "
+                                  "(prompt and at least one generated token); shorten the prompt or raise n_ctx (-c)",
+                                  n_tokens, self.n_ctx)
 
     def _chat_ids(self, messages) -> list[int]:
         text = self.apply_chat_template(messages, add_generation_prompt=True)
@@ -388,22 +389,26 @@ class Model:
         return GenerationRequest(ids, opts, seed)
 
     def _respond(self, request: GenerationRequest, chat: bool, stream: bool, stream_options: dict | None):
+        include_usage = stream and bool((stream_options or {}).get("include_usage"))
         builder = completions.ResultBuilder(chat, Path(self.model_path).name, len(request.prompt_ids),
-                                            logprobs=request.options.logprobs is not None)
+                                            logprobs=request.options.logprobs is not None, null_usage=include_usage)
         emissions = self.run_generation(request)
         if stream:
-            return self._chunks(builder, emissions, bool((stream_options or {}).get("include_usage")))
+            return self._chunks(builder, emissions, include_usage)
         for emission in emissions:
             builder.push(emission)
-        return builder.result()
+        return builder.result(self._n_cached(request))
 
-    @staticmethod
-    def _chunks(builder: completions.ResultBuilder, emissions, include_usage: bool) -> Iterator[dict]:
+    def _n_cached(self, request: GenerationRequest) -> int:
+        """Prompt tokens the last generation found in the context's cache."""
+        return len(request.prompt_ids) - self.last_timings["n_prompt"]
+
+    def _chunks(self, builder: completions.ResultBuilder, emissions, include_usage: bool) -> Iterator[dict]:
         yield from builder.opening_chunks()
         for emission in emissions:
             yield from builder.push(emission)
         if include_usage:
-            yield builder.usage_chunk()
+            yield builder.usage_chunk(n_cached=builder.n_prompt - self.last_timings["n_prompt"])
 
 
 def _utf8_len(text: str) -> int:

@@ -47,6 +47,7 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "port": ("--port",),
     "parallel": ("-np", "--parallel"),
     "queue_size": ("--queue-size",),
+    "n_max": ("--n-max",),
     "batch_size": ("-b", "--batch-size"),
     "api_key": ("--api-key",),
     "api_key_file": ("--api-key-file",),

@@ -65,6 +65,8 @@ def build_parser() -> ArgumentParser:
                     "-1 = only the context limits it (default: -1)")
     p.add_flag("parallel", metavar="N", type=int_at_least(1, 1024), default=1,
                help="requests served at once, decoded together (default: 1)")
+    p.add_flag("n_max", metavar="N", type=int_at_least(1, 128), default=8,
+               help="most choices (n) one request may ask for (default: 8)")
     p.add_flag("queue_size", metavar="N", type=int_at_least(0, 1 << 20), default=64,
                help="requests that may wait for a free slot; more get 503 (default: 64)")
     p.add_flag("batch_size", metavar="N", type=int_at_least(1, INT32_MAX), default=64,
@@ -153,7 +155,7 @@ def run(argv: list[str] | None = None) -> int:
     settings = ServerSettings(
         model_path=args.model, model_sha256=args.model_sha256, alias=args.alias, n_threads=args.threads,
         n_ctx=args.ctx_size, n_predict=args.n_predict, n_parallel=args.parallel, queue_size=args.queue_size,
-        batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
+        n_max=args.n_max, batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
         max_request_bytes=args.max_request_bytes,
     )  # fmt: skip
     sock = bind_socket(args.host, args.port)

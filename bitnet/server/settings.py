@@ -23,6 +23,7 @@ class ServerSettings:
     n_ctx: int = 2048
     n_predict: int = -1
     n_parallel: int = 1
+    n_max: int = 8  # choices (n) per request
     queue_size: int = 64  # requests that may wait for a slot; more get 503 + Retry-After
     batch_size: int = 64  # prompt tokens per engine call: a cancel is seen between two of them
     api_keys: tuple[str, ...] = ()
