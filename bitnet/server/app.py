@@ -24,6 +24,7 @@ from bitnet.server.limits import RequestBodyLimit
 from bitnet.server.metrics import RequestCounter, ServerMetrics
 from bitnet.server.scheduler import Scheduler
 from bitnet.server.settings import ServerSettings
+from bitnet.server.webui import WebUI
 
 
 def create_app(settings: ServerSettings, on_loaded: Callable[[str | None], None] | None = None) -> FastAPI:
@@ -43,6 +44,8 @@ def create_app(settings: ServerSettings, on_loaded: Callable[[str | None], None]
     if settings.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                                      allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"], max_age=600))
+    if settings.webui:  # the chat page at / (webui/): served before the key check, it holds no secret
+        middleware.append(Middleware(WebUI, settings=settings))
     middleware += [Middleware(ApiKeyAuth, keys=settings.api_keys),
                    Middleware(RequestBodyLimit, max_bytes=settings.request_byte_cap)]
     app = FastAPI(title="bitnet", version=__version__, lifespan=lifespan, middleware=middleware,

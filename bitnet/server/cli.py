@@ -79,6 +79,7 @@ def build_parser() -> ArgumentParser:
     p.add_flag("cors_origins", metavar="ORIGIN", nargs="+", default=None,
                help="let web pages from these origins call the server ('*' = any); default: none")
     p.add_flag("metrics", action="store_true", help="serve Prometheus metrics at /metrics")
+    p.add_flag("no_webui", action="store_true", help="do not serve the chat page at / (default: served)")
     p.add_flag("max_request_bytes", metavar="N", type=int_at_least(1, INT32_MAX), default=None,
                help="largest request body accepted, else 413 (default: 2 x the prompt cap "
                     "max(1 MiB, 64 bytes x -c), + 1 MiB)")
@@ -154,7 +155,7 @@ def run(argv: list[str] | None = None) -> int:
         model_path=args.model, model_sha256=args.model_sha256, alias=args.alias, n_threads=args.threads,
         n_ctx=args.ctx_size, n_predict=args.n_predict, n_parallel=args.parallel, queue_size=args.queue_size,
         batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
-        max_request_bytes=args.max_request_bytes,
+        max_request_bytes=args.max_request_bytes, webui=not args.no_webui,
     )  # fmt: skip
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
