@@ -25,12 +25,16 @@ file at the same path (README: Serving beyond one machine).
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import socket
 import sys
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from bitnet.cli.common import one_line
 from bitnet.server.settings import ServerSettings
 
 APP_NAME = "bitnet"
@@ -117,6 +121,10 @@ def build_app(settings: ServerSettings, opts: RayOptions):
     @serve.ingress()
     class BitnetReplica:
         def __init__(self, settings: ServerSettings):
+            # The file must be on this node (README): say so here, where Serve reports the message
+            # (a load failure in the app's lifespan reaches Serve only as "lifespan startup failed").
+            if not os.path.isfile(settings.model_path):
+                raise FileNotFoundError(f"model file not found on node {socket.gethostname()}: {settings.model_path}")
             self.settings = settings
             self.replica = serve.get_replica_context().replica_id.unique_id
 
@@ -135,6 +143,23 @@ def build_app(settings: ServerSettings, opts: RayOptions):
                 raise RuntimeError(scheduler.status_message() if scheduler else "the app was not built")
 
     return serve.deployment(**deployment_options(settings, opts))(BitnetReplica).bind(settings)
+
+
+def _deployment_error(serve) -> str | None:
+    """The replicas' own error (a model that cannot load), from Serve's status; None if none is told."""
+    try:
+        status = serve.status().applications[APP_NAME].deployments[APP_NAME]
+    except Exception:  # noqa: BLE001 (the status is a courtesy: the caller has a message anyway)
+        return None
+    lines = [line.strip() for line in (status.message or "").splitlines()]
+    errors = [line.split(": ", 1)[1] for line in lines
+              if re.match(r"^\w+(Error|Exception): ", line) and "Traceback" not in line]  # fmt: skip
+    if not errors:
+        return None
+    if "lifespan startup failed" in errors[-1]:
+        return ("a replica could not load the model (its log says why: "
+                "/tmp/ray/session_latest/logs/serve/replica_*.log on its node)")
+    return f"a replica failed: {errors[-1]}"
 
 
 def serve_on_ray(settings: ServerSettings, opts: RayOptions, host: str, port: int) -> int:
@@ -176,7 +201,8 @@ def serve_on_ray(settings: ServerSettings, opts: RayOptions, host: str, port: in
         serve.delete(APP_NAME)  # the replicas drain: requests in flight finish
         return 0
     except RuntimeError as exc:  # the deployment failed (a replica could not load the model)
-        print(f"error: the Ray Serve deployment failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+        print(f"error: the Ray Serve deployment failed: {_deployment_error(serve) or one_line(str(exc))}",
+              file=sys.stderr)
         return 1
     finally:
         if local:
