@@ -4,12 +4,14 @@ OpenAI's client sends concurrent chat requests, whole and streamed: all complete
 serve some (X-Bitnet-Replica). Then one replica's process is killed in the middle of a burst:
 every request that had not started streaming still completes (a request on the dead replica fails
 with a 5xx and the client's retry goes to the other: OpenAI's client retries 5xx), and Serve brings
-the deployment back to two replicas. The server is stopped with SIGTERM; no process of its
-cluster is left. Skipped, saying why, where Ray Serve is not installed (the `ray` extra)."""
+the deployment back to two replicas. SIGTERM drains: replies in flight finish (checked on a
+slower dummy model, whose replies outlast the start of the removal); the server exits 0 and no
+process of its cluster is left. Skipped, saying why, where Ray Serve is not installed (the `ray` extra)."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import socket
@@ -63,12 +65,15 @@ def _replica_pids(server: subprocess.Popen) -> list[int]:
     return [pid for pid, cmd in _descendants(server.pid).items() if cmd.startswith("ray::ServeReplica:bitnet")]
 
 
-@pytest.fixture(scope="module")
-def ray_server():
+@contextlib.contextmanager
+def ray_server_process(model: Path, replicas: int, ctx: int = 512):
+    """run_inference_server.py --ray --replicas N (one thread, one slot each) on a free port:
+    (process, URL, its log lines so far); stopped with SIGTERM after, and no process of its
+    cluster may outlive it (any that does is killed: they are ours, under the process we started)."""
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install -e '.[ray]'")
     port = _free_port()
-    argv = [sys.executable, "run_inference_server.py", "-m", str(default_model_path()), "--ray", "--replicas", "2",
-            "-t", "1", "--parallel", "1", "-c", "512", "--port", str(port)]
+    argv = [sys.executable, "run_inference_server.py", "-m", str(model), "--ray", "--replicas", str(replicas),
+            "-t", "1", "--parallel", "1", "-c", str(ctx), "--port", str(port)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
            "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
     server = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -82,31 +87,47 @@ def ray_server():
                 ready.set()
 
     threading.Thread(target=read_log, daemon=True).start()
+    cluster: dict[int, str] = {}
     try:
         t0 = time.monotonic()
         while not ready.wait(0.5):
             if server.poll() is not None or time.monotonic() - t0 > START_TIMEOUT_S:
                 pytest.fail("the Ray Serve server did not start:\n" + "".join(log[-30:]))
         print(f"Ray Serve up in {time.monotonic() - t0:.1f} s")
+        cluster = _descendants(server.pid)
         yield server, f"http://127.0.0.1:{port}", log
     finally:
-        cluster = _descendants(server.pid)
-        server.send_signal(signal.SIGTERM)
+        cluster.update(_descendants(server.pid))
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
         try:
             rc = server.wait(90)
         except subprocess.TimeoutExpired:
             rc = None
             server.kill()
         time.sleep(2)
-        leftovers = {pid: cmd for pid, cmd in cluster.items() if os.path.exists(f"/proc/{pid}")
-                     and not open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"}
-        for pid in leftovers:  # ours only: processes under the server we started
+        leftovers = [pid for pid in cluster if _alive(pid)]
+        for pid in leftovers:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         assert rc == 0, "the server did not stop cleanly on SIGTERM:\n" + "".join(log[-30:])
-        assert not leftovers, f"processes of the Ray cluster outlived the server: {sorted(leftovers.values())}"
+        assert not leftovers, f"processes of the Ray cluster outlived the server: {[cluster[p] for p in leftovers]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def ray_server():
+    with ray_server_process(default_model_path(), replicas=2) as running:
+        yield running
 
 
 # ---- flags and deployment options (no cluster) ----------------------------------------------------------
@@ -240,3 +261,27 @@ def test_killed_replica_loses_no_request_that_had_not_started_streaming(ray_serv
         if time.monotonic() > deadline:
             pytest.fail(f"the deployment did not recover to two serving replicas: pids {pids}")
         time.sleep(1)
+
+
+def test_sigterm_drains_the_requests_in_flight(tmp_path):
+    """SIGTERM removes the deployment the way a scale-down removes a replica: no new requests, and
+    those it holds (a streaming reply and one waiting for the slot) finish. A 125M-shaped dummy
+    model (~95 tokens/s at one thread here) keeps them running while the removal starts."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install -e '.[ray]'")
+    from bitnet.convert.dummy import generate
+
+    model = generate(tmp_path / "dummy-125m.gguf", "125M", progress=False)
+    with ray_server_process(model, replicas=1, ctx=1024) as (server, url, log):
+        streaming, client = threading.Event(), _client(url)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            replies = [pool.submit(_chat, client, i, True, 300, streaming) for i in range(2)]
+            assert streaming.wait(60), "no reply started streaming"
+            server.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while not any("Deleting app" in line for line in log):
+                assert time.monotonic() < deadline, "the server did not start removing its deployment"
+                time.sleep(0.05)
+            assert not any(r.done() for r in replies), "the replies ended before the removal began"
+            results = [r.result(timeout=120) for r in replies]
+        assert [r["finish"] for r in results] == ["length", "length"]
+        assert server.wait(90) == 0
