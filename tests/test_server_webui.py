@@ -52,6 +52,9 @@ def test_no_webui_turns_the_page_off(demo_gguf):
     from bitnet.server.cli import build_parser
 
     assert build_parser().parse_args(["-m", "x.gguf", "--no-webui"]).no_webui is True
+    with live_server(demo_gguf, n_predict=100) as s:  # no key: no key field, the model named
+        config = httpx.get(s.url + "/webui/config.json").json()
+        assert config == {"api_key_required": False, "max_tokens": 100, "model": demo_gguf.name}
     with live_server(demo_gguf, webui=False) as s:
         assert httpx.get(s.url + "/").status_code == 404
         assert httpx.get(s.url + "/webui/chat.js").status_code == 404

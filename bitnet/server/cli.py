@@ -40,6 +40,7 @@ EPILOG = """\
 examples:
   python run_inference_server.py -m models/BitNet-b1.58-2B-4T/ggml-model-i2_s.gguf
   python run_inference_server.py -m model.gguf --host 0.0.0.0 --port 8080 --parallel 4 --api-key-file keys.txt
+  python run_inference_server.py -m model.gguf --ray --replicas 2 -t 1     # two replicas on a local Ray cluster
   curl -N http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}'
 

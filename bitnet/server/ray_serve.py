@@ -175,11 +175,11 @@ def serve_on_ray(settings: ServerSettings, opts: RayOptions, host: str, port: in
         return 1
     local = opts.address is None
     if local:
-        # A cluster of this machine only, ended with this process: loopback when serving on it.
-        loopback = host in ("127.0.0.1", "localhost", "::1")
+        # A cluster of this machine only, ended with this process. Only Serve's proxy listens on
+        # --host: Ray's own daemons take the machine's address even when told 127.0.0.1 (Ray
+        # resolves loopback to it on purpose) and guard their ports with its token authentication.
         ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                 _node_ip_address="127.0.0.1" if loopback else None, log_to_driver=False,
-                 configure_logging=False)
+                 log_to_driver=False, configure_logging=False)
     else:
         ray.init(address=opts.address, log_to_driver=False, configure_logging=False)
     stop = threading.Event()
