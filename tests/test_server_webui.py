@@ -184,5 +184,9 @@ def test_chat_page_in_chromium(demo_gguf, monkeypatch, tmp_path):
             assert "401" in error and "invalid API key" in error, error
             assert "failed" in _replies(browser)[-1].get_attribute("class")
             assert browser.save_screenshot(str(tmp_path / "webui-error.png"))
+
+            browser.find_element(By.ID, "new-chat").click()
+            assert not browser.find_elements(By.CSS_SELECTOR, ".message")
+            assert not browser.find_element(By.ID, "error").is_displayed()
     finally:
         browser.quit()

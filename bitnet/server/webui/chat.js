@@ -4,8 +4,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const history = [];  // the conversation sent with each request: {role, content}
+const turns = [];  // the conversation sent with each request: {role, content}
 let controller = null;  // the request in flight, if any
+let chatId = 0;  // bumped by "New chat": a reply of an earlier chat is not added to this one
 
 function addMessage(role, text) {
   const box = document.createElement("div");
@@ -69,14 +70,15 @@ async function readEvents(response, onChunk) {
 async function send() {
   const text = $("prompt").value.trim();
   if (!text || controller) return;
+  const chat = chatId;
   showError("");
   $("prompt").value = "";
   addMessage("user", text);
-  history.push({role: "user", content: text});
+  turns.push({role: "user", content: text});
   const messages = [];
   const system = $("system").value.trim();
   if (system) messages.push({role: "system", content: system});
-  messages.push(...history);
+  messages.push(...turns);
   const body = {
     messages, stream: true, stream_options: {include_usage: true},
     temperature: Number($("temperature").value), max_tokens: Number($("max-tokens").value),
@@ -107,15 +109,15 @@ async function send() {
     const n = tokens === null ? chunks : tokens;
     reply.meta.textContent = `${n} tokens in ${seconds.toFixed(2)} s, ${(n / seconds).toFixed(1)} tokens/s` +
       (finished ? "" : " (the stream ended early)");
-    history.push({role: "assistant", content: answer});
+    if (chat === chatId) turns.push({role: "assistant", content: answer});
   } catch (err) {
     if (err.name === "AbortError") {
       reply.meta.textContent = `stopped after ${chunks} tokens`;
-      history.push({role: "assistant", content: answer});
+      if (chat === chatId) turns.push({role: "assistant", content: answer});
     } else {
       reply.box.classList.add("failed");
       reply.meta.textContent = "failed";
-      history.pop();  // the user's message did not get an answer: not part of the conversation
+      if (chat === chatId) turns.pop();  // the user's message got no answer: not part of the conversation
       showError(err.message || String(err));
     }
   } finally {
@@ -144,7 +146,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("stop").addEventListener("click", () => { if (controller) controller.abort(); });
   $("new-chat").addEventListener("click", () => {
     if (controller) controller.abort();
-    history.length = 0;
+    chatId += 1;
+    turns.length = 0;
     $("conversation").replaceChildren();
     showError("");
   });
