@@ -120,6 +120,7 @@ def _send(browser, text: str) -> None:
 
 
 def test_chat_page_in_chromium(demo_gguf, monkeypatch, tmp_path):
+    monkeypatch.setenv("SE_OFFLINE", "true")  # the browser and driver are given: Selenium fetches nothing
     browser = _browser()
     from selenium.webdriver.common.by import By
 
