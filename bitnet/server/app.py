@@ -1,8 +1,8 @@
 """The FastAPI application: middleware in order, the scheduler's life, the routes.
 
 Outermost first: request counting (metrics), CORS (only with --cors-origins, so that a
-browser's preflight is answered before any key is asked for), API keys, the body cap, then the
-routes. The scheduler starts with the app and loads the model in its own thread, so /health
+browser's preflight is answered before any key is asked for), the chat page's files (webui/;
+unless --no-webui), API keys, the body cap, then the routes. The scheduler starts with the app and loads the model in its own thread, so /health
 answers 503 while loading; it stops after uvicorn has drained the connections (SIGTERM)."""
 
 from __future__ import annotations
