@@ -2,8 +2,9 @@
 
 Outermost first: request counting (metrics), CORS (only with --cors-origins, so that a
 browser's preflight is answered before any key is asked for), the chat page's files (webui/;
-unless --no-webui), API keys, the body cap, then the routes. The scheduler starts with the app and loads the model in its own thread, so /health
-answers 503 while loading; it stops after uvicorn has drained the connections (SIGTERM)."""
+unless --no-webui), API keys, the body cap, then the routes. The scheduler starts with the app
+and loads the model in its own thread, so /health answers 503 while loading; it stops after
+uvicorn has drained the connections (SIGTERM)."""
 
 from __future__ import annotations
 
