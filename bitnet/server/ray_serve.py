@@ -137,10 +137,12 @@ def build_app(settings: ServerSettings, opts: RayOptions):
         def check_health(self) -> None:
             # The scheduler thread owns the engine; if it ends (an engine fault, a stop) its state
             # leaves "ready" on the way out, and Serve replaces this replica.
-            scheduler = getattr(getattr(self, "_asgi_app", None), "state", None)
-            scheduler = getattr(scheduler, "scheduler", None)
-            if scheduler is None or scheduler.state not in ("loading", "ready"):
-                raise RuntimeError(scheduler.status_message() if scheduler else "the app was not built")
+            try:
+                scheduler = self.app.state.scheduler  # self.app: Serve's wrapper, once the app is built
+            except AttributeError:
+                raise RuntimeError("the replica's app is not built") from None
+            if scheduler.state not in ("loading", "ready"):
+                raise RuntimeError(scheduler.status_message())
 
     return serve.deployment(**deployment_options(settings, opts))(BitnetReplica).bind(settings)
 
