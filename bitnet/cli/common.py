@@ -56,6 +56,13 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "max_request_bytes": ("--max-request-bytes",),
     "alias": ("-a", "--alias"),
     "log_level": ("--log-level",),
+    "no_webui": ("--no-webui",),
+    "ray": ("--ray",),
+    "replicas": ("--replicas",),
+    "ray_address": ("--ray-address",),
+    "min_replicas": ("--min-replicas",),
+    "max_replicas": ("--max-replicas",),
+    "target_ongoing_requests": ("--target-ongoing-requests",),
     # setup_env.py
     "hf_repo": ("-hr", "--hf-repo"),
     "model_dir": ("-md", "--model-dir"),

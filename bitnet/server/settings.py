@@ -31,6 +31,7 @@ class ServerSettings:
     metrics: bool = False
     max_request_bytes: int | None = None  # None: 2 x the prompt byte cap + 1 MiB (JSON escapes)
     retry_after_s: int = 1
+    webui: bool = True  # the chat page at / (bitnet/server/webui/)
 
     @property
     def model_id(self) -> str:
