@@ -1,0 +1,272 @@
+"""The transformer on one torch device: GpuModel (weights) and GpuContext (one sequence's KV cache),
+mirroring src/forward.cpp step for step. Ternary linears and the head are Triton kernels
+(kernels.py); norms, RoPE, attention and the FFN activation are torch ops in f32 (RMSNorm's sum
+of squares in f64, as the engine), with TF32 off so that f32 matmuls stay f32.
+
+GpuContext has NativeContext's interface (decode, truncate, n_past, n_ctx, close), so bitnet.Model
+and the generation loop drive either one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bitnet.errors import BitnetError
+from bitnet.gpu import kernels
+from bitnet.gpu.device import resolve_device
+from bitnet.gpu.hparams import HParams, read_hparams
+from bitnet.gpu.weights import GGML_BF16, dense_values, float_values, ternary_host
+
+MAX_BATCH = 512  # tokens per forward pass (the engine's kMaxBatch)
+LINEARS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+@dataclass
+class Linear:
+    codes: torch.Tensor  # uint8 [n_out, n_in / 4], I2_S rows
+    scale: float
+    block_scales: torch.Tensor | None
+    n_in: int
+    n_out: int
+    input_norm: torch.Tensor | None  # Falcon-E
+
+
+def _f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """w * (x / sqrt(mean(x^2) + eps)) per row; the sum of squares in f64, as the engine."""
+    mean = (x.double().square().sum(-1, keepdim=True) / x.shape[-1]).float()
+    inv = 1.0 / torch.sqrt(mean + eps)
+    return w * (x * inv)
+
+
+class GpuModel:
+    """A GGUF model's weights on one device (ternary layers 2 bits a weight)."""
+
+    def __init__(self, path, device: str | torch.device | None = None, native=None):
+        from bitnet.convert.gguf_reader import read_gguf
+        from bitnet.engine import NativeModel
+
+        self.device = resolve_device(device)
+        own_native = native is None
+        native = native or NativeModel(path)  # the hardened loader validates the file first
+        try:
+            arm64 = "ARM layout" in native.desc
+            self.desc = native.desc
+        finally:
+            if own_native:
+                native.close()
+        f = read_gguf(path)
+        t = f.tensors
+        embd = t["token_embd.weight"]
+        self.hp = hp = read_hparams(f.kv, t.keys(), int(embd.ne[1]))
+        self.n_vocab = hp.n_vocab
+        self.token_embd = self._dense(embd)
+        self.output = self._dense(t["output.weight"]) if "output.weight" in t else self.token_embd
+        self.output_norm = self._vector(t["output_norm.weight"])
+        self.layers = []
+        q_dim, kv_dim = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+        widths = {"attn_q": (hp.n_embd, q_dim), "attn_k": (hp.n_embd, kv_dim), "attn_v": (hp.n_embd, kv_dim),
+                  "attn_output": (q_dim, hp.n_embd), "ffn_gate": (hp.n_embd, hp.n_ff), "ffn_up": (hp.n_embd, hp.n_ff),
+                  "ffn_down": (hp.n_ff, hp.n_embd)}
+        for il in range(hp.n_layer):
+            p = f"blk.{il}."
+            layer = {"attn_norm": self._vector(t[p + "attn_norm.weight"]),
+                     "ffn_norm": self._vector(t[p + "ffn_norm.weight"])}
+            for name in LINEARS:
+                extra = t.get(p + name + ".scale")
+                w = t[p + name + ".weight"]
+                n_in, n_out = widths[name]
+                host = ternary_host(w.ggml_type, w.data, n_in, n_out, arm64,
+                                    float(float_values(extra.ggml_type, extra.data, 1)[0]) if extra else None)
+                norm = t.get(p + name + ".input_norm.weight") if hp.has_linear_norms else None
+                layer[name] = Linear(self._put(host.codes), host.scale,
+                                     self._put(host.block_scales) if host.block_scales is not None else None,
+                                     n_in, n_out, self._vector(norm) if norm is not None else None)
+            if hp.has_sub_norms:
+                layer["attn_sub_norm"] = self._vector(t[p + "attn_sub_norm.weight"])
+                layer["ffn_sub_norm"] = self._vector(t[p + "ffn_sub_norm.weight"])
+            self.layers.append(layer)
+        self.rms_eps = _f32(hp.rms_eps)
+        self.linear_norm_eps = _f32(hp.linear_norm_eps)
+
+    def _put(self, a: np.ndarray) -> torch.Tensor:
+        a = np.ascontiguousarray(a)
+        return torch.from_numpy(a if a.flags.writeable else a.copy()).to(self.device)
+
+    def _vector(self, tensor) -> torch.Tensor:
+        return self._put(float_values(tensor.ggml_type, tensor.data, int(np.prod(tensor.ne))))
+
+    def _dense(self, tensor) -> torch.Tensor:
+        values = self._put(dense_values(tensor.ggml_type, tensor.data, int(tensor.ne[0]), int(tensor.ne[1])))
+        return values.view(torch.bfloat16) if tensor.ggml_type == GGML_BF16 else values
+
+    def new_context(self, n_ctx: int = 0) -> GpuContext:
+        return GpuContext(self, n_ctx)
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights on the device (what one decode step streams, KV cache aside)."""
+        total = self.token_embd.numel() * self.token_embd.element_size()
+        if self.output is not self.token_embd:
+            total += self.output.numel() * self.output.element_size()
+        for layer in self.layers:
+            for v in layer.values():
+                if isinstance(v, Linear):
+                    total += v.codes.numel() + (v.block_scales.numel() * 4 if v.block_scales is not None else 0)
+                else:
+                    total += v.numel() * 4
+        return total
+
+    def close(self):
+        self.layers, self.token_embd, self.output = [], None, None
+
+
+def rope_tables(hp: HParams, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [n_ctx, head_dim / 2] in f32, computed as the engine does (f32 angle = pos * inv_freq)."""
+    half = hp.head_dim // 2
+    exponent = np.arange(0, 2 * half, 2, dtype=np.float32) / np.float32(hp.head_dim)
+    power = np.power(np.float64(np.float32(hp.rope_theta)), exponent.astype(np.float64)).astype(np.float32)
+    inv_freq = np.float32(1) / power
+    angle = np.arange(n_ctx, dtype=np.float32)[:, None] * inv_freq[None, :]
+    return np.cos(angle.astype(np.float64)).astype(np.float32), np.sin(angle.astype(np.float64)).astype(np.float32)
+
+
+class GpuContext:
+    """One sequence: a contiguous f32 KV cache [n_layer, n_ctx, kv_dim] on the model's device."""
+
+    def __init__(self, model: GpuModel, n_ctx: int = 0):
+        hp = model.hp
+        self.model = model
+        self.n_ctx = int(n_ctx) if n_ctx and n_ctx > 0 else hp.n_ctx_train
+        kv = hp.n_head_kv * hp.head_dim
+        dev = model.device
+        try:
+            self.k_cache = torch.empty((hp.n_layer, self.n_ctx, kv), dtype=torch.float32, device=dev)
+            self.v_cache = torch.empty((hp.n_layer, self.n_ctx, kv), dtype=torch.float32, device=dev)
+        except torch.OutOfMemoryError:
+            raise BitnetError(f"out of device memory allocating a context of {self.n_ctx} tokens") from None
+        cos, sin = rope_tables(hp, self.n_ctx)
+        self.rope_cos, self.rope_sin = model._put(cos), model._put(sin)
+        self._n_past = 0
+
+    @property
+    def n_past(self) -> int:
+        return self._n_past
+
+    def truncate(self, n_past: int):
+        if not 0 <= n_past <= self._n_past:
+            raise BitnetError(f"cannot truncate a context of {self._n_past} tokens to {n_past}")
+        self._n_past = int(n_past)
+
+    def close(self):
+        self.k_cache = self.v_cache = None
+
+    def decode(self, tokens, all_logits: bool = False, want_logits: bool = True) -> np.ndarray | None:
+        """Run tokens after the cached ones; logits [n, vocab] (all) or [vocab] (last), numpy f32."""
+        out = self.decode_tensor(tokens, all_logits, want_logits)
+        return None if out is None else out.cpu().numpy()
+
+    def decode_tensor(self, tokens, all_logits: bool = False, want_logits: bool = True) -> torch.Tensor | None:
+        """decode(), the logits left on the device."""
+        ids = np.ascontiguousarray(tokens, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise BitnetError("decode needs a non-empty 1-D list of token ids")
+        n, vocab = ids.size, self.model.n_vocab
+        if self._n_past + n > self.n_ctx:
+            raise BitnetError(f"context is full: {self._n_past} cached + {n} new tokens > n_ctx {self.n_ctx}")
+        bad = ids[(ids < 0) | (ids >= vocab)]
+        if bad.size:
+            raise BitnetError(f"token id {int(bad[0])} is out of range [0, {vocab})")
+        outs = []
+        with torch.no_grad():
+            for done in range(0, n, MAX_BATCH):
+                chunk = torch.from_numpy(ids[done : done + MAX_BATCH]).to(self.model.device)
+                last = done + MAX_BATCH >= n
+                head_rows = "all" if all_logits else ("last" if last and want_logits else "none")
+                logits = self._forward(chunk, head_rows)
+                if logits is not None:
+                    outs.append(logits)
+        if not want_logits:
+            return None
+        return torch.cat(outs) if all_logits else outs[-1][-1]
+
+    # ---- the forward pass (src/forward.cpp) --------------------------------------------------------
+    def _forward(self, ids: torch.Tensor, head_rows: str) -> torch.Tensor | None:
+        md = self.model
+        m, p0 = ids.shape[0], self._n_past
+        x = md.token_embd[ids].float()
+        for il, layer in enumerate(md.layers):
+            x = x + self._attention(layer, il, rms_norm(x, layer["attn_norm"], md.rms_eps), p0)
+            x = x + self._ffn(layer, rms_norm(x, layer["ffn_norm"], md.rms_eps))
+        self._n_past = p0 + m
+        if head_rows == "none":
+            return None
+        rows = x if head_rows == "all" else x[-1:]
+        return kernels.dense_matmul(rms_norm(rows, md.output_norm, md.rms_eps), md.output)
+
+    def _linears(self, x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
+        """Ternary linears reading the same input: quantized once (or once each, with input norms)."""
+        md = self.model
+        if md.hp.has_linear_norms:
+            outs = []
+            for w in layers:
+                q, s = kernels.quantize_rows(rms_norm(x, w.input_norm, md.linear_norm_eps))
+                outs.append(kernels.ternary_int_matmul(q, s, w.codes, w.n_out, w.n_in, w.scale, w.block_scales))
+            return outs
+        q, s = kernels.quantize_rows(x)
+        return [kernels.ternary_int_matmul(q, s, w.codes, w.n_out, w.n_in, w.scale, w.block_scales) for w in layers]
+
+    def _rope(self, x: torch.Tensor, p0: int) -> torch.Tensor:
+        """x [m, heads, head_dim] at positions p0 .. p0 + m - 1."""
+        m, half = x.shape[0], x.shape[2] // 2
+        cos = self.rope_cos[p0 : p0 + m].unsqueeze(1)
+        sin = self.rope_sin[p0 : p0 + m].unsqueeze(1)
+        if self.model.hp.rope == "neox":  # pairs (j, j + half)
+            a, b = x[..., :half], x[..., half:]
+            return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+        pairs = x.reshape(m, x.shape[1], half, 2)  # "normal": pairs (2j, 2j + 1)
+        a, b = pairs[..., 0], pairs[..., 1]
+        return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).reshape(x.shape)
+
+    def _attention(self, layer: dict, il: int, h: torch.Tensor, p0: int) -> torch.Tensor:
+        hp = self.model.hp
+        m, hd, n_kv = h.shape[0], hp.head_dim, hp.n_head_kv
+        group = hp.n_head // n_kv
+        q, k, v = self._linears(h, [layer["attn_q"], layer["attn_k"], layer["attn_v"]])
+        q = self._rope(q.view(m, hp.n_head, hd), p0)
+        k = self._rope(k.view(m, n_kv, hd), p0)
+        self.k_cache[il, p0 : p0 + m] = k.reshape(m, n_kv * hd)
+        self.v_cache[il, p0 : p0 + m] = v
+        n_keys = p0 + m
+        keys = self.k_cache[il, :n_keys].view(n_keys, n_kv, hd).permute(1, 2, 0)  # [kv, hd, n]
+        values = self.v_cache[il, :n_keys].view(n_keys, n_kv, hd).permute(1, 0, 2)  # [kv, n, hd]
+        qg = q.view(m, n_kv, group, hd).permute(1, 2, 0, 3)  # [kv, group, m, hd]
+        scale = float(np.float32(1) / np.sqrt(np.float32(hd)))
+        scores = torch.matmul(qg, keys.unsqueeze(1)) * scale  # [kv, group, m, n]
+        if m > 1:  # causal: row i sees keys up to p0 + i
+            pos = torch.arange(n_keys, device=h.device)
+            masked = pos[None, :] > (p0 + torch.arange(m, device=h.device))[:, None]
+            scores = scores.masked_fill(masked, float("-inf"))
+        e = torch.exp(scores - scores.amax(-1, keepdim=True))
+        probs = e / e.sum(-1, keepdim=True)
+        att = torch.matmul(probs, values.unsqueeze(1)).permute(2, 0, 1, 3).reshape(m, hp.n_head * hd)
+        if hp.has_sub_norms:
+            att = rms_norm(att, layer["attn_sub_norm"], self.model.rms_eps)
+        return self._linears(att, [layer["attn_output"]])[0]
+
+    def _ffn(self, layer: dict, h: torch.Tensor) -> torch.Tensor:
+        hp = self.model.hp
+        g, u = self._linears(h, [layer["ffn_gate"], layer["ffn_up"]])
+        if hp.act == "relu2":
+            r = torch.clamp_min(g, 0.0)
+            a = r * r * u
+        else:
+            a = g / (1.0 + torch.exp(-g)) * u
+        if hp.has_sub_norms:
+            a = rms_norm(a, layer["ffn_sub_norm"], self.model.rms_eps)
+        return self._linears(a, [layer["ffn_down"]])[0]

@@ -1,0 +1,216 @@
+"""Triton kernels of the GPU backend: int8 activation quantization, ternary x int8 products, and
+the float head. Each also runs in Triton's interpreter (TRITON_INTERPRET=1) on CPU tensors.
+
+Ternary weights stay in I2_S's bytes (DESIGN section 2), one row of k/4 bytes per output:
+    byte b of a row, in 128-element block b // 32, holds the codes (c = w + 1) of elements
+    128 (b // 32) + 32 j + b % 32 in bits 6 - 2j (j = 0..3).
+A tile of rows therefore unpacks with shifts alone, in whatever tile shape a kernel wants.
+
+Numerics follow DESIGN section 3 exactly, as the CPU engine's scalar reference computes them:
+    s = 127 * (1 / max(max|x|, 1e-5))   (torch's 127 / t is reciprocal-then-multiply)
+    q = clamp(rint(x * s), -128, 127)   round half to even
+    y = float(acc) / s * w_scale        acc: exact int32 sum of t * q
+and for TQ tensors with one scale per 256-block: y = (sum_b d_b * float(acc_b)) / s, b in order.
+Divisions use div_rn (IEEE round to nearest; Triton's `/` may be approximate on a GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from bitnet.gpu.device import interpreting
+
+I2S_BLOCK = 128  # elements per I2_S block (32 bytes)
+TQ_BLOCK = 256  # elements per TQ block (one scale each)
+GEMV_MAX_ROWS = 4  # activation rows up to which the GEMV kernel beats a tl.dot tile of 16
+
+
+def _wide_tiles() -> bool:
+    """Under the interpreter every program is a Python call: fewer, wider programs run much faster
+    there (the results are the same: integer sums are exact whatever the tiling)."""
+    return interpreting()
+
+
+@triton.jit
+def _round_half_even(t):
+    # Exact for |t| < 2**23 (t - floor(t) is then exact); libdevice's rint has no interpreter twin.
+    f = tl.floor(t)
+    d = t - f
+    odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
+    return f + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
+
+
+@triton.jit
+def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, M, K, BM: tl.constexpr, BLOCK: tl.constexpr):
+    """BM rows per program (1 on a GPU; more under the interpreter), BLOCK columns per step."""
+    rm = tl.program_id(0) * BM + tl.arange(0, BM)
+    mmask = rm < M
+    rows = rm[:, None].to(tl.int64) * K
+    offs = tl.arange(0, BLOCK)
+    amax = tl.zeros((BM, BLOCK), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK):
+        mask = mmask[:, None] & (k0 + offs[None, :] < K)
+        v = tl.load(x_ptr + rows + k0 + offs[None, :], mask=mask, other=0.0)
+        amax = tl.maximum(amax, tl.abs(v))
+    inv = tl.math.div_rn(1.0, tl.maximum(tl.max(amax, axis=1), 1e-5))
+    s = 127.0 * inv
+    for k0 in range(0, K, BLOCK):
+        mask = mmask[:, None] & (k0 + offs[None, :] < K)
+        v = tl.load(x_ptr + rows + k0 + offs[None, :], mask=mask, other=0.0)
+        r = tl.minimum(tl.maximum(_round_half_even(v * s[:, None]), -128.0), 127.0)
+        tl.store(q_ptr + rows + k0 + offs[None, :], r.to(tl.int8), mask=mask)
+    tl.store(s_ptr + rm, s, mask=mmask)
+
+
+def quantize_rows(x: torch.Tensor, wide: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 codes [m, k] and f32 scales [m] of f32 rows x [m, k] (DESIGN section 3)."""
+    wide = _wide_tiles() if wide is None else wide
+    x = x.contiguous()
+    m, k = x.shape
+    q = torch.empty((m, k), dtype=torch.int8, device=x.device)
+    s = torch.empty((m,), dtype=torch.float32, device=x.device)
+    if m:
+        bm = 16 if wide else 1
+        block = min(4096 // bm, triton.next_power_of_2(k))
+        _quantize_rows_kernel[(triton.cdiv(m, bm),)](x, q, s, m, k, BM=bm, BLOCK=block)
+    return q, s
+
+
+@triton.jit
+def _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK: tl.constexpr):
+    """Weights t [BK, BN] in {-1, 0, 1} (int8) of elements k0 .. k0 + BK of rows rn."""
+    kk = tl.arange(0, BK)
+    byte = k0 // 4 + (kk // 128) * 32 + kk % 32
+    shift = (6 - 2 * ((kk % 128) // 32)).to(tl.uint8)
+    # Rows past n read code 1 (weight 0): 0x55 is four of them.
+    wb = tl.load(w_ptr + rn[None, :].to(tl.int64) * row_bytes + byte[:, None], mask=nmask[None, :], other=0x55)
+    return ((wb >> shift[:, None]) & 3).to(tl.int8) - 1
+
+
+@triton.jit
+def _ternary_gemm_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, M, N, K, w_scale,
+                         BLOCKED: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """y [M, N] = scaled (a [M, K] int8) x (t [N, K])^T, int32 products on tl.dot (tensor cores)."""
+    rm = tl.program_id(0) * BM + tl.arange(0, BM)
+    rn = tl.program_id(1) * BN + tl.arange(0, BN)
+    mmask, nmask = rm < M, rn < N
+    kk = tl.arange(0, BK)
+    a_rows = a_ptr + rm[:, None].to(tl.int64) * K
+    row_bytes = K // 4
+    if BLOCKED:  # BK == 256: one TQ block per step, its int32 sum scaled by its own d
+        accf = tl.zeros((BM, BN), dtype=tl.float32)
+        for k0 in range(0, K, BK):
+            a = tl.load(a_rows + k0 + kk[None, :], mask=mmask[:, None], other=0)
+            t = _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK)
+            dot = tl.dot(a, t, out_dtype=tl.int32)
+            d = tl.load(d_ptr + rn.to(tl.int64) * (K // BK) + k0 // BK, mask=nmask, other=0.0)
+            accf += d[None, :] * dot.to(tl.float32)
+        y = tl.math.div_rn(accf, tl.load(s_ptr + rm, mask=mmask, other=1.0)[:, None])
+    else:
+        acc = tl.zeros((BM, BN), dtype=tl.int32)
+        for k0 in range(0, K, BK):
+            a = tl.load(a_rows + k0 + kk[None, :], mask=mmask[:, None] & (k0 + kk[None, :] < K), other=0)
+            t = _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK)
+            acc += tl.dot(a, t, out_dtype=tl.int32)
+        s = tl.load(s_ptr + rm, mask=mmask, other=1.0)
+        y = tl.math.div_rn(acc.to(tl.float32), s[:, None]) * w_scale
+    tl.store(y_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], y, mask=mmask[:, None] & nmask[None, :])
+
+
+@triton.jit
+def _ternary_gemv_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, N, K, w_scale,
+                         BLOCKED: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
+    """One activation row (program axis 1) times BN weight rows: BB bytes (4 BB elements) per step,
+    each byte's four codes against four 32-element slices of the row."""
+    m = tl.program_id(1).to(tl.int64)
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    nmask = rn < N
+    b = tl.arange(0, BB)
+    row_bytes = K // 4
+    w_rows = w_ptr + rn[:, None].to(tl.int64) * row_bytes
+    a_row = a_ptr + m * K
+    elem = (b // 32) * 128 + b % 32  # element of code j = 0 of byte b, from the step's first element
+    if BLOCKED:  # BB == 64: one TQ block per step
+        accf = tl.zeros((BN,), dtype=tl.float32)
+        for b0 in range(0, row_bytes, BB):
+            wb = tl.load(w_rows + b0 + b[None, :], mask=nmask[:, None], other=0x55)
+            dot = tl.zeros((BN,), dtype=tl.int32)
+            for j in tl.static_range(4):
+                a = tl.load(a_row + 4 * b0 + elem + 32 * j).to(tl.int32)
+                t = ((wb >> (6 - 2 * j)) & 3).to(tl.int32) - 1
+                dot += tl.sum(t * a[None, :], axis=1)
+            d = tl.load(d_ptr + rn.to(tl.int64) * (row_bytes // BB) + b0 // BB, mask=nmask, other=0.0)
+            accf += d * dot.to(tl.float32)
+        y = tl.math.div_rn(accf, tl.load(s_ptr + m))
+    else:
+        acc = tl.zeros((BN,), dtype=tl.int32)
+        for b0 in range(0, row_bytes, BB):
+            bmask = b0 + b < row_bytes
+            wb = tl.load(w_rows + b0 + b[None, :], mask=nmask[:, None] & bmask[None, :], other=0x55)
+            for j in tl.static_range(4):
+                a = tl.load(a_row + 4 * b0 + elem + 32 * j, mask=bmask, other=0).to(tl.int32)
+                t = ((wb >> (6 - 2 * j)) & 3).to(tl.int32) - 1
+                acc += tl.sum(t * a[None, :], axis=1)
+        y = tl.math.div_rn(acc.to(tl.float32), tl.load(s_ptr + m)) * w_scale
+    tl.store(y_ptr + m * N + rn, y, mask=nmask)
+
+
+def ternary_int_matmul(q: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, n: int, k: int, w_scale: float,
+                       block_scales: torch.Tensor | None = None, gemv: bool | None = None,
+                       wide: bool | None = None) -> torch.Tensor:
+    """f32 [m, n] = q [m, k] (int8, row scales s) times the ternary matrix `codes` (I2_S bytes
+    [n, k/4], per-tensor w_scale or per-256-block scales [n, k/256]). gemv / wide force the kernel
+    and the tiling (tests); by default GEMV for up to GEMV_MAX_ROWS rows."""
+    wide = _wide_tiles() if wide is None else wide
+    m = q.shape[0]
+    y = torch.empty((m, n), dtype=torch.float32, device=q.device)
+    if m == 0:
+        return y
+    blocked = block_scales is not None
+    d = block_scales if blocked else s  # an unused pointer still needs a tensor
+    if gemv if gemv is not None else m <= GEMV_MAX_ROWS:
+        bn = 256 if wide else 32
+        bb = 64 if blocked else min(64, triton.next_power_of_2(k // 4))
+        _ternary_gemv_kernel[(triton.cdiv(n, bn), m)](q, s, codes, d, y, n, k, float(w_scale), BLOCKED=blocked,
+                                                       BN=bn, BB=bb)
+    else:
+        bm = 16 if m <= 16 else 64
+        bn = 256 if wide else 64
+        bk = TQ_BLOCK if blocked else I2S_BLOCK
+        _ternary_gemm_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn))](q, s, codes, d, y, m, n, k, float(w_scale),
+                                                                        BLOCKED=blocked, BM=bm, BN=bn, BK=bk)
+    return y
+
+
+@triton.jit
+def _dense_matmul_kernel(x_ptr, w_ptr, y_ptr, N, K, BN: tl.constexpr, BK: tl.constexpr):
+    """y[m, n] = sum_k float(w[n, k]) * x[m, k] in f32: weights read in their stored type (F16,
+    BF16 or F32), never rounded further, activations kept in f32."""
+    m = tl.program_id(1).to(tl.int64)
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    nmask = rn < N
+    kk = tl.arange(0, BK)
+    acc = tl.zeros((BN,), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        kmask = k0 + kk < K
+        w = tl.load(w_ptr + rn[:, None].to(tl.int64) * K + k0 + kk[None, :], mask=nmask[:, None] & kmask[None, :],
+                    other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + m * K + k0 + kk, mask=kmask, other=0.0)
+        acc += tl.sum(w * x[None, :], axis=1)
+    tl.store(y_ptr + m * N + rn, acc, mask=nmask)
+
+
+def dense_matmul(x: torch.Tensor, w: torch.Tensor, wide: bool | None = None) -> torch.Tensor:
+    """f32 [m, n] = x [m, k] (f32) times w [n, k] (f16 / bf16 / f32) transposed."""
+    wide = _wide_tiles() if wide is None else wide
+    x = x.contiguous()
+    m, k = x.shape
+    n = w.shape[0]
+    y = torch.empty((m, n), dtype=torch.float32, device=x.device)
+    if m:
+        bn, bk = (1024, 256) if wide else (32, 128)
+        bk = min(bk, triton.next_power_of_2(k))
+        _dense_matmul_kernel[(triton.cdiv(n, bn), m)](x, w, y, n, k, BN=bn, BK=bk)
+    return y
