@@ -1,0 +1,111 @@
+"""The GPU backend's whole forward pass against the CPU engine, on tiny models of every family and
+storage type, run in Triton's interpreter on CPU tensors (`bitnet.Model(path, device="cuda")` with
+TRITON_INTERPRET=1). Contract (DESIGN section 3): logits float-exact, <= 1e-5 x max|logit| from
+the engine (both are within float error of the model's own arithmetic; an int8 rounding-boundary
+onset would show as a larger gap and is checked for explicitly), greedy text equal."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+torch = pytest.importorskip("torch", reason="the GPU backend needs torch")
+pytest.importorskip("triton", reason="the GPU backend needs triton: pip install -e '.[gpu]'")
+
+from bitnet import BitnetError, Model  # noqa: E402
+from bitnet.convert import dummy  # noqa: E402
+from bitnet.engine import NativeContext, NativeModel  # noqa: E402
+from bitnet.gpu import GpuModel  # noqa: E402
+from tests.conftest import REPO, convert_checkpoint  # noqa: E402
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+if not INTERPRETED and not torch.cuda.is_available():
+    pytest.skip("TRITON_INTERPRET=0 and no CUDA device", allow_module_level=True)
+
+DEMO = REPO / "models/bitnet-b1.58-austen-5M/ggml-model-i2_s.gguf"
+# head_dim 64, grouped-query attention, odd-ish widths that are still whole TQ blocks.
+TINY = dummy.ModelShape(n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=2, n_vocab=512, n_ctx=64,
+                        hidden_act="relu2", rope_theta=500000.0)  # fmt: skip
+PROMPT = [1, 17, 300, 42, 7, 99]
+FLOAT_EXACT = 1e-5
+
+
+def compare(path, ids=PROMPT, steps=(3, 250)) -> tuple[float, np.ndarray, np.ndarray]:
+    """Largest |gpu - cpu| / max|cpu logit| over a prompt's logits and decode steps after it."""
+    gpu = GpuModel(path, "cuda")
+    native = NativeModel(path)
+    try:
+        g_ctx, c_ctx = gpu.new_context(32), NativeContext(native, 32, 1)
+        g = [g_ctx.decode(ids, all_logits=True)] + [g_ctx.decode([t])[None] for t in steps]
+        c = [c_ctx.decode(ids, all_logits=True)] + [c_ctx.decode([t])[None] for t in steps]
+        c_ctx.close()
+    finally:
+        native.close()
+    g, c = np.concatenate(g), np.concatenate(c)
+    return float(np.abs(g - c).max() / np.abs(c).max()), g, c
+
+
+def assert_float_exact(path, **kw):
+    err, g, c = compare(path, **kw)
+    assert err <= FLOAT_EXACT, f"logits differ by {err:.2e} x max|logit|"
+    np.testing.assert_array_equal(g.argmax(1), c.argmax(1))
+
+
+def test_demo_model_logits_match_engine():
+    assert_float_exact(DEMO)
+
+
+def test_demo_model_greedy_text_equals_engine():
+    kw = dict(max_tokens=6, temperature=0)
+    with Model(DEMO, n_ctx=64) as cpu, Model(DEMO, n_ctx=64, device="cuda") as gpu:
+        prompt = "It is a truth universally acknowledged"
+        assert gpu.generate(prompt, **kw) == cpu.generate(prompt, **kw)
+        # the cached prefix is reused on the GPU context as on the engine's
+        assert gpu.generate(prompt + ", that", **kw) == cpu.generate(prompt + ", that", **kw)
+        np.testing.assert_allclose(gpu.logits([5, 6, 7]), cpu.logits([5, 6, 7]), rtol=0,
+                                   atol=FLOAT_EXACT * np.abs(cpu.logits([5, 6, 7])).max())
+
+
+@pytest.mark.parametrize("outtype,embedding", [("i2_s", "f16"), ("tq2_0", "bf16"), ("tq1_0", "q8_0"),
+                                               ("f16", "q6_k"), ("i2_s", "f32")])
+def test_dummy_models_of_every_storage_type(tmp_path, outtype, embedding):
+    """Ternary I2_S / TQ2_0 / TQ1_0 / F16 (TQ files are the `bitnet` architecture: SiLU) with every
+    embedding (tied head) type."""
+    path = dummy.generate(tmp_path / "m.gguf", TINY, outtype, seed=3, embedding_type=embedding, progress=False)
+    assert_float_exact(path, steps=(5,))
+
+
+@pytest.fixture(scope="module")
+def llama_files(tmp_path_factory):
+    from tests.hf_families import make_llama_bitnet_checkpoint
+
+    root = tmp_path_factory.mktemp("gpu-llama")
+    plain = make_llama_bitnet_checkpoint(root / "llama", num_hidden_layers=1, seed=4)
+    falcon_e = make_llama_bitnet_checkpoint(root / "falcon-e", num_hidden_layers=1, use_rms_norm=True,
+                                            linear_class="autobitlinear", seed=5)  # fmt: skip
+    return {"llama": convert_checkpoint(plain, "i2_s", root / "llama.gguf"),
+            "llama-tq2_0": convert_checkpoint(plain, "tq2_0", root / "llama-tq2.gguf"),
+            "falcon-e": convert_checkpoint(falcon_e, "i2_s", root / "falcon-e.gguf")}
+
+
+@pytest.mark.parametrize("name", ["llama", "llama-tq2_0", "falcon-e"])
+def test_llama_family(llama_files, name):
+    """`llama` with ternary tensors: "normal" RoPE, no sub-norms, untied BF16 head; per-block TQ
+    scales (bitlinear's 1/scale is not f16-exact); Falcon-E's RMSNorm on every linear's input."""
+    assert_float_exact(llama_files[name], steps=(5,))
+
+
+def test_context_limits_and_bad_tokens():
+    gpu = GpuModel(DEMO, "cuda")
+    ctx = gpu.new_context(4)
+    with pytest.raises(BitnetError, match="out of range"):
+        ctx.decode([1, 10**6])
+    with pytest.raises(BitnetError, match="context is full"):
+        ctx.decode([1, 2, 3, 4, 5])
+    assert ctx.n_past == 0
+    with pytest.raises(BitnetError, match="CUDA device"):
+        GpuModel(DEMO, "cpu")
