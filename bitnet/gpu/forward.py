@@ -24,14 +24,27 @@ MAX_BATCH = 512  # tokens per forward pass (the engine's kMaxBatch)
 LINEARS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
+GROUPS = (("attn_q", "attn_k", "attn_v"), ("ffn_gate", "ffn_up"))  # linears that read one input
+
+
 @dataclass
 class Linear:
     codes: torch.Tensor  # uint8 [n_out, n_in / 4], I2_S rows
-    scale: float
-    block_scales: torch.Tensor | None
+    row_scales: torch.Tensor  # f32 [n_out]: the tensor's scale on each of its rows
+    block_scales: torch.Tensor | None  # f32 [n_out, n_in / 256] (TQ with per-block scales), or None
     n_in: int
     n_out: int
     input_norm: torch.Tensor | None  # Falcon-E
+    splits: tuple[int, ...] = ()  # a stack of several layers: their output widths
+
+
+def stack(linears: list[Linear]) -> Linear | None:
+    """Layers reading the same input as one matrix (one launch; per-row scales keep each layer's
+    bits), or None where they cannot be (per-block scales, or per-layer input norms)."""
+    if any(w.block_scales is not None or w.input_norm is not None for w in linears):
+        return None
+    return Linear(torch.cat([w.codes for w in linears]), torch.cat([w.row_scales for w in linears]), None,
+                  linears[0].n_in, sum(w.n_out for w in linears), None, tuple(w.n_out for w in linears))
 
 
 def _f32(x: float) -> float:
@@ -85,9 +98,16 @@ class GpuModel:
                 host = ternary_host(w.ggml_type, w.data, n_in, n_out, arm64,
                                     float(float_values(extra.ggml_type, extra.data, 1)[0]) if extra else None)
                 norm = t.get(p + name + ".input_norm.weight") if hp.has_linear_norms else None
-                layer[name] = Linear(self._put(host.codes), host.scale,
+                layer[name] = Linear(self._put(host.codes),
+                                     torch.full((n_out,), host.scale, dtype=torch.float32, device=self.device),
                                      self._put(host.block_scales) if host.block_scales is not None else None,
                                      n_in, n_out, self._vector(norm) if norm is not None else None)
+            for group in GROUPS:
+                fused = stack([layer[name] for name in group])
+                if fused is not None:
+                    layer["+".join(group)] = fused
+                    for name in group:
+                        del layer[name]
             if hp.has_sub_norms:
                 layer["attn_sub_norm"] = self._vector(t[p + "attn_sub_norm.weight"])
                 layer["ffn_sub_norm"] = self._vector(t[p + "ffn_sub_norm.weight"])
@@ -118,6 +138,7 @@ class GpuModel:
             for v in layer.values():
                 if isinstance(v, Linear):
                     total += v.codes.numel() + (v.block_scales.numel() * 4 if v.block_scales is not None else 0)
+                    total += v.row_scales.numel() * 4
                 else:
                     total += v.numel() * 4
         return total
@@ -209,17 +230,23 @@ class GpuContext:
         rows = x if head_rows == "all" else x[-1:]
         return kernels.dense_matmul(rms_norm(rows, md.output_norm, md.rms_eps), md.output)
 
-    def _linears(self, x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
-        """Ternary linears reading the same input: quantized once (or once each, with input norms)."""
+    def _linears(self, x: torch.Tensor, layer: dict, names: tuple[str, ...]) -> list[torch.Tensor]:
+        """Ternary linears reading the same input x: quantized once (or once each, with input
+        norms), multiplied as one stacked matrix where the loader could stack them."""
         md = self.model
-        if md.hp.has_linear_norms:
-            outs = []
-            for w in layers:
+        fused = layer.get("+".join(names)) if len(names) > 1 else None
+        if fused is not None:
+            q, s = kernels.quantize_rows(x)
+            y = kernels.ternary_int_matmul(q, s, fused.codes, fused.n_out, fused.n_in, fused.row_scales)
+            return list(torch.split(y, fused.splits, dim=1))
+        outs, quantized = [], None
+        for w in (layer[name] for name in names):
+            if w.input_norm is not None:
                 q, s = kernels.quantize_rows(rms_norm(x, w.input_norm, md.linear_norm_eps))
-                outs.append(kernels.ternary_int_matmul(q, s, w.codes, w.n_out, w.n_in, w.scale, w.block_scales))
-            return outs
-        q, s = kernels.quantize_rows(x)
-        return [kernels.ternary_int_matmul(q, s, w.codes, w.n_out, w.n_in, w.scale, w.block_scales) for w in layers]
+            else:
+                q, s = quantized = quantized or kernels.quantize_rows(x)
+            outs.append(kernels.ternary_int_matmul(q, s, w.codes, w.n_out, w.n_in, w.row_scales, w.block_scales))
+        return outs
 
     def _rope(self, x: torch.Tensor, p0: int) -> torch.Tensor:
         """x [m, heads, head_dim] at positions p0 .. p0 + m - 1."""
@@ -237,7 +264,7 @@ class GpuContext:
         hp = self.model.hp
         m, hd, n_kv = h.shape[0], hp.head_dim, hp.n_head_kv
         group = hp.n_head // n_kv
-        q, k, v = self._linears(h, [layer["attn_q"], layer["attn_k"], layer["attn_v"]])
+        q, k, v = self._linears(h, layer, GROUPS[0])
         q = self._rope(q.view(m, hp.n_head, hd), p0)
         k = self._rope(k.view(m, n_kv, hd), p0)
         self.k_cache[il, p0 : p0 + m] = k.reshape(m, n_kv * hd)
@@ -257,11 +284,11 @@ class GpuContext:
         att = torch.matmul(probs, values.unsqueeze(1)).permute(2, 0, 1, 3).reshape(m, hp.n_head * hd)
         if hp.has_sub_norms:
             att = rms_norm(att, layer["attn_sub_norm"], self.model.rms_eps)
-        return self._linears(att, [layer["attn_output"]])[0]
+        return self._linears(att, layer, ("attn_output",))[0]
 
     def _ffn(self, layer: dict, h: torch.Tensor) -> torch.Tensor:
         hp = self.model.hp
-        g, u = self._linears(h, [layer["ffn_gate"], layer["ffn_up"]])
+        g, u = self._linears(h, layer, GROUPS[1])
         if hp.act == "relu2":
             r = torch.clamp_min(g, 0.0)
             a = r * r * u
@@ -269,4 +296,4 @@ class GpuContext:
             a = g / (1.0 + torch.exp(-g)) * u
         if hp.has_sub_norms:
             a = rms_norm(a, layer["ffn_sub_norm"], self.model.rms_eps)
-        return self._linears(a, [layer["ffn_down"]])[0]
+        return self._linears(a, layer, ("ffn_down",))[0]

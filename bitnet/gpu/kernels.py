@@ -9,7 +9,8 @@ A tile of rows therefore unpacks with shifts alone, in whatever tile shape a ker
 Numerics follow DESIGN section 3 exactly, as the CPU engine's scalar reference computes them:
     s = 127 * (1 / max(max|x|, 1e-5))   (torch's 127 / t is reciprocal-then-multiply)
     q = clamp(rint(x * s), -128, 127)   round half to even
-    y = float(acc) / s * w_scale        acc: exact int32 sum of t * q
+    y = float(acc) / s * w_scale        acc: exact int32 sum of t * q; w_scale per output row, so
+                                        that layers reading one input (q/k/v, gate/up) run as one
 and for TQ tensors with one scale per 256-block: y = (sum_b d_b * float(acc_b)) / s, b in order.
 Divisions use div_rn (IEEE round to nearest; Triton's `/` may be approximate on a GPU).
 """
@@ -80,17 +81,19 @@ def quantize_rows(x: torch.Tensor, wide: bool | None = None) -> tuple[torch.Tens
 
 @triton.jit
 def _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK: tl.constexpr):
-    """Weights t [BK, BN] in {-1, 0, 1} (int8) of elements k0 .. k0 + BK of rows rn."""
+    """Weights t [BK, BN] in {-1, 0, 1} (int8) of elements k0 .. k0 + BK of rows rn (BK a multiple
+    of 128; elements past the row read 0)."""
     kk = tl.arange(0, BK)
     byte = k0 // 4 + (kk // 128) * 32 + kk % 32
     shift = (6 - 2 * ((kk % 128) // 32)).to(tl.uint8)
-    # Rows past n read code 1 (weight 0): 0x55 is four of them.
-    wb = tl.load(w_ptr + rn[None, :].to(tl.int64) * row_bytes + byte[:, None], mask=nmask[None, :], other=0x55)
+    # Rows past n, and bytes past the row, read code 1 (weight 0): 0x55 is four of them.
+    mask = nmask[None, :] & (byte[:, None] < row_bytes)
+    wb = tl.load(w_ptr + rn[None, :].to(tl.int64) * row_bytes + byte[:, None], mask=mask, other=0x55)
     return ((wb >> shift[:, None]) & 3).to(tl.int8) - 1
 
 
 @triton.jit
-def _ternary_gemm_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, M, N, K, w_scale,
+def _ternary_gemm_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, M, N, K, ws_ptr,
                          BLOCKED: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """y [M, N] = scaled (a [M, K] int8) x (t [N, K])^T, int32 products on tl.dot (tensor cores)."""
     rm = tl.program_id(0) * BM + tl.arange(0, BM)
@@ -115,12 +118,13 @@ def _ternary_gemm_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, M, N, K, w_scale,
             t = _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK)
             acc += tl.dot(a, t, out_dtype=tl.int32)
         s = tl.load(s_ptr + rm, mask=mmask, other=1.0)
-        y = tl.math.div_rn(acc.to(tl.float32), s[:, None]) * w_scale
+        w_scale = tl.load(ws_ptr + rn, mask=nmask, other=0.0)
+        y = tl.math.div_rn(acc.to(tl.float32), s[:, None]) * w_scale[None, :]
     tl.store(y_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], y, mask=mmask[:, None] & nmask[None, :])
 
 
 @triton.jit
-def _ternary_gemv_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, N, K, w_scale,
+def _ternary_gemv_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, N, K, ws_ptr,
                          BLOCKED: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
     """One activation row (program axis 1) times BN weight rows: BB bytes (4 BB elements) per step,
     each byte's four codes against four 32-element slices of the row."""
@@ -153,15 +157,18 @@ def _ternary_gemv_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, N, K, w_scale,
                 a = tl.load(a_row + 4 * b0 + elem + 32 * j, mask=bmask, other=0).to(tl.int32)
                 t = ((wb >> (6 - 2 * j)) & 3).to(tl.int32) - 1
                 acc += tl.sum(t * a[None, :], axis=1)
+        w_scale = tl.load(ws_ptr + rn, mask=nmask, other=0.0)
         y = tl.math.div_rn(acc.to(tl.float32), tl.load(s_ptr + m)) * w_scale
     tl.store(y_ptr + m * N + rn, y, mask=nmask)
 
 
-def ternary_int_matmul(q: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, n: int, k: int, w_scale: float,
+def ternary_int_matmul(q: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, n: int, k: int,
+                       w_scale: float | torch.Tensor,
                        block_scales: torch.Tensor | None = None, gemv: bool | None = None,
                        wide: bool | None = None) -> torch.Tensor:
     """f32 [m, n] = q [m, k] (int8, row scales s) times the ternary matrix `codes` (I2_S bytes
-    [n, k/4], per-tensor w_scale or per-256-block scales [n, k/256]). gemv / wide force the kernel
+    [n, k/4]; w_scale: one f32 scale, or one per output row [n]; or per-256-block scales
+    [n, k/256], w_scale then unused). gemv / wide force the kernel
     and the tiling (tests); by default GEMV for up to GEMV_MAX_ROWS rows."""
     wide = _wide_tiles() if wide is None else wide
     m = q.shape[0]
@@ -170,16 +177,22 @@ def ternary_int_matmul(q: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, n:
         return y
     blocked = block_scales is not None
     d = block_scales if blocked else s  # an unused pointer still needs a tensor
+    if blocked:
+        ws = s
+    elif isinstance(w_scale, torch.Tensor):
+        ws = w_scale
+    else:
+        ws = torch.full((n,), float(w_scale), dtype=torch.float32, device=q.device)
     if gemv if gemv is not None else m <= GEMV_MAX_ROWS:
-        bn = 256 if wide else 32
-        bb = 64 if blocked else min(64, triton.next_power_of_2(k // 4))
-        _ternary_gemv_kernel[(triton.cdiv(n, bn), m)](q, s, codes, d, y, n, k, float(w_scale), BLOCKED=blocked,
+        bn = min(1024, triton.next_power_of_2(n)) if wide else 32
+        bb = 64 if blocked else min(512 if wide else 64, triton.next_power_of_2(k // 4))
+        _ternary_gemv_kernel[(triton.cdiv(n, bn), m)](q, s, codes, d, y, n, k, ws, BLOCKED=blocked,
                                                        BN=bn, BB=bb)
     else:
         bm = 16 if m <= 16 else 64
         bn = 256 if wide else 64
-        bk = TQ_BLOCK if blocked else I2S_BLOCK
-        _ternary_gemm_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn))](q, s, codes, d, y, m, n, k, float(w_scale),
+        bk = TQ_BLOCK if blocked else (min(512, triton.next_power_of_2(k)) if wide else I2S_BLOCK)
+        _ternary_gemm_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn))](q, s, codes, d, y, m, n, k, ws,
                                                                         BLOCKED=blocked, BM=bm, BN=bn, BK=bk)
     return y
 
@@ -210,7 +223,7 @@ def dense_matmul(x: torch.Tensor, w: torch.Tensor, wide: bool | None = None) -> 
     n = w.shape[0]
     y = torch.empty((m, n), dtype=torch.float32, device=x.device)
     if m:
-        bn, bk = (1024, 256) if wide else (32, 128)
+        bn, bk = (min(4096, triton.next_power_of_2(n)), 256) if wide else (32, 128)
         bk = min(bk, triton.next_power_of_2(k))
         _dense_matmul_kernel[(triton.cdiv(n, bn), m)](x, w, y, n, k, BN=bn, BK=bk)
     return y
