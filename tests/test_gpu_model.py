@@ -88,15 +88,30 @@ def llama_files(tmp_path_factory):
     falcon_e = make_llama_bitnet_checkpoint(root / "falcon-e", num_hidden_layers=1, use_rms_norm=True,
                                             linear_class="autobitlinear", seed=5)  # fmt: skip
     return {"llama": convert_checkpoint(plain, "i2_s", root / "llama.gguf"),
-            "llama-tq2_0": convert_checkpoint(plain, "tq2_0", root / "llama-tq2.gguf"),
+            "llama-tq2_0-blocks": _with_block_scales(convert_checkpoint(plain, "tq2_0", root / "llama-tq2.gguf")),
             "falcon-e": convert_checkpoint(falcon_e, "i2_s", root / "falcon-e.gguf")}
 
 
-@pytest.mark.parametrize("name", ["llama", "llama-tq2_0", "falcon-e"])
+def _with_block_scales(path):
+    """The TQ2_0 file with each block's scale moved by its own factor: per-block scales."""
+    from bitnet.convert import tq_packing as tq
+    from bitnet.convert.gguf_reader import read_gguf
+    from tests.gguf_rebuild import rebuild_gguf
+
+    rng, replace = np.random.default_rng(6), {}
+    for name, t in read_gguf(path).tensors.items():
+        if t.ggml_type == tq.GGML_TYPE_TQ2_0:
+            codes, d = tq.unpack_tq2_0(t.data, t.ne[1], t.ne[0])
+            d = (d * rng.uniform(0.5, 1.5, d.shape)).astype(np.float16)
+            replace[name] = (tq.GGML_TYPE_TQ2_0, tq.pack_tq2_0(codes, d.reshape(-1)).tobytes())
+    return rebuild_gguf(path, path.with_name("blocks.gguf"), replace=replace)
+
+
+@pytest.mark.parametrize("name", ["llama", "llama-tq2_0-blocks", "falcon-e"])
 def test_llama_family(llama_files, name):
     """`llama` with ternary tensors: "normal" RoPE, no sub-norms, untied BF16 head; per-block TQ
     scales (bitlinear's 1/scale is not f16-exact); Falcon-E's RMSNorm on every linear's input."""
-    if name == "llama-tq2_0":
+    if name == "llama-tq2_0-blocks":
         assert "per-block scales" in GpuModel(llama_files[name], "cuda").desc  # the blocked kernels ran
     assert_float_exact(llama_files[name], steps=(5,))
 
