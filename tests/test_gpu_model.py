@@ -126,3 +126,23 @@ def test_context_limits_and_bad_tokens():
     assert ctx.n_past == 0
     with pytest.raises(BitnetError, match="CUDA device"):
         GpuModel(DEMO, "cpu")
+
+
+def test_batched_sequences_match_one_by_one(tmp_path):
+    """Three sequences in lockstep (one batch of rows per step: the GEMM path, batched attention)
+    give each sequence the engine's logits for it alone."""
+    path = dummy.generate(tmp_path / "m.gguf", TINY, "i2_s", seed=8, progress=False)
+    prompts = np.array([[1, 2, 3, 4], [9, 8, 7, 6], [100, 200, 300, 400]])
+    steps = np.array([[11], [12], [13]])
+    gpu = GpuModel(path, "cuda")
+    ctx = gpu.new_context(16, n_seq=3)
+    got = np.concatenate([ctx.decode(prompts, all_logits=True), ctx.decode(steps, all_logits=True)], axis=1)
+    native = NativeModel(path)
+    try:
+        for i in range(3):
+            c = NativeContext(native, 16, 1)
+            want = np.concatenate([c.decode(prompts[i], all_logits=True), c.decode(steps[i], all_logits=True)])
+            c.close()
+            assert np.abs(got[i] - want).max() <= FLOAT_EXACT * np.abs(want).max()
+    finally:
+        native.close()

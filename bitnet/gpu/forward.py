@@ -126,8 +126,8 @@ class GpuModel:
         values = self._put(dense_values(tensor.ggml_type, tensor.data, int(tensor.ne[0]), int(tensor.ne[1])))
         return values.view(torch.bfloat16) if tensor.ggml_type == GGML_BF16 else values
 
-    def new_context(self, n_ctx: int = 0) -> GpuContext:
-        return GpuContext(self, n_ctx)
+    def new_context(self, n_ctx: int = 0, n_seq: int = 1) -> GpuContext:
+        return GpuContext(self, n_ctx, n_seq)
 
     def weight_bytes(self) -> int:
         """Bytes of weights on the device (what one decode step streams, KV cache aside)."""
@@ -158,19 +158,24 @@ def rope_tables(hp: HParams, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class GpuContext:
-    """One sequence: a contiguous f32 KV cache [n_layer, n_ctx, kv_dim] on the model's device."""
+    """n_seq sequences (1 by default) advancing in lockstep, each with a contiguous f32 KV cache:
+    [n_layer, n_seq, n_ctx, kv_dim] on the model's device. Several sequences make one batch of
+    rows for every ternary product (batched decoding); one sequence takes a prompt as one batch."""
 
-    def __init__(self, model: GpuModel, n_ctx: int = 0):
+    def __init__(self, model: GpuModel, n_ctx: int = 0, n_seq: int = 1):
         hp = model.hp
         self.model = model
         self.n_ctx = int(n_ctx) if n_ctx and n_ctx > 0 else hp.n_ctx_train
+        self.n_seq = int(n_seq)
         kv = hp.n_head_kv * hp.head_dim
         dev = model.device
         try:
-            self.k_cache = torch.empty((hp.n_layer, self.n_ctx, kv), dtype=torch.float32, device=dev)
-            self.v_cache = torch.empty((hp.n_layer, self.n_ctx, kv), dtype=torch.float32, device=dev)
+            shape = (hp.n_layer, self.n_seq, self.n_ctx, kv)
+            self.k_cache = torch.empty(shape, dtype=torch.float32, device=dev)
+            self.v_cache = torch.empty(shape, dtype=torch.float32, device=dev)
         except torch.OutOfMemoryError:
-            raise BitnetError(f"out of device memory allocating a context of {self.n_ctx} tokens") from None
+            raise BitnetError(f"out of device memory allocating {self.n_seq} x {self.n_ctx} tokens of KV cache") \
+                from None
         cos, sin = rope_tables(hp, self.n_ctx)
         self.rope_cos, self.rope_sin = model._put(cos), model._put(sin)
         self._n_past = 0
@@ -188,47 +193,60 @@ class GpuContext:
         self.k_cache = self.v_cache = None
 
     def decode(self, tokens, all_logits: bool = False, want_logits: bool = True) -> np.ndarray | None:
-        """Run tokens after the cached ones; logits [n, vocab] (all) or [vocab] (last), numpy f32."""
+        """Run tokens after the cached ones; logits [n, vocab] (all) or [vocab] (last), numpy f32.
+        tokens: 1-D (one sequence), or [n_seq, n] (logits then [n_seq, n, vocab] or [n_seq, vocab])."""
         out = self.decode_tensor(tokens, all_logits, want_logits)
         return None if out is None else out.cpu().numpy()
 
     def decode_tensor(self, tokens, all_logits: bool = False, want_logits: bool = True) -> torch.Tensor | None:
         """decode(), the logits left on the device."""
         ids = np.ascontiguousarray(tokens, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
-            raise BitnetError("decode needs a non-empty 1-D list of token ids")
-        n, vocab = ids.size, self.model.n_vocab
+        flat = ids.ndim == 1
+        if flat:
+            ids = ids[None]
+        if ids.ndim != 2 or ids.size == 0 or ids.shape[0] != self.n_seq:
+            raise BitnetError(f"decode needs a non-empty list of token ids ({self.n_seq} rows of them "
+                              "for a context of several sequences)")
+        n, vocab = ids.shape[1], self.model.n_vocab
         if self._n_past + n > self.n_ctx:
             raise BitnetError(f"context is full: {self._n_past} cached + {n} new tokens > n_ctx {self.n_ctx}")
         bad = ids[(ids < 0) | (ids >= vocab)]
         if bad.size:
             raise BitnetError(f"token id {int(bad[0])} is out of range [0, {vocab})")
         outs = []
+        step = max(1, MAX_BATCH // self.n_seq)
         with torch.no_grad():
-            for done in range(0, n, MAX_BATCH):
-                chunk = torch.from_numpy(ids[done : done + MAX_BATCH]).to(self.model.device)
-                last = done + MAX_BATCH >= n
+            for done in range(0, n, step):
+                chunk = torch.from_numpy(ids[:, done : done + step]).to(self.model.device)
+                last = done + step >= n
                 head_rows = "all" if all_logits else ("last" if last and want_logits else "none")
                 logits = self._forward(chunk, head_rows)
                 if logits is not None:
                     outs.append(logits)
         if not want_logits:
             return None
-        return torch.cat(outs) if all_logits else outs[-1][-1]
+        out = torch.cat(outs, dim=1) if all_logits else outs[-1][:, -1]
+        return out[0] if flat else out
 
     # ---- the forward pass (src/forward.cpp) --------------------------------------------------------
     def _forward(self, ids: torch.Tensor, head_rows: str) -> torch.Tensor | None:
+        """ids [n_seq, m] at positions n_past .. n_past + m - 1; logits [n_seq, m or 1, vocab]."""
         md = self.model
-        m, p0 = ids.shape[0], self._n_past
-        x = md.token_embd[ids].float()
+        n_seq, m = ids.shape
+        p0 = self._n_past
+        x = md.token_embd[ids.reshape(-1)].float()  # rows: sequence-major
         for il, layer in enumerate(md.layers):
-            x = x + self._attention(layer, il, rms_norm(x, layer["attn_norm"], md.rms_eps), p0)
+            x = x + self._attention(layer, il, rms_norm(x, layer["attn_norm"], md.rms_eps), n_seq, p0)
             x = x + self._ffn(layer, rms_norm(x, layer["ffn_norm"], md.rms_eps))
         self._n_past = p0 + m
         if head_rows == "none":
             return None
-        rows = x if head_rows == "all" else x[-1:]
-        return kernels.dense_matmul(rms_norm(rows, md.output_norm, md.rms_eps), md.output)
+        rows = x.view(n_seq, m, -1)
+        rows = rows if head_rows == "all" else rows[:, -1:]
+        n_rows = rows.shape[1]
+        logits = kernels.dense_matmul(rms_norm(rows.reshape(n_seq * n_rows, -1), md.output_norm, md.rms_eps),
+                                      md.output)
+        return logits.view(n_seq, n_rows, -1)
 
     def _linears(self, x: torch.Tensor, layer: dict, names: tuple[str, ...]) -> list[torch.Tensor]:
         """Ternary linears reading the same input x: quantized once (or once each, with input
@@ -249,39 +267,41 @@ class GpuContext:
         return outs
 
     def _rope(self, x: torch.Tensor, p0: int) -> torch.Tensor:
-        """x [m, heads, head_dim] at positions p0 .. p0 + m - 1."""
-        m, half = x.shape[0], x.shape[2] // 2
-        cos = self.rope_cos[p0 : p0 + m].unsqueeze(1)
+        """x [n_seq, m, heads, head_dim] at positions p0 .. p0 + m - 1."""
+        m, half = x.shape[1], x.shape[3] // 2
+        cos = self.rope_cos[p0 : p0 + m].unsqueeze(1)  # [m, 1, half]
         sin = self.rope_sin[p0 : p0 + m].unsqueeze(1)
         if self.model.hp.rope == "neox":  # pairs (j, j + half)
             a, b = x[..., :half], x[..., half:]
             return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
-        pairs = x.reshape(m, x.shape[1], half, 2)  # "normal": pairs (2j, 2j + 1)
+        pairs = x.reshape(*x.shape[:3], half, 2)  # "normal": pairs (2j, 2j + 1)
         a, b = pairs[..., 0], pairs[..., 1]
         return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).reshape(x.shape)
 
-    def _attention(self, layer: dict, il: int, h: torch.Tensor, p0: int) -> torch.Tensor:
+    def _attention(self, layer: dict, il: int, h: torch.Tensor, n_seq: int, p0: int) -> torch.Tensor:
+        """Causal grouped-query attention of each sequence's m new rows against its cache."""
         hp = self.model.hp
-        m, hd, n_kv = h.shape[0], hp.head_dim, hp.n_head_kv
+        m, hd, n_kv = h.shape[0] // n_seq, hp.head_dim, hp.n_head_kv
         group = hp.n_head // n_kv
         q, k, v = self._linears(h, layer, GROUPS[0])
-        q = self._rope(q.view(m, hp.n_head, hd), p0)
-        k = self._rope(k.view(m, n_kv, hd), p0)
-        self.k_cache[il, p0 : p0 + m] = k.reshape(m, n_kv * hd)
-        self.v_cache[il, p0 : p0 + m] = v
+        q = self._rope(q.view(n_seq, m, hp.n_head, hd), p0)
+        k = self._rope(k.view(n_seq, m, n_kv, hd), p0)
+        self.k_cache[il, :, p0 : p0 + m] = k.reshape(n_seq, m, n_kv * hd)
+        self.v_cache[il, :, p0 : p0 + m] = v.view(n_seq, m, n_kv * hd)
         n_keys = p0 + m
-        keys = self.k_cache[il, :n_keys].view(n_keys, n_kv, hd).permute(1, 2, 0)  # [kv, hd, n]
-        values = self.v_cache[il, :n_keys].view(n_keys, n_kv, hd).permute(1, 0, 2)  # [kv, n, hd]
-        qg = q.view(m, n_kv, group, hd).permute(1, 2, 0, 3)  # [kv, group, m, hd]
+        keys = self.k_cache[il, :, :n_keys].view(n_seq, n_keys, n_kv, hd).permute(0, 2, 3, 1)  # [S, kv, hd, n]
+        values = self.v_cache[il, :, :n_keys].view(n_seq, n_keys, n_kv, hd).permute(0, 2, 1, 3)  # [S, kv, n, hd]
+        qg = q.view(n_seq, m, n_kv, group, hd).permute(0, 2, 3, 1, 4)  # [S, kv, group, m, hd]
         scale = float(np.float32(1) / np.sqrt(np.float32(hd)))
-        scores = torch.matmul(qg, keys.unsqueeze(1)) * scale  # [kv, group, m, n]
+        scores = torch.matmul(qg, keys.unsqueeze(2)) * scale  # [S, kv, group, m, n]
         if m > 1:  # causal: row i sees keys up to p0 + i
             pos = torch.arange(n_keys, device=h.device)
             masked = pos[None, :] > (p0 + torch.arange(m, device=h.device))[:, None]
             scores = scores.masked_fill(masked, float("-inf"))
         e = torch.exp(scores - scores.amax(-1, keepdim=True))
         probs = e / e.sum(-1, keepdim=True)
-        att = torch.matmul(probs, values.unsqueeze(1)).permute(2, 0, 1, 3).reshape(m, hp.n_head * hd)
+        att = torch.matmul(probs, values.unsqueeze(2))  # [S, kv, group, m, hd]
+        att = att.permute(0, 3, 1, 2, 4).reshape(n_seq * m, hp.n_head * hd)
         if hp.has_sub_norms:
             att = rms_norm(att, layer["attn_sub_norm"], self.model.rms_eps)
         return self._linears(att, layer, ("attn_output",))[0]
