@@ -146,3 +146,21 @@ def test_batched_sequences_match_one_by_one(tmp_path):
             assert np.abs(got[i] - want).max() <= FLOAT_EXACT * np.abs(want).max()
     finally:
         native.close()
+
+
+def test_static_decode_step_equals_dynamic(tmp_path, llama_files):
+    """The fixed-shape step that CUDA graphs replay (whole-cache attention, masked past the
+    position) gives the plain step's logits, on two sequences, for the "normal" RoPE too."""
+    tiny = dummy.generate(tmp_path / "tiny.gguf", TINY, "i2_s", seed=2, progress=False)
+    for path in (tiny, llama_files["llama"]):
+        gpu = GpuModel(path, "cuda")
+        a, b = gpu.new_context(12, n_seq=2), gpu.new_context(12, n_seq=2)
+        prompt = np.array([[5, 6, 7], [8, 9, 10]])
+        a.decode(prompt)
+        b.decode(prompt)
+        for token in (11, 12):
+            want = a.decode(np.array([[token], [token + 1]]))
+            with torch.no_grad():
+                got = b.forward_step_static(torch.tensor([token, token + 1]), torch.tensor(b.n_past)).numpy()
+            b._n_past += 1  # what GraphedDecoder.step does after a replay
+            assert np.abs(got - want).max() <= FLOAT_EXACT * np.abs(want).max()

@@ -171,8 +171,8 @@ class GpuContext:
         dev = model.device
         try:
             shape = (hp.n_layer, self.n_seq, self.n_ctx, kv)
-            self.k_cache = torch.empty(shape, dtype=torch.float32, device=dev)
-            self.v_cache = torch.empty(shape, dtype=torch.float32, device=dev)
+            self.k_cache = torch.zeros(shape, dtype=torch.float32, device=dev)
+            self.v_cache = torch.zeros(shape, dtype=torch.float32, device=dev)
         except torch.OutOfMemoryError:
             raise BitnetError(f"out of device memory allocating {self.n_seq} x {self.n_ctx} tokens of KV cache") \
                 from None
@@ -247,6 +247,48 @@ class GpuContext:
         logits = kernels.dense_matmul(rms_norm(rows.reshape(n_seq * n_rows, -1), md.output_norm, md.rms_eps),
                                       md.output)
         return logits.view(n_seq, n_rows, -1)
+
+    # ---- one decode step with static shapes (capturable in a CUDA graph; see graphs.py) -------------
+    def forward_step_static(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """One token per sequence (ids [n_seq]) at the position held in the 0-d device tensor pos;
+        logits [n_seq, vocab]. Every shape is fixed: attention runs over the whole cache with the
+        positions after pos masked, so the step can be replayed as a CUDA graph for any pos. The
+        caller advances n_past. (The cache must hold no NaN past pos: it is zeroed at creation.)"""
+        md, hp = self.model, self.model.hp
+        n_seq, hd, n_kv = ids.shape[0], hp.head_dim, hp.n_head_kv
+        group = hp.n_head // n_kv
+        at = pos.view(1)
+        cos, sin = self.rope_cos.index_select(0, at), self.rope_sin.index_select(0, at)  # [1, half]
+        masked = torch.arange(self.n_ctx, device=ids.device) > pos
+        scale = float(np.float32(1) / np.sqrt(np.float32(hd)))
+        x = md.token_embd[ids].float()
+        for il, layer in enumerate(md.layers):
+            q, k, v = self._linears(rms_norm(x, layer["attn_norm"], md.rms_eps), layer, GROUPS[0])
+            q = self._rope_at(q.view(n_seq, hp.n_head, hd), cos, sin)
+            k = self._rope_at(k.view(n_seq, n_kv, hd), cos, sin)
+            self.k_cache[il].index_copy_(1, at, k.reshape(n_seq, 1, n_kv * hd))
+            self.v_cache[il].index_copy_(1, at, v.reshape(n_seq, 1, n_kv * hd))
+            keys = self.k_cache[il].view(n_seq, self.n_ctx, n_kv, hd).permute(0, 2, 3, 1)  # [S, kv, hd, n]
+            values = self.v_cache[il].view(n_seq, self.n_ctx, n_kv, hd).permute(0, 2, 1, 3)  # [S, kv, n, hd]
+            scores = torch.matmul(q.view(n_seq, n_kv, group, hd), keys) * scale  # [S, kv, group, n]
+            scores = scores.masked_fill(masked, float("-inf"))
+            e = torch.exp(scores - scores.amax(-1, keepdim=True))
+            att = torch.matmul(e / e.sum(-1, keepdim=True), values).reshape(n_seq, hp.n_head * hd)
+            if hp.has_sub_norms:
+                att = rms_norm(att, layer["attn_sub_norm"], md.rms_eps)
+            x = x + self._linears(att, layer, ("attn_output",))[0]
+            x = x + self._ffn(layer, rms_norm(x, layer["ffn_norm"], md.rms_eps))
+        return kernels.dense_matmul(rms_norm(x, md.output_norm, md.rms_eps), md.output)
+
+    def _rope_at(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [n_seq, heads, head_dim] rotated by one position's cos, sin [1, half]."""
+        half = x.shape[2] // 2
+        if self.model.hp.rope == "neox":
+            a, b = x[..., :half], x[..., half:]
+            return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+        pairs = x.reshape(*x.shape[:2], half, 2)
+        a, b = pairs[..., 0], pairs[..., 1]
+        return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).reshape(x.shape)
 
     def _linears(self, x: torch.Tensor, layer: dict, names: tuple[str, ...]) -> list[torch.Tensor]:
         """Ternary linears reading the same input x: quantized once (or once each, with input
