@@ -164,3 +164,24 @@ def test_static_decode_step_equals_dynamic(tmp_path, llama_files):
                 got = b.forward_step_static(torch.tensor([token, token + 1]), torch.tensor(b.n_past)).numpy()
             b._n_past += 1  # what GraphedDecoder.step does after a replay
             assert np.abs(got - want).max() <= FLOAT_EXACT * np.abs(want).max()
+
+
+def test_arm_layout_i2s_is_repacked_as_the_engine_does(tmp_path, monkeypatch):
+    """bitnet.cpp's ARM I2_S layout (64-element blocks): the engine's note says it read it so, and
+    the GPU loader repacks the same way (forced here: random codes carry no layout evidence)."""
+    monkeypatch.setenv("BITNET_I2S_LAYOUT", "64")
+    path = dummy.generate(tmp_path / "m.gguf", TINY, "i2_s", seed=4, progress=False)
+    assert "ARM layout" in GpuModel(path, "cuda").desc
+    assert_float_exact(path, steps=(5,))
+
+
+def test_clear_errors_without_cuda_or_triton(monkeypatch):
+    from bitnet.gpu import device
+
+    monkeypatch.setattr(device, "interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BitnetError, match="no CUDA device is available.*TRITON_INTERPRET=1"):
+        Model(DEMO, device="cuda")
+    monkeypatch.setitem(__import__("sys").modules, "triton", None)  # import triton -> ImportError
+    with pytest.raises(BitnetError, match=r"needs triton: pip install -e \"\.\[gpu\]\""):
+        device.require_packages()
