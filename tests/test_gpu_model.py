@@ -160,10 +160,19 @@ def test_static_decode_step_equals_dynamic(tmp_path, llama_files):
         b.decode(prompt)
         for token in (11, 12):
             want = a.decode(np.array([[token], [token + 1]]))
-            with torch.no_grad():
-                got = b.forward_step_static(torch.tensor([token, token + 1]), torch.tensor(b.n_past)).numpy()
+            for n_keys in (None, b.n_past + 1):  # the whole cache; a bucket just holding the position
+                with torch.no_grad():
+                    got = b.forward_step_static(torch.tensor([token, token + 1]), torch.tensor(b.n_past),
+                                                n_keys).numpy()
+                assert np.abs(got - want).max() <= FLOAT_EXACT * np.abs(want).max()
             b._n_past += 1  # what GraphedDecoder.step does after a replay
-            assert np.abs(got - want).max() <= FLOAT_EXACT * np.abs(want).max()
+
+
+def test_graph_buckets():
+    from bitnet.gpu.graphs import bucket_for
+
+    assert [bucket_for(p, 4096) for p in (0, 63, 64, 127, 128, 4095)] == [64, 64, 128, 128, 256, 4096]
+    assert bucket_for(100, 100) == 100
 
 
 def test_arm_layout_i2s_is_repacked_as_the_engine_does(tmp_path, monkeypatch):

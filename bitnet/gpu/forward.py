@@ -9,6 +9,8 @@ and the generation loop drive either one.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,6 +181,10 @@ class GpuContext:
         cos, sin = rope_tables(hp, self.n_ctx)
         self.rope_cos, self.rope_sin = model._put(cos), model._put(sin)
         self._n_past = 0
+        # Single-token steps replay CUDA graphs on a GPU (graphs.py); BITNET_CUDA_GRAPHS=0 turns
+        # them off, and a capture that fails turns them off with a warning.
+        self._graphs = dev.type == "cuda" and os.environ.get("BITNET_CUDA_GRAPHS", "1") != "0"
+        self._graphed = None
 
     @property
     def n_past(self) -> int:
@@ -190,7 +196,7 @@ class GpuContext:
         self._n_past = int(n_past)
 
     def close(self):
-        self.k_cache = self.v_cache = None
+        self.k_cache = self.v_cache = self._graphed = None
 
     def decode(self, tokens, all_logits: bool = False, want_logits: bool = True) -> np.ndarray | None:
         """Run tokens after the cached ones; logits [n, vocab] (all) or [vocab] (last), numpy f32.
@@ -213,6 +219,11 @@ class GpuContext:
         bad = ids[(ids < 0) | (ids >= vocab)]
         if bad.size:
             raise BitnetError(f"token id {int(bad[0])} is out of range [0, {vocab})")
+        if n == 1 and self._graphs:
+            logits = self._graph_step(ids[:, 0])
+            if logits is not None:
+                out = logits.clone()[:, None] if all_logits else logits.clone()
+                return None if not want_logits else (out[0] if flat else out)
         outs = []
         step = max(1, MAX_BATCH // self.n_seq)
         with torch.no_grad():
@@ -227,6 +238,22 @@ class GpuContext:
             return None
         out = torch.cat(outs, dim=1) if all_logits else outs[-1][:, -1]
         return out[0] if flat else out
+
+    def _graph_step(self, ids: np.ndarray) -> torch.Tensor | None:
+        """One token per sequence through a CUDA graph; None (graphs then off) if capture fails."""
+        from bitnet.gpu.graphs import GraphedDecoder
+
+        try:
+            if self._graphed is None:
+                self._graphed = GraphedDecoder(self)
+            with torch.no_grad():
+                return self._graphed.step(torch.from_numpy(ids).to(self.model.device))
+        except BitnetError:
+            raise
+        except Exception as exc:  # e.g. an operation that cannot be captured: run eagerly instead
+            warnings.warn(f"bitnet.gpu: CUDA graphs off ({type(exc).__name__}: {exc})", stacklevel=3)
+            self._graphs, self._graphed = False, None
+            return None
 
     # ---- the forward pass (src/forward.cpp) --------------------------------------------------------
     def _forward(self, ids: torch.Tensor, head_rows: str) -> torch.Tensor | None:
@@ -249,17 +276,19 @@ class GpuContext:
         return logits.view(n_seq, n_rows, -1)
 
     # ---- one decode step with static shapes (capturable in a CUDA graph; see graphs.py) -------------
-    def forward_step_static(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def forward_step_static(self, ids: torch.Tensor, pos: torch.Tensor, n_keys: int | None = None) -> torch.Tensor:
         """One token per sequence (ids [n_seq]) at the position held in the 0-d device tensor pos;
-        logits [n_seq, vocab]. Every shape is fixed: attention runs over the whole cache with the
-        positions after pos masked, so the step can be replayed as a CUDA graph for any pos. The
-        caller advances n_past. (The cache must hold no NaN past pos: it is zeroed at creation.)"""
+        logits [n_seq, vocab]. Every shape is fixed: attention runs over the first n_keys cache
+        positions (default all) with those after pos masked, so the step can be replayed as a CUDA
+        graph for any pos < n_keys. The caller advances n_past. (The cache must hold no NaN past
+        pos: it is zeroed at creation.)"""
         md, hp = self.model, self.model.hp
         n_seq, hd, n_kv = ids.shape[0], hp.head_dim, hp.n_head_kv
         group = hp.n_head // n_kv
         at = pos.view(1)
         cos, sin = self.rope_cos.index_select(0, at), self.rope_sin.index_select(0, at)  # [1, half]
-        masked = torch.arange(self.n_ctx, device=ids.device) > pos
+        n_keys = self.n_ctx if n_keys is None else n_keys
+        masked = torch.arange(n_keys, device=ids.device) > pos
         scale = float(np.float32(1) / np.sqrt(np.float32(hd)))
         x = md.token_embd[ids].float()
         for il, layer in enumerate(md.layers):
@@ -268,8 +297,8 @@ class GpuContext:
             k = self._rope_at(k.view(n_seq, n_kv, hd), cos, sin)
             self.k_cache[il].index_copy_(1, at, k.reshape(n_seq, 1, n_kv * hd))
             self.v_cache[il].index_copy_(1, at, v.reshape(n_seq, 1, n_kv * hd))
-            keys = self.k_cache[il].view(n_seq, self.n_ctx, n_kv, hd).permute(0, 2, 3, 1)  # [S, kv, hd, n]
-            values = self.v_cache[il].view(n_seq, self.n_ctx, n_kv, hd).permute(0, 2, 1, 3)  # [S, kv, n, hd]
+            keys = self.k_cache[il, :, :n_keys].view(n_seq, n_keys, n_kv, hd).permute(0, 2, 3, 1)  # [S, kv, hd, n]
+            values = self.v_cache[il, :, :n_keys].view(n_seq, n_keys, n_kv, hd).permute(0, 2, 1, 3)  # [S, kv, n, hd]
             scores = torch.matmul(q.view(n_seq, n_kv, group, hd), keys) * scale  # [S, kv, group, n]
             scores = scores.masked_fill(masked, float("-inf"))
             e = torch.exp(scores - scores.amax(-1, keepdim=True))
