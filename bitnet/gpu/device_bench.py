@@ -164,6 +164,7 @@ def decode_rates(md: GpuModel, bf: Bf16Model, batch: int, steps: int) -> dict:
     out = {}
 
     ctx = GpuContext(md, n_ctx, batch)
+    ctx._graphs = False  # decode_tensor would replay graphs for single steps: eager first
     ctx.decode_tensor(ids[:, :PROMPT])
     t0 = ctx.n_past
 

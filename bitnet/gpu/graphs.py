@@ -1,8 +1,8 @@
 """Decode steps replayed as CUDA graphs (a 2B-4T step is ~300 kernel launches; launched one by
 one from Python they cost more than the GPU's work at batch 1). A graph holds
 GpuContext.forward_step_static for attention over the first `bucket` cache positions (powers of
-two from MIN_BUCKET up to n_ctx), captured when a step first needs that bucket: a short context
-does not pay for reading the whole cache."""
+two from MIN_BUCKET up to n_ctx), so that a short context does not pay for reading the whole
+cache; all are captured up front (a few for any n_ctx), so no step pays for a capture."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ def bucket_for(pos: int, n_ctx: int) -> int:
     return min(b, n_ctx)
 
 
+def _bucket_starts(n_ctx: int) -> list[int]:
+    starts, b = [0], MIN_BUCKET
+    while b < n_ctx:
+        starts.append(b)
+        b *= 2
+    return starts
+
+
 class GraphedDecoder:
     """ctx's one-token-per-sequence decode step, captured per bucket, replayed per step."""
 
@@ -33,6 +41,8 @@ class GraphedDecoder:
         self.pos = torch.zeros((), dtype=torch.int64, device=dev)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = None  # one memory pool shared by every bucket's graph
+        for bucket in sorted({bucket_for(p, ctx.n_ctx) for p in _bucket_starts(ctx.n_ctx)}):
+            self._capture(bucket)
 
     def _capture(self, bucket: int):
         ctx, dev = self.ctx, self.ctx.model.device
@@ -56,11 +66,8 @@ class GraphedDecoder:
         if ctx.n_past >= ctx.n_ctx:
             raise BitnetError(f"context is full: {ctx.n_past} tokens")
         self.ids.copy_(torch.as_tensor(tokens, dtype=torch.int64).view(-1), non_blocking=True)
-        bucket = bucket_for(ctx.n_past, ctx.n_ctx)
-        if bucket not in self.graphs:
-            self._capture(bucket)
         self.pos.fill_(ctx.n_past)
-        graph, logits = self.graphs[bucket]
+        graph, logits = self.graphs[bucket_for(ctx.n_past, ctx.n_ctx)]
         graph.replay()
         ctx._n_past += 1
         return logits
