@@ -45,8 +45,11 @@ def _packed(t: np.ndarray) -> np.ndarray:
     return np.frombuffer(pack_i2s(t, 1.0), np.uint8)[: n * k // 4].reshape(n, k // 4).copy()
 
 
+WIDE = [False, True] if INTERPRETED else [False]  # the interpreter's wide tiles are not for a GPU
+
+
 @pytest.mark.parametrize("m,n,k", SHAPES)
-@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("wide", WIDE)
 def test_quantize_rows_equals_engine(m, n, k, wide):
     x = _activations(np.random.default_rng(m * 1000 + k), m, k)
     q_ref, s_ref = engine.quantize_activations(x)
@@ -57,7 +60,7 @@ def test_quantize_rows_equals_engine(m, n, k, wide):
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
 @pytest.mark.parametrize("gemv", [True, False])
-@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("wide", WIDE)
 def test_ternary_matmul_equals_engine(m, n, k, gemv, wide):
     rng = np.random.default_rng(n * 7 + k)
     x = _activations(rng, m, k)
@@ -101,7 +104,7 @@ def test_blocked_ternary_matmul_equals_engine_order(m, n, k, gemv):
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
-@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("wide", WIDE)
 def test_dense_head_matches_float64(dtype, wide):
     """The head: stored weights times f32 activations, summed in f32 (not bitwise: a float sum)."""
     rng = np.random.default_rng(5)
@@ -133,3 +136,30 @@ def test_dequantize_heads_equal_engine_bits(tmp_path):
         raw = np.frombuffer(pack(x), np.uint8)
         want = gguf.quants.dequantize(raw.reshape(4, -1), gguf.GGMLQuantizationType(ggml_type)).astype(np.float32)
         np.testing.assert_array_equal(dq(raw, x.size).reshape(x.shape), want)
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="on a GPU the autotuner itself runs every candidate")
+@pytest.mark.parametrize("name", ["_gemv_tuned", "_gemm_tuned", "_dense_tuned"])
+def test_every_autotune_candidate_gives_the_engines_bits(monkeypatch, name):
+    """The tile sizes a GPU's autotuner may pick, each run alone (one candidate: no benchmark)."""
+    tuner = getattr(kernels, name)
+    monkeypatch.setattr(kernels, "_tuned", lambda: True)
+    rng = np.random.default_rng(11)
+    m, n, k = (19 if name == "_gemm_tuned" else 2), 45, 384
+    x = _activations(rng, m, k)
+    q, s = engine.quantize_activations(x)
+    t = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    packed = _packed(t)
+    want = engine.i2s_matmul(packed, n, k, q).astype(np.float32) / s[:, None] * np.float32(0.75)
+    w16 = torch.from_numpy(rng.standard_normal((n, k)).astype(np.float16))
+    exact = x.astype(np.float64) @ w16.float().numpy().astype(np.float64).T
+    for config in list(tuner.configs):
+        monkeypatch.setattr(tuner, "configs", [config])
+        monkeypatch.setattr(tuner, "cache", {})
+        if name == "_dense_tuned":
+            y = kernels.dense_matmul(torch.from_numpy(x), w16, wide=False).numpy()
+            assert np.abs(y - exact).max() <= 1e-5 * np.abs(exact).max(), config
+        else:
+            y = kernels.ternary_int_matmul(torch.from_numpy(q), torch.from_numpy(s), torch.from_numpy(packed), n, k,
+                                           0.75, gemv=name == "_gemv_tuned", wide=False).numpy()
+            np.testing.assert_array_equal(y, want, err_msg=str(config))

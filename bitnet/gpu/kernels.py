@@ -17,6 +17,8 @@ Divisions use div_rn (IEEE round to nearest; Triton's `/` may be approximate on 
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -93,9 +95,10 @@ def _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK: tl.constexpr):
 
 
 @triton.jit
-def _ternary_gemm_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, M, N, K, ws_ptr,
+def _ternary_gemm_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, M, N, K, ws_ptr, MB,
                          BLOCKED: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """y [M, N] = scaled (a [M, K] int8) x (t [N, K])^T, int32 products on tl.dot (tensor cores)."""
+    """y [M, N] = scaled (a [M, K] int8) x (t [N, K])^T, int32 products on tl.dot (tensor cores).
+    MB (M rounded up to a power of two) only keys the autotuner's choice."""
     rm = tl.program_id(0) * BM + tl.arange(0, BM)
     rn = tl.program_id(1) * BN + tl.arange(0, BN)
     mmask, nmask = rm < M, rn < N
@@ -186,13 +189,19 @@ def ternary_int_matmul(q: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, n:
     if gemv if gemv is not None else m <= GEMV_MAX_ROWS:
         bn = min(1024, triton.next_power_of_2(n)) if wide else 32
         bb = 64 if blocked else min(512 if wide else 64, triton.next_power_of_2(k // 4))
-        _ternary_gemv_kernel[(triton.cdiv(n, bn), m)](q, s, codes, d, y, n, k, ws, BLOCKED=blocked,
-                                                       BN=bn, BB=bb)
+        if _tuned() and not blocked and not wide:
+            grid = lambda meta: (triton.cdiv(n, meta["BN"]), m)
+            _gemv_tuned[grid](q, s, codes, d, y, n, k, ws, BLOCKED=False)
+        else:
+            _ternary_gemv_kernel[(triton.cdiv(n, bn), m)](q, s, codes, d, y, n, k, ws, BLOCKED=blocked, BN=bn, BB=bb)
+    elif _tuned() and not blocked and not wide:
+        grid = lambda meta: (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]))
+        _gemm_tuned[grid](q, s, codes, d, y, m, n, k, ws, min(512, triton.next_power_of_2(m)), BLOCKED=False)
     else:
         bm = 16 if m <= 16 else 64
         bn = 256 if wide else 64
         bk = TQ_BLOCK if blocked else (min(512, triton.next_power_of_2(k)) if wide else I2S_BLOCK)
-        _ternary_gemm_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn))](q, s, codes, d, y, m, n, k, ws,
+        _ternary_gemm_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn))](q, s, codes, d, y, m, n, k, ws, m,
                                                                         BLOCKED=blocked, BM=bm, BN=bn, BK=bk)
     return y
 
@@ -223,7 +232,35 @@ def dense_matmul(x: torch.Tensor, w: torch.Tensor, wide: bool | None = None) -> 
     n = w.shape[0]
     y = torch.empty((m, n), dtype=torch.float32, device=x.device)
     if m:
+        if _tuned() and not wide:
+            _dense_tuned[lambda meta: (triton.cdiv(n, meta["BN"]), m)](x, w, y, n, k)
+            return y
         bn, bk = (min(4096, triton.next_power_of_2(n)), 256) if wide else (32, 128)
         bk = min(bk, triton.next_power_of_2(k))
         _dense_matmul_kernel[(triton.cdiv(n, bn), m)](x, w, y, n, k, BN=bn, BK=bk)
     return y
+
+
+# ---- tile sizes on a GPU: chosen by Triton's autotuner per shape (first call of each shape) -----
+# Untuned on real hardware so far (gpu/README.md): the candidates are the usual ranges for
+# bandwidth-bound GEMVs (many rows, long K steps) and int8 tensor-core GEMMs.
+def _tuned() -> bool:
+    return not interpreting() and os.environ.get("BITNET_GPU_AUTOTUNE", "1") != "0"
+
+
+_gemv_tuned = triton.autotune(
+    configs=[triton.Config({"BN": bn, "BB": bb}, num_warps=w)
+             for bn, bb, w in [(8, 256, 4), (16, 128, 4), (16, 256, 4), (32, 64, 4), (32, 128, 4), (32, 256, 8),
+                               (64, 64, 4), (64, 128, 8), (8, 512, 4), (16, 512, 8)]],
+    key=["N", "K"])(_ternary_gemv_kernel)
+_gemm_tuned = triton.autotune(
+    configs=[triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=st)
+             for bm, bn, bk, w, st in [(16, 64, 128, 4, 3), (16, 128, 256, 4, 3), (32, 64, 256, 4, 3),
+                                       (64, 64, 128, 4, 3), (64, 128, 128, 4, 4), (64, 128, 256, 8, 3),
+                                       (128, 128, 128, 8, 3), (128, 64, 256, 8, 3), (128, 256, 128, 8, 3)]],
+    key=["MB", "N", "K"])(_ternary_gemm_kernel)
+_dense_tuned = triton.autotune(
+    configs=[triton.Config({"BN": bn, "BK": bk}, num_warps=w)
+             for bn, bk, w in [(8, 256, 4), (16, 128, 4), (16, 256, 4), (32, 128, 4), (32, 256, 8), (64, 128, 8),
+                               (8, 512, 4), (16, 512, 8)]],
+    key=["N", "K"])(_dense_matmul_kernel)
