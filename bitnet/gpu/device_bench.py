@@ -217,6 +217,38 @@ def prefill_rates(md: GpuModel, bf: Bf16Model, n: int, reps: int) -> dict:
     return {"ours_eager": n / _timed(ours, reps), "bf16_eager": n / _timed(bf16, reps)}
 
 
+def exactness(n_layer: int, n_vocab: int | None, prompt: int = 16, workdir: str = "/tmp") -> dict:
+    """The 2B-4T shape's exactness on this device: a dummy GGUF of n_layer layers (our generator),
+    GPU logits of a prompt and 4 decode steps against the CPU engine's, as DESIGN section 3 asks
+    (<= 1e-5 x max|logit| until an onset; argmax equal)."""
+    import os
+
+    import numpy as np
+
+    from bitnet.convert import dummy
+    from bitnet.engine import NativeContext, NativeModel
+
+    shape = dummy.resolve_shape("2B-4T", n_vocab=n_vocab, n_layer=n_layer)
+    path = dummy.generate(os.path.join(workdir, f"bitnet-gpu-check-{n_layer}.gguf"), shape, "i2_s", seed=1,
+                          overwrite=True, progress=False)
+    ids = np.random.default_rng(0).integers(0, shape.n_vocab, prompt + 4)
+    gpu = GpuModel(path, "cuda")
+    g_ctx = gpu.new_context(prompt + 4)
+    g = [g_ctx.decode(ids[:prompt], all_logits=True)] + [g_ctx.decode(ids[i : i + 1])[None] for i in
+                                                          range(prompt, prompt + 4)]
+    native = NativeModel(path)
+    c_ctx = NativeContext(native, prompt + 4, os.cpu_count() or 1)
+    c = [c_ctx.decode(ids[:prompt], all_logits=True)] + [c_ctx.decode(ids[i : i + 1])[None] for i in
+                                                          range(prompt, prompt + 4)]
+    c_ctx.close()
+    native.close()
+    os.unlink(path)
+    g, c = np.concatenate(g), np.concatenate(c)
+    err = np.abs(g - c).max(1) / np.abs(c).max()
+    return {"max_rel_err_per_position": err.tolist(), "argmax_equal": bool((g.argmax(1) == c.argmax(1)).all()),
+            "float_exact": bool(err.max() <= 1e-5)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bitnet.gpu.device_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,12 +256,21 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=32, help="timed decode steps per batch size")
     p.add_argument("--prefill", type=int, default=512)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures here")
+    p.add_argument("--check-layers", type=int, default=2,
+                   help="layers of the 2B-4T-shaped file checked against the CPU engine first (0: skip)")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return 1
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = torch.device("cuda")
+    check = None
+    if args.check_layers:
+        check = exactness(args.check_layers, None)
+        worst = max(check["max_rel_err_per_position"])
+        print(f"2B-4T shape, {args.check_layers} layers, vs the CPU engine: max |gpu - cpu| = {worst:.2e} x "
+              f"max|logit| ({'float-exact' if check['float_exact'] else 'NOT float-exact: onset or bug'}), "
+              f"argmax {'equal' if check['argmax_equal'] else 'DIFFERS'}", flush=True)
     hp = shape_2b4t(args.layers)
     md = random_model(hp, dev)
     bf = Bf16Model(md)
@@ -238,7 +279,8 @@ def main(argv=None) -> int:
     weight_bytes = md.weight_bytes()
     bf_bytes = sum(w.numel() * 2 for layer in bf.layers for w in layer.values()) + bf.embd.numel() * 2
     res = {"device": name, "torch": torch.__version__, "copy_bandwidth_GBps": bw / 1e9, "layers": hp.n_layer,
-           "weight_bytes": weight_bytes, "bf16_weight_bytes": bf_bytes, "decode": {}, "prefill": {}}
+           "weight_bytes": weight_bytes, "bf16_weight_bytes": bf_bytes, "decode": {}, "prefill": {},
+           "exactness": check}
     print(f"{name}: device-to-device copy {bw / 1e9:.0f} GB/s; weights {weight_bytes / 1e9:.2f} GB (ours), "
           f"{bf_bytes / 1e9:.2f} GB (bf16)", flush=True)
     for batch in (1, 8, 64):
