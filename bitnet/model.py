@@ -145,7 +145,7 @@ class Model:
         self.seed = seed
         self.verbose = verbose
         self.last_timings: dict = {}
-        self.device = device
+        self.device = device = str(device)
         self._gpu = None
         if device != "cpu":
             from bitnet.gpu import GpuModel
