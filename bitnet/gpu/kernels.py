@@ -186,7 +186,11 @@ def ternary_int_matmul(q: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, n:
         ws = w_scale
     else:
         ws = torch.full((n,), float(w_scale), dtype=torch.float32, device=q.device)
-    if gemv if gemv is not None else m <= GEMV_MAX_ROWS:
+    if gemv is None:
+        gemv = m <= GEMV_MAX_ROWS
+        if gemv and _tuned() and not blocked and not wide:
+            gemv = _gemv_wins(q, s, codes, n, k, ws)
+    if gemv:
         bn = min(1024, triton.next_power_of_2(n)) if wide else 32
         bb = 64 if blocked else min(512 if wide else 64, triton.next_power_of_2(k // 4))
         if _tuned() and not blocked and not wide:
@@ -239,6 +243,21 @@ def dense_matmul(x: torch.Tensor, w: torch.Tensor, wide: bool | None = None) -> 
         bk = min(bk, triton.next_power_of_2(k))
         _dense_matmul_kernel[(triton.cdiv(n, bn), m)](x, w, y, n, k, BN=bn, BK=bk)
     return y
+
+
+_GEMV_WINS: dict[tuple[int, int, int], bool] = {}
+
+
+def _gemv_wins(q, s, codes, n: int, k: int, ws) -> bool:
+    """For a few rows, the GEMV kernel (CUDA-core int32 multiply-adds) or the tl.dot GEMM (16-row
+    tensor-core tile, mostly padding): timed once per shape on the device, the faster kept."""
+    key = (q.shape[0], n, k)
+    if key not in _GEMV_WINS:
+        from triton.testing import do_bench
+
+        times = [do_bench(lambda g=g: ternary_int_matmul(q, s, codes, n, k, ws, gemv=g)) for g in (True, False)]
+        _GEMV_WINS[key] = times[0] <= times[1]
+    return _GEMV_WINS[key]
 
 
 # ---- tile sizes on a GPU: chosen by Triton's autotuner per shape (first call of each shape) -----
