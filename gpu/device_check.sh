@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv 2>/dev/n
 # The CPU engine is the reference the tests compare against.
 if [ ! -f bitnet/libbitnet.so ]; then
   cmake -S . -B build/gpu-check -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITNET_BUILD_TESTS=OFF >/dev/null &&
-    cmake --build build/gpu-check -j16 >/dev/null || { echo "could not build libbitnet"; exit 1; }
+    cmake --build build/gpu-check -j16 --target bitnet >/dev/null || { echo "could not build libbitnet"; exit 1; }
 fi
 
 status=0
