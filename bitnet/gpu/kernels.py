@@ -82,16 +82,23 @@ def quantize_rows(x: torch.Tensor, wide: bool | None = None) -> tuple[torch.Tens
 
 
 @triton.jit
-def _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK: tl.constexpr):
-    """Weights t [BK, BN] in {-1, 0, 1} (int8) of elements k0 .. k0 + BK of rows rn (BK a multiple
-    of 128; elements past the row read 0)."""
-    kk = tl.arange(0, BK)
-    byte = k0 // 4 + (kk // 128) * 32 + kk % 32
-    shift = (6 - 2 * ((kk % 128) // 32)).to(tl.uint8)
+def _ternary_step(a_rows, mmask, w_ptr, rn, nmask, K, k0, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """int32 [BM, BN]: activations k0 .. k0 + BK (BK a multiple of 128) times those weights. The
+    step's BK / 4 bytes of each row are loaded once; code j of every byte (bits 6 - 2j) makes one
+    [BK / 4, BN] tile, multiplied on tl.dot with the 32-element slices of the activations it holds."""
+    row_bytes = K // 4
+    b = tl.arange(0, BK // 4)
+    byte = k0 // 4 + b
     # Rows past n, and bytes past the row, read code 1 (weight 0): 0x55 is four of them.
-    mask = nmask[None, :] & (byte[:, None] < row_bytes)
-    wb = tl.load(w_ptr + rn[None, :].to(tl.int64) * row_bytes + byte[:, None], mask=mask, other=0x55)
-    return ((wb >> shift[:, None]) & 3).to(tl.int8) - 1
+    wb = tl.load(w_ptr + rn[None, :].to(tl.int64) * row_bytes + byte[:, None],
+                 mask=nmask[None, :] & (byte[:, None] < row_bytes), other=0x55)
+    elem = k0 + (b // 32) * 128 + b % 32  # element of code 0 of each byte
+    acc = tl.zeros((BM, BN), dtype=tl.int32)
+    for j in tl.static_range(4):
+        a = tl.load(a_rows + elem[None, :] + 32 * j, mask=mmask[:, None] & (elem[None, :] + 32 * j < K), other=0)
+        t = ((wb >> (6 - 2 * j)) & 3).to(tl.int8) - 1
+        acc += tl.dot(a, t, out_dtype=tl.int32)
+    return acc
 
 
 @triton.jit
@@ -102,24 +109,18 @@ def _ternary_gemm_kernel(a_ptr, s_ptr, w_ptr, d_ptr, y_ptr, M, N, K, ws_ptr, MB,
     rm = tl.program_id(0) * BM + tl.arange(0, BM)
     rn = tl.program_id(1) * BN + tl.arange(0, BN)
     mmask, nmask = rm < M, rn < N
-    kk = tl.arange(0, BK)
     a_rows = a_ptr + rm[:, None].to(tl.int64) * K
-    row_bytes = K // 4
     if BLOCKED:  # BK == 256: one TQ block per step, its int32 sum scaled by its own d
         accf = tl.zeros((BM, BN), dtype=tl.float32)
         for k0 in range(0, K, BK):
-            a = tl.load(a_rows + k0 + kk[None, :], mask=mmask[:, None], other=0)
-            t = _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK)
-            dot = tl.dot(a, t, out_dtype=tl.int32)
+            dot = _ternary_step(a_rows, mmask, w_ptr, rn, nmask, K, k0, BM, BN, BK)
             d = tl.load(d_ptr + rn.to(tl.int64) * (K // BK) + k0 // BK, mask=nmask, other=0.0)
             accf += d[None, :] * dot.to(tl.float32)
         y = tl.math.div_rn(accf, tl.load(s_ptr + rm, mask=mmask, other=1.0)[:, None])
     else:
         acc = tl.zeros((BM, BN), dtype=tl.int32)
         for k0 in range(0, K, BK):
-            a = tl.load(a_rows + k0 + kk[None, :], mask=mmask[:, None] & (k0 + kk[None, :] < K), other=0)
-            t = _ternary_tile(w_ptr, rn, nmask, row_bytes, k0, BK)
-            acc += tl.dot(a, t, out_dtype=tl.int32)
+            acc += _ternary_step(a_rows, mmask, w_ptr, rn, nmask, K, k0, BM, BN, BK)
         s = tl.load(s_ptr + rm, mask=mmask, other=1.0)
         w_scale = tl.load(ws_ptr + rn, mask=nmask, other=0.0)
         y = tl.math.div_rn(acc.to(tl.float32), s[:, None]) * w_scale[None, :]
