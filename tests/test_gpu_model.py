@@ -66,6 +66,9 @@ def test_demo_model_greedy_text_equals_engine():
         assert gpu.generate(prompt, **kw) == cpu.generate(prompt, **kw)
         # the cached prefix is reused on the GPU context as on the engine's
         assert gpu.generate(prompt + ", that", **kw) == cpu.generate(prompt + ", that", **kw)
+        # prompt-lookup drafts verified in batches (several rows with all logits, then truncation)
+        echo = f"{prompt}. {prompt}. {prompt}"
+        assert gpu.generate(echo, lookup_decoding=True, **kw) == cpu.generate(echo, lookup_decoding=True, **kw)
         np.testing.assert_allclose(gpu.logits([5, 6, 7]), cpu.logits([5, 6, 7]), rtol=0,
                                    atol=FLOAT_EXACT * np.abs(cpu.logits([5, 6, 7])).max())
 
