@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet import chat, completions
+from bitnet import completions
+from bitnet.chat_worker import ChatTemplate
 from bitnet.engine import NativeContext, NativeModel
 from bitnet.errors import BitnetError
 from bitnet.generation import MAX_TOP_LOGPROBS, Emission, Generation, GenerationRequest, SamplingOptions
@@ -140,6 +141,7 @@ class Model:
         self.n_ctx = n_ctx or self.native.n_ctx_train
         self.n_threads = n_threads or default_threads()
         self.max_prompt_bytes = max_prompt_bytes or default_max_prompt_bytes(self.n_ctx)
+        self._chat = ChatTemplate(self.chat_template, self.max_prompt_bytes)  # compiled and checked here, once
         self.seed = seed
         self.verbose = verbose
         self.last_timings: dict = {}
@@ -282,7 +284,7 @@ class Model:
         """The prompt text for messages; their text is held to max_prompt_bytes before rendering."""
         self._check_prompt_bytes(_messages_utf8_len(messages), "the messages' text")
         tok = self.tokenizer
-        return chat.render_chat(messages, self.chat_template,
+        return self._chat.render(messages,
                                 bos_token=tok.token_text(tok.bos_id) if tok.bos_id is not None else "",
                                 eos_token=tok.token_text(tok.eos_id) if tok.eos_id is not None else "",
                                 add_generation_prompt=add_generation_prompt)
@@ -295,6 +297,7 @@ class Model:
         self._ctx_tokens = []
 
     def close(self):
+        self._chat.close()
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None

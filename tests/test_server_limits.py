@@ -7,6 +7,8 @@ a full queue (503 + Retry-After) and /health while the model loads (503)."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 import math
 import threading
 
@@ -246,3 +248,49 @@ def test_health_is_503_while_the_model_loads(tiny_gguf, monkeypatch):
         release.set()
         s.wait_ready()
         assert httpx.get(s.url + "/health").status_code == 200
+
+
+# ---- a hostile chat template (issue: one request froze the server) -------------------------------
+SLOW_TEMPLATE = "{% macro f(n) %}{% if n < 60 %}{{ f(n+1) }}{{ f(n+1) }}{% endif %}{% endmacro %}{{ f(0) }}"
+
+
+def test_hostile_template_neither_freezes_nor_outlives_the_server(tiny_gguf, tmp_path):
+    """While a template grinds in its worker process, /health and a completion are answered; the
+    chat request gets a 400 within seconds, and SIGTERM during such a render ends the server."""
+    from tests.gguf_edit import rewrite_gguf
+    from tests.test_server_cli import start_server
+
+    hostile = rewrite_gguf(tiny_gguf, tmp_path / "hostile.gguf",
+                           set_kv={"tokenizer.chat_template": (SLOW_TEMPLATE, "string")})
+    proc, url = start_server("-m", hostile, "-t", 1, "-c", 256)
+    try:
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        answers = {}
+
+        def post_chat(name):
+            t0 = time.monotonic()
+            answers[name] = (httpx.post(url + "/v1/chat/completions", json=chat, timeout=30), time.monotonic() - t0)
+
+        client = threading.Thread(target=post_chat, args=("first",))
+        client.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert httpx.get(url + "/health", timeout=5).status_code == 200
+        assert httpx.post(url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=5).status_code == 200
+        assert time.monotonic() - t0 < 2
+        client.join(30)
+        r, seconds = answers["first"]
+        assert_error(r, 400, "chat template")
+        assert seconds < 5  # 1.5 s at most in the worker, plus starting it on a loaded machine
+
+        client = threading.Thread(target=post_chat, args=("second",))
+        client.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        assert time.monotonic() - t0 < 10
+        client.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
