@@ -26,7 +26,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from bitnet.errors import BitnetError
-from bitnet.tokenizer_spm import build_spm_tokenizer, spm_token_bytes
+from bitnet.tokenizer_spm import build_spm_tokenizer, check_split_work, spm_token_bytes
 
 TOKEN_TYPE_NORMAL = 1
 TOKEN_TYPE_UNKNOWN = 2
@@ -50,6 +50,10 @@ PRE_TOKENIZERS = {
     "falcon_e": (LLAMA3_SPLIT_REGEX, True),  # bitnet.cpp / ik_llama.cpp's name for Falcon-E
     "default": (LLAMA3_SPLIT_REGEX, True),
 }
+
+# Longest token text accepted, in characters: real vocabularies stay under a few hundred; this
+# keeps every per-token step of building a tokenizer bounded.
+MAX_TOKEN_CHARS = 1024
 
 EOG_TOKEN_NAMES = frozenset({"<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"})
 
@@ -231,6 +235,10 @@ class Tokenizer:
         tokens = _get(meta, "tokenizer.ggml.tokens", list)
         if not tokens or set(map(type, tokens)) != {str}:
             raise BitnetError("GGUF key tokenizer.ggml.tokens is missing or not a list of strings")
+        longest = max(range(len(tokens)), key=lambda i: len(tokens[i]))
+        if len(tokens[longest]) > MAX_TOKEN_CHARS:
+            raise BitnetError(f"GGUF tokenizer token {longest} is {len(tokens[longest])} characters long, over the "
+                              f"limit of {MAX_TOKEN_CHARS}")
         types = _get(meta, "tokenizer.ggml.token_type", list) or [TOKEN_TYPE_NORMAL] * len(tokens)
         if len(types) != len(tokens) or not set(map(type, types)) <= {int}:
             raise BitnetError(f"GGUF key tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
@@ -346,6 +354,7 @@ def _spm_builder(meta: Mapping[str, Any], tokens: list[str], types: list[int]):
     if _get(meta, "tokenizer.ggml.remove_extra_whitespaces", bool, False):
         raise BitnetError("SentencePiece with remove_extra_whitespaces is not supported (only Llama's settings)")
     prefix = _get(meta, "tokenizer.ggml.add_space_prefix", bool, True)
+    check_split_work(tokens, types)
     return (lambda: build_spm_tokenizer(tokens, types, [float(x) for x in scores], prefix)), prefix
 
 
