@@ -344,7 +344,7 @@ def test_cli_failures_leave_no_file(checkpoints, tmp_path):
     _assert_one_line_error(_cli(corrupt), 1, "unused code 3")
     assert (corrupt / "ggml-model-i2_s.gguf").read_bytes() == b"previous"
     for d in (not_bitnet, missing, corrupt):
-        assert not [f for f in os.listdir(d) if ".gguf.tmp-" in f or (f.endswith(".gguf") and d is not corrupt)]
+        assert not [f for f in os.listdir(d) if f.endswith(".tmp") or (f.endswith(".gguf") and d is not corrupt)]
 
 
 def test_cli_q6_k_and_q8_0_embedding_and_head(checkpoints, tmp_path):
