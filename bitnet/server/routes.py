@@ -20,7 +20,7 @@ from bitnet.completions import ResultBuilder
 from bitnet.errors import BitnetError
 from bitnet.generation import Emission
 from bitnet.server import sse
-from bitnet.server.errors import ApiError, error_body
+from bitnet.server.errors import ApiError, error_body, json_error_text
 from bitnet.server.jobs import Failed, Finished, Job
 from bitnet.server.scheduler import NotReady, QueueFull, Scheduler
 from bitnet.server.schemas import (
@@ -63,7 +63,7 @@ async def read_body(request: Request, schema: type[BaseModel]) -> BaseModel:
     except RecursionError:
         raise ApiError(400, "the request body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN/Infinity, a huge integer
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+        raise ApiError(400, f"the request body is not valid JSON: {json_error_text(exc)}") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
     return schema.model_validate(data)
