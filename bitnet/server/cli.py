@@ -78,6 +78,13 @@ def build_parser() -> ArgumentParser:
              help="read the API keys from FILE, one per line")
     p.add_flag("cors_origins", metavar="ORIGIN", nargs="+", default=None,
                help="let web pages from these origins call the server ('*' = any); default: none")
+    p.add_argument("--allowed-hosts", dest="allowed_hosts", metavar="NAME", nargs="+", default=None,
+               help="without --api-key, also answer requests whose Host is NAME (IP addresses, localhost "
+                    "and the --host name always are; '*' = any); a defence against DNS rebinding")
+    p.add_argument("--header-timeout", dest="header_timeout", metavar="S", type=float, default=10.0,
+               help="close a connection whose request headers take longer than S seconds (default: 10)")
+    p.add_argument("--body-timeout", dest="body_timeout", metavar="S", type=float, default=60.0,
+               help="answer 408 to a request whose body takes longer than S seconds (default: 60)")
     p.add_flag("metrics", action="store_true", help="serve Prometheus metrics at /metrics")
     p.add_flag("max_request_bytes", metavar="N", type=int_at_least(1, INT32_MAX), default=None,
                help="largest request body accepted, else 413 (default: 2 x the prompt cap "
@@ -154,20 +161,27 @@ def run(argv: list[str] | None = None) -> int:
         model_path=args.model, model_sha256=args.model_sha256, alias=args.alias, n_threads=args.threads,
         n_ctx=args.ctx_size, n_predict=args.n_predict, n_parallel=args.parallel, queue_size=args.queue_size,
         batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
-        max_request_bytes=args.max_request_bytes,
+        max_request_bytes=args.max_request_bytes, host=args.host,
+        allowed_hosts=tuple(h.strip() for value in args.allowed_hosts or () for h in value.split(",") if h.strip()),
+        body_timeout_s=args.body_timeout,
     )  # fmt: skip
+    for flag in ("header_timeout", "body_timeout"):
+        if not 0 < getattr(args, flag) <= 3600:
+            parser.error(f"--{flag.replace('_', '-')} must be in (0, 3600] seconds")
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if not api_keys and not _is_loopback(args.host):
         print(f"warning: listening on {args.host} without --api-key: anyone who can reach port {port} can use "
               "this server", file=sys.stderr, flush=True)
-    return serve(settings, sock, f"http://{'[' + host + ']' if ':' in host else host}:{port}", args.log_level)
+    return serve(settings, sock, f"http://{'[' + host + ']' if ':' in host else host}:{port}", args.log_level,
+                 args.header_timeout)
 
 
-def serve(settings, sock: socket.socket, url: str, log_level: str) -> int:
+def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeout_s: float = 10.0) -> int:
     import uvicorn
 
     from bitnet.server.app import create_app
+    from bitnet.server.hardening import header_timeout_protocol
 
     logging.basicConfig(format="%(levelname)s:     %(message)s", level=log_level.upper())
     failure: list[str] = []
@@ -183,7 +197,8 @@ def serve(settings, sock: socket.socket, url: str, log_level: str) -> int:
 
     app = create_app(settings, on_loaded)
     config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=None,
-                            access_log=log_level in ("debug", "info"))
+                            access_log=log_level in ("debug", "info"), timeout_keep_alive=5,
+                            http=header_timeout_protocol(header_timeout_s), h11_max_incomplete_event_size=64 << 10)
     server = uvicorn.Server(config)
     # uvicorn drains on SIGTERM, then raises the signal again under the handler it found: make
     # that one a no-op so that a requested shutdown ends here, with exit status 0.
