@@ -142,7 +142,7 @@ class Model:
         self.n_threads = n_threads or default_threads()
         self.max_prompt_bytes = max_prompt_bytes or default_max_prompt_bytes(self.n_ctx)
         self._chat = ChatTemplate(self.chat_template, self.max_prompt_bytes)  # compiled and checked here, once
-        self.seed = seed
+        self.seed = _seed(seed)
         self.verbose = verbose
         self.last_timings: dict = {}
         self._ctx: NativeContext | None = None
@@ -385,7 +385,7 @@ class Model:
         tm["gen_tps"] = tm["n_gen"] / max(tm["gen_ms"], 1e-9) * 1e3
 
     def _request(self, ids: list[int], opts: SamplingOptions) -> GenerationRequest:
-        seed = opts.seed if opts.seed is not None else self.seed
+        seed = _seed(opts.seed) if opts.seed is not None else self.seed
         if seed is None or seed < 0:
             seed = secrets.randbits(63)
         return GenerationRequest(ids, opts, seed)
@@ -437,6 +437,22 @@ def _logprobs_count(value, name: str) -> int | None:
     if count is None or not 0 <= count <= MAX_TOP_LOGPROBS:
         raise BitnetError(f"{name} must be an integer in [0, {MAX_TOP_LOGPROBS}], got {value!r:.40}")
     return count
+
+
+UINT64_MAX = 2**64 - 1  # the sampler's seed
+
+
+def _seed(value) -> int | None:
+    """A seed as the sampler takes it: None or -1 for a random one, else 0..2^64-1 (as the server)."""
+    if value is None:
+        return None
+    try:
+        seed = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        seed = None
+    if seed is None or not -1 <= seed <= UINT64_MAX:
+        raise BitnetError(f"seed must be an integer in [0, {UINT64_MAX}] (or -1 for a random one), got {value!r:.40}")
+    return seed
 
 
 def _token_id(value) -> int:

@@ -545,3 +545,24 @@ def test_signal_during_conversion_removes_the_temporary_file(tiny_checkpoint, tm
     assert code == 128 + getattr(signal, signame), stderr
     assert "Traceback" not in stderr and "no output file was written" in stderr
     assert os.listdir(tmp_path) == ["model.gguf"] and out.read_bytes() == b"previous model"
+
+
+# ---- small slips: seeds, metadata floats ----------------------------------------------------------
+@pytest.mark.parametrize("seed", [2**64, -2, 1.5, "7", True])
+def test_seed_outside_the_samplers_range_is_refused(tiny_model, seed):
+    """seed=2**64 used to wrap silently to seed 0; the server already refused it."""
+    with pytest.raises(BitnetError, match=r"seed must be an integer in \[0, 18446744073709551615\]"):
+        tiny_model.generate("Hi", max_tokens=1, seed=seed)
+
+
+def test_largest_seed_is_accepted(tiny_model):
+    assert isinstance(tiny_model.generate("Hi", max_tokens=2, seed=2**64 - 1, temperature=1.0), str)
+
+
+@pytest.mark.parametrize("key", ["eos", "bos", "eot", "padding"])
+def test_metadata_float_is_not_a_token_id(tiny_gguf, tmp_path, key):
+    from tests.gguf_edit import rewrite_gguf
+
+    path = rewrite_gguf(tiny_gguf, tmp_path / "f.gguf", set_kv={f"tokenizer.ggml.{key}_token_id": (2.0, "f32")})
+    with pytest.raises(BitnetError, match=f"tokenizer.ggml.{key}_token_id has type float, expected int"):
+        Model(path, n_ctx=64)
