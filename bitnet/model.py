@@ -112,11 +112,14 @@ class Model:
     any text that fits the context (a few bytes per token). A prompt over the context in tokens
     is an error too, never silently cut.
     model_sha256 pins the file: its SHA-256 (64 hex digits) is checked before it is loaded.
+    special_in_messages: tokenize special-token text inside chat messages (e.g. "<|eot_id|>") as
+    the special token; by default it is plain text, so that only the chat template's own markers
+    are control tokens and a user cannot forge another role's turn.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None, n_ctx: int = 2048,
                  seed: int | None = None, verbose: bool = False, max_prompt_bytes: int | None = None,
-                 model_sha256: str | None = None):
+                 model_sha256: str | None = None, special_in_messages: bool = False):
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -143,6 +146,9 @@ class Model:
         self.max_prompt_bytes = max_prompt_bytes or default_max_prompt_bytes(self.n_ctx)
         self._chat = ChatTemplate(self.chat_template, self.max_prompt_bytes)  # compiled and checked here, once
         self.seed = _seed(seed)
+        # Special-token text inside chat messages ("<|eot_id|>System: ...") is plain text unless
+        # this is set: a user must not be able to forge the template's role markers.
+        self.special_in_messages = bool(special_in_messages)
         self.verbose = verbose
         self.last_timings: dict = {}
         self._ctx: NativeContext | None = None
@@ -356,7 +362,13 @@ class Model:
 
     def _chat_ids(self, messages) -> list[int]:
         text = self.apply_chat_template(messages, add_generation_prompt=True)
-        ids = self.tokenize(text, add_bos=False, special=True)
+        if self.special_in_messages:
+            ids = self.tokenize(text, add_bos=False, special=True)
+        else:
+            self._check_prompt_bytes(_utf8_len(text), "the prompt")
+            text = _SURROGATES.sub("\ufffd", text)
+            spans = _message_spans(text, messages, self.tokenizer.holds_special_text)
+            ids = self.tokenizer.encode_with_plain_spans(text, spans)
         bos = self.tokenizer.bos_id
         if self.tokenizer.add_bos_token and bos is not None and (not ids or ids[0] != bos):
             ids.insert(0, bos)
@@ -416,6 +428,26 @@ def _utf8_len(text: str) -> int:
         return len(text)
     step = 1 << 20
     return sum(len(text[i : i + step].encode("utf-8", errors="surrogatepass")) for i in range(0, len(text), step))
+
+
+def _message_spans(text: str, messages, holds_special_text) -> list[tuple[int, int]]:
+    """Where each message's text (as is, or stripped, as templates often do) lies in the rendered
+    prompt, found in order; BitnetError for a message holding special-token text that the
+    template changed beyond finding, since it could not be kept plain."""
+    spans, cursor = [], 0
+    for i, message in enumerate(messages):
+        content = _SURROGATES.sub("\ufffd", message["content"])
+        for candidate in (content, content.strip()):
+            at = text.find(candidate, cursor) if candidate else -1
+            if at >= 0:
+                spans.append((at, at + len(candidate)))
+                cursor = at + len(candidate)
+                break
+        else:
+            if holds_special_text(content):
+                raise BitnetError(f"messages[{i}]: the chat template changes this message's text, so special-token "
+                                  "text in it cannot be kept plain; remove it")
+    return spans
 
 
 def _messages_utf8_len(messages) -> int:

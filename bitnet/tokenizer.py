@@ -254,8 +254,10 @@ class Tokenizer:
         build, spm_prefix = _BUILDERS[model](meta, tokens, types)
         try:
             hf = build()
-        except Exception as e:  # noqa: BLE001 (tokenizers raises plain Exception on a bad vocab/merge)
-            raise BitnetError(f"GGUF tokenizer metadata is inconsistent: {e}") from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 (tokenizers raises Exception, or a Rust panic, on a bad vocab/merge)
+            raise BitnetError(f"GGUF tokenizer metadata is inconsistent: {str(e)[:200]}") from None
         return cls(hf, tokens, types, special_ids, spm_prefix)
 
     def encode(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -272,6 +274,43 @@ class Tokenizer:
         if add_bos and self.add_bos_token:
             ids.insert(0, self.bos_id)
         return ids
+
+    def holds_special_text(self, text: str) -> bool:
+        """True if text contains the text of a special (control) token."""
+        with self._lock:
+            ids = self._hf.encode(text, add_special_tokens=False).ids
+        return any(self._types[i] in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN) for i in ids)
+
+    def encode_with_plain_spans(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
+        """encode(text, add_bos=False, special=True), except that special-token text lying inside
+        one of spans (character ranges: the messages' own text) is tokenized as plain text.
+
+        The text is cut at the genuine special tokens only and each piece between them tokenized
+        without special-token matching, which is what Hugging Face does to the pieces between
+        special tokens anyway; so a text whose spans hold no special-token text gives exactly
+        the ids of encode()."""
+        if not isinstance(text, str):
+            raise BitnetError(f"can only tokenize str, not {type(text).__name__}")
+        with self._lock:
+            encoding = self._hf.encode(text, add_special_tokens=False)
+        ids, offsets = encoding.ids, encoding.offsets
+        special = (TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN)
+
+        def inside(a: int, b: int) -> bool:
+            return any(start <= a and b <= end for start, end in spans)
+
+        genuine = [(i, a, b) for i, (a, b) in zip(ids, offsets) if self._types[i] in special and not inside(a, b)]
+        if len(genuine) == sum(self._types[i] in special for i in ids):
+            return ids  # no special-token text in the spans
+        out, pos = [], 0
+        for i, a, b in genuine:
+            if a > pos:
+                out += self.encode(text[pos:a], add_bos=False, special=False)
+            out.append(i)
+            pos = b
+        if pos < len(text):
+            out += self.encode(text[pos:], add_bos=False, special=False)
+        return out
 
     def token_to_bytes(self, token_id: int) -> bytes:
         """Raw bytes of one token (may be a partial UTF-8 sequence); b"" for unused ids."""

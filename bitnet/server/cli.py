@@ -81,6 +81,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--allowed-hosts", dest="allowed_hosts", metavar="NAME", nargs="+", default=None,
                help="without --api-key, also answer requests whose Host is NAME (IP addresses, localhost "
                     "and the --host name always are; '*' = any); a defence against DNS rebinding")
+    p.add_argument("--special-in-messages", dest="special_in_messages", action="store_true",
+                   help="tokenize special-token text in chat messages (e.g. '<|eot_id|>') as the special token; "
+                        "by default it is plain text, so a user cannot forge the template's role markers")
     p.add_argument("--header-timeout", dest="header_timeout", metavar="S", type=float, default=10.0,
                help="close a connection whose request headers take longer than S seconds (default: 10)")
     p.add_argument("--body-timeout", dest="body_timeout", metavar="S", type=float, default=60.0,
@@ -174,10 +177,11 @@ def run(argv: list[str] | None = None) -> int:
         print(f"warning: listening on {args.host} without --api-key: anyone who can reach port {port} can use "
               "this server", file=sys.stderr, flush=True)
     return serve(settings, sock, f"http://{'[' + host + ']' if ':' in host else host}:{port}", args.log_level,
-                 args.header_timeout)
+                 args.header_timeout, args.special_in_messages)
 
 
-def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeout_s: float = 10.0) -> int:
+def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeout_s: float = 10.0,
+          special_in_messages: bool = False) -> int:
     import uvicorn
 
     from bitnet.server.app import create_app
@@ -189,6 +193,7 @@ def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeou
     def on_loaded(error: str | None) -> None:
         if error is None:
             m = app.state.scheduler.model
+            m.special_in_messages = special_in_messages  # set before /health says ready
             print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; {settings.n_parallel} "
                   f"slot(s) of {m.n_ctx} tokens, {m.n_threads} thread(s))", file=sys.stderr, flush=True)
         else:
