@@ -582,8 +582,9 @@ def test_user_cannot_forge_a_role_with_special_token_text(tiny_gguf):
         m.special_in_messages = True  # the opt-in (run_inference_server.py --special-in-messages)
         assert m.prepare_chat(forged, max_tokens=1).prompt_ids.count(eot) == template_eots + 1
         m.special_in_messages = False
-        for chat in ([{"role": "system", "content": "  Be kind.\n"}, {"role": "user", "content": "Hello, how are you?"}],
-                     [{"role": "user", "content": "a < b [x] <|eot"}]):
+        chats = ([{"role": "system", "content": "  Be kind.\n"}, {"role": "user", "content": "Hello, how are you?"}],
+                 [{"role": "user", "content": "a < b [x] <|eot"}])
+        for chat in chats:
             text = m.apply_chat_template(chat)
             ids = m.prepare_chat(chat, max_tokens=1).prompt_ids
             assert ids == m.tokenize(text, add_bos=False, special=True)[-len(ids):]  # unchanged without forgery
