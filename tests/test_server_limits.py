@@ -320,6 +320,7 @@ def test_keyless_server_checks_host_and_origin(tiny_gguf):
         for host in ("evil.example", "evil.example:" + port, "localhost.evil.example"):
             assert_error(httpx.post(s.url + "/v1/completions", json=body, headers={"Host": host}), 403, "not allowed")
         assert_error(httpx.get(s.url + "/v1/models", headers={"Host": "evil.example"}), 403, "DNS rebinding")
+        assert httpx.get(s.url + "/health", headers={"Host": "bitnet-service:8080"}).status_code == 200  # probes
         for host in ("localhost:" + port, "127.0.0.1", "[::1]:" + port, "my.host", "MY.HOST:80"):
             assert httpx.post(s.url + "/v1/completions", json=body, headers={"Host": host}).status_code == 200, host
         for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):

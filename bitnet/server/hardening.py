@@ -89,7 +89,7 @@ class RequestHardening:
             await error_response(408, str(e.detail), headers={"Connection": "close"})(scope, receive, send)
 
     def _refusal(self, scope, headers: dict) -> tuple[int, str] | None:
-        if self.keyless:
+        if self.keyless and scope["path"] != "/health":  # probes may name the server anyhow; it tells nothing
             host = _host_name(headers.get(b"host", ""))
             if not (self.any_host or _is_ip(host) or host in self.allowed_hosts):
                 return 403, (f"host {host[:80]!r} is not allowed: this server answers requests for its address, "
