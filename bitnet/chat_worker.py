@@ -72,6 +72,11 @@ class TemplateWorker:
         with self._lock:
             self._stop()
 
+    def start(self) -> None:
+        """Start the worker now (else the first render does, ~0.1-0.5 s)."""
+        with self._lock:
+            self._ensure_started()
+
     def _ensure_started(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
@@ -152,6 +157,17 @@ class ChatTemplate:
                 raise ChatTemplateLimitError(value)
             chat.warn_fallback(value)
         return chat.render_chat(checked, None, max_chars=max_chars, **context)
+
+    def warm_up(self) -> None:
+        """Start the worker process in the background, so the first chat does not wait for it."""
+        if self._worker is not None:
+            threading.Thread(target=self._start_quietly, name="chat-template-worker", daemon=True).start()
+
+    def _start_quietly(self) -> None:
+        try:
+            self._worker.start()
+        except ChatTemplateLimitError:
+            pass  # the first render tries again and reports it
 
     def close(self) -> None:
         if self._worker is not None:

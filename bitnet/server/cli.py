@@ -194,6 +194,7 @@ def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeou
         if error is None:
             m = app.state.scheduler.model
             m.special_in_messages = special_in_messages  # set before /health says ready
+            m._chat.warm_up()  # the chat template's worker process, before the first chat needs it
             print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; {settings.n_parallel} "
                   f"slot(s) of {m.n_ctx} tokens, {m.n_threads} thread(s))", file=sys.stderr, flush=True)
         else:
