@@ -33,6 +33,8 @@ from bitnet import chat
 from bitnet.chat_sandbox import ChatTemplateLimitError
 
 RENDER_DEADLINE_S = 1.5  # a real template renders in milliseconds; answered within 2 s
+MAX_TEMPLATE_CHARS = 64 << 10  # real templates, tool-calling ones included, stay under ~20k; compiling
+# costs ~20 us a character, so this bounds the check at load to about a second
 START_TIMEOUT_S = 30.0  # python + jinja2 start in ~0.1 s; a loaded machine may take longer
 WORKER_BASE_MEMORY = 256 << 20  # address space of the worker beyond 16 x its largest request
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
@@ -46,11 +48,18 @@ class TemplateWorker:
         self.memory_bytes = memory_bytes
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._compiled: set[str] = set()  # templates the running worker has compiled
 
     def render(self, request: dict, deadline_s: float = RENDER_DEADLINE_S) -> tuple[str, str]:
         line = (json.dumps(request) + "\n").encode("ascii")  # escapes keep lone surrogates intact
         with self._lock:
             proc = self._ensure_started()
+            if request["template"] not in self._compiled:  # compiling is not rendering: its own, longer wait
+                self._compiled.add(request["template"])
+                compiled = self._exchange(proc, {"compile": request["template"]}, START_TIMEOUT_S)
+                if compiled[0] != "text":
+                    return compiled
+                proc = self._ensure_started()
             try:
                 proc.stdin.write(line)
                 proc.stdin.flush()
@@ -68,6 +77,20 @@ class TemplateWorker:
             return "limit", "the chat template worker answered nonsense; refusing the template"
         return str(outcome), str(value)
 
+    def _exchange(self, proc: subprocess.Popen, request: dict, deadline_s: float) -> tuple[str, str]:
+        try:
+            proc.stdin.write((json.dumps(request) + "\n").encode("ascii"))
+            proc.stdin.flush()
+        except OSError:
+            self._stop()
+            return "limit", "the chat template worker stopped; refusing the template"
+        reply = self._read_line(proc, deadline_s)
+        if reply is None:
+            self._stop()
+            return "limit", f"chat template did not compile within {deadline_s:g} s; refusing it"
+        outcome, value = json.loads(reply)
+        return str(outcome), str(value)
+
     def close(self) -> None:
         with self._lock:
             self._stop()
@@ -80,6 +103,7 @@ class TemplateWorker:
     def _ensure_started(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
+        self._compiled = set()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
@@ -135,7 +159,8 @@ class ChatTemplate:
         self._worker: TemplateWorker | None = None
         self._trusted = not template or template == chat.BITNET_CHAT_TEMPLATE
         if not self._trusted:
-            problem = chat.check_template(template)
+            problem = (f"{len(template)} characters, over the limit of {MAX_TEMPLATE_CHARS}"
+                       if len(template) > MAX_TEMPLATE_CHARS else chat.check_template(template))
             if problem is not None:
                 warnings.warn(f"chat template does not compile ({problem}); using the built-in BitNet template",
                               stacklevel=3)
@@ -183,12 +208,12 @@ def _limit_resources(memory_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
 
-def _arm_cpu_limit() -> None:
-    """SIGXCPU (which ends the process) once this render has used RENDER_DEADLINE_S + 1 s of CPU."""
+def _arm_cpu_limit(seconds: float = RENDER_DEADLINE_S) -> None:
+    """SIGXCPU (which ends the process) once this task has used `seconds` + 1 s of CPU."""
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    soft = math.ceil(usage.ru_utime + usage.ru_stime + RENDER_DEADLINE_S + 1)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime + seconds + 1)
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     if hard == resource.RLIM_INFINITY or soft <= hard:
         resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
@@ -202,6 +227,12 @@ def _serve(memory_bytes: int) -> None:
     for line in stdin:
         try:
             request = json.loads(line)
+            if "compile" in request:
+                _arm_cpu_limit(START_TIMEOUT_S)
+                problem = chat.check_template(request["compile"])
+                stdout.write((json.dumps(("text", "") if problem is None else ("failed", problem)) + "\n").encode())
+                stdout.flush()
+                continue
             _arm_cpu_limit()
             reply = chat.render_untrusted(request["template"], request["messages"], request["limit"],
                                           request["context"])

@@ -257,3 +257,26 @@ def test_broken_template_is_found_at_load():
         template = ChatTemplate(BROKEN_TEMPLATES["syntax error"])
     assert template._worker is None
     assert template.render(CHATS[0]) == "User: Hello!<|eot_id|>Assistant: "
+
+
+def test_template_over_the_size_limit_falls_back_at_load():
+    from bitnet.chat_worker import MAX_TEMPLATE_CHARS
+
+    with pytest.warns(UserWarning, match=f"over the limit of {MAX_TEMPLATE_CHARS}"):
+        template = ChatTemplate("{{ messages[0]['content'] }}" + " " * MAX_TEMPLATE_CHARS)
+    assert template._worker is None
+
+
+def test_large_real_sized_template_compiles_outside_the_render_deadline():
+    """A big template (tool-calling ones run to ~20k characters) compiles in the worker under its
+    own, longer deadline; the renders after it are fast."""
+    big = "".join(f"{{% if messages[0]['role'] == 'r{i}' %}}{{{{ 'x{i}' }}}}{{% endif %}}" for i in range(600))
+    big += "{{ messages[0]['content'] }}"
+    template = ChatTemplate(big)
+    try:
+        assert template.render(CHATS[0]) == "Hello!"
+        t0 = time.perf_counter()
+        assert template.render(CHATS[0]) == "Hello!"
+        assert time.perf_counter() - t0 < 0.5
+    finally:
+        template.close()
