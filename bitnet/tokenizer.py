@@ -76,7 +76,7 @@ BYTE_OF_CHAR = _gpt2_byte_alphabet()
 
 def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:
     value = meta.get(key, default)
-    if value is not default and not isinstance(value, kind):
+    if value is not default and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
         raise BitnetError(f"GGUF key {key} has type {type(value).__name__}, expected {kind.__name__}")
     return value
 

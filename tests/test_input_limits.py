@@ -560,11 +560,12 @@ def test_largest_seed_is_accepted(tiny_model):
 
 
 @pytest.mark.parametrize("key", ["eos", "bos", "eot", "padding"])
-def test_metadata_float_is_not_a_token_id(tiny_gguf, tmp_path, key):
+@pytest.mark.parametrize("value, kind, name", [(2.0, "f32", "float"), (True, "bool", "bool")])
+def test_metadata_float_is_not_a_token_id(tiny_gguf, tmp_path, key, value, kind, name):
     from tests.gguf_edit import rewrite_gguf
 
-    path = rewrite_gguf(tiny_gguf, tmp_path / "f.gguf", set_kv={f"tokenizer.ggml.{key}_token_id": (2.0, "f32")})
-    with pytest.raises(BitnetError, match=f"tokenizer.ggml.{key}_token_id has type float, expected int"):
+    path = rewrite_gguf(tiny_gguf, tmp_path / "f.gguf", set_kv={f"tokenizer.ggml.{key}_token_id": (value, kind)})
+    with pytest.raises(BitnetError, match=f"tokenizer.ggml.{key}_token_id has type {name}, expected int"):
         Model(path, n_ctx=64)
 
 
