@@ -59,6 +59,7 @@ def _no_tokenizing(m, monkeypatch):
         raise AssertionError("tokenized text over the byte cap")
 
     monkeypatch.setattr(m.tokenizer, "encode", refuse)
+    monkeypatch.setattr(m.tokenizer, "encode_with_plain_spans", refuse)
 
 
 # ---- prompt size: bytes before tokenization ---------------------------------------------------------
@@ -74,7 +75,7 @@ def test_prompt_byte_cap_is_checked_before_tokenization(small_cap_model, monkeyp
 def test_every_prompt_path_is_capped(small_cap_model, monkeypatch):
     m = small_cap_model
     _no_tokenizing(m, monkeypatch)
-    monkeypatch.setattr(model_module.chat, "render_chat", lambda *a, **k: pytest.fail("rendered over the cap"))
+    monkeypatch.setattr(m._chat, "render", lambda *a, **k: pytest.fail("rendered over the cap"))
     big = "word " * 300
     calls = [lambda: m.generate(big, max_tokens=1), lambda: m.create_completion(big, max_tokens=1),
              lambda: m.generate(big.encode(), max_tokens=1), lambda: list(m.generate_tokens(big, max_tokens=1)),
