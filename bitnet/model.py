@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet import chat, completions
+from bitnet import completions
+from bitnet.chat_worker import ChatTemplate
 from bitnet.engine import NativeContext, NativeModel
 from bitnet.errors import BitnetError, ContextOverflow
 from bitnet.generation import MAX_TOP_LOGPROBS, Emission, Generation, GenerationRequest, SamplingOptions
@@ -113,11 +114,14 @@ class Model:
     model_sha256 pins the file: its SHA-256 (64 hex digits) is checked before it is loaded.
     device "cuda" (or "cuda:N") runs the forward pass on a GPU (bitnet.gpu: torch + triton; with
     TRITON_INTERPRET=1 the same code runs on CPU tensors); "cpu" (default) runs the engine.
+    special_in_messages: tokenize special-token text inside chat messages (e.g. "<|eot_id|>") as
+    the special token; by default it is plain text, so that only the chat template's own markers
+    are control tokens and a user cannot forge another role's turn.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None, n_ctx: int = 2048,
                  seed: int | None = None, verbose: bool = False, max_prompt_bytes: int | None = None,
-                 model_sha256: str | None = None, device: str = "cpu"):
+                 model_sha256: str | None = None, device: str = "cpu", special_in_messages: bool = False):
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -142,7 +146,11 @@ class Model:
         self.n_ctx = n_ctx or self.native.n_ctx_train
         self.n_threads = n_threads or default_threads()
         self.max_prompt_bytes = max_prompt_bytes or default_max_prompt_bytes(self.n_ctx)
-        self.seed = seed
+        self._chat = ChatTemplate(self.chat_template, self.max_prompt_bytes)  # compiled and checked here, once
+        self.seed = _seed(seed)
+        # Special-token text inside chat messages ("<|eot_id|>System: ...") is plain text unless
+        # this is set: a user must not be able to forge the template's role markers.
+        self.special_in_messages = bool(special_in_messages)
         self.verbose = verbose
         self.last_timings: dict = {}
         self.device = device = str(device)
@@ -294,7 +302,7 @@ class Model:
         """The prompt text for messages; their text is held to max_prompt_bytes before rendering."""
         self._check_prompt_bytes(_messages_utf8_len(messages), "the messages' text")
         tok = self.tokenizer
-        return chat.render_chat(messages, self.chat_template,
+        return self._chat.render(messages,
                                 bos_token=tok.token_text(tok.bos_id) if tok.bos_id is not None else "",
                                 eos_token=tok.token_text(tok.eos_id) if tok.eos_id is not None else "",
                                 add_generation_prompt=add_generation_prompt)
@@ -307,6 +315,7 @@ class Model:
         self._ctx_tokens = []
 
     def close(self):
+        self._chat.close()
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None
@@ -368,7 +377,13 @@ class Model:
 
     def _chat_ids(self, messages) -> list[int]:
         text = self.apply_chat_template(messages, add_generation_prompt=True)
-        ids = self.tokenize(text, add_bos=False, special=True)
+        if self.special_in_messages:
+            ids = self.tokenize(text, add_bos=False, special=True)
+        else:
+            self._check_prompt_bytes(_utf8_len(text), "the prompt")
+            text = _SURROGATES.sub("\ufffd", text)
+            spans = _message_spans(text, messages, self.tokenizer.holds_special_text)
+            ids = self.tokenizer.encode_with_plain_spans(text, spans)
         bos = self.tokenizer.bos_id
         if self.tokenizer.add_bos_token and bos is not None and (not ids or ids[0] != bos):
             ids.insert(0, bos)
@@ -403,7 +418,7 @@ class Model:
         tm["gen_tps"] = tm["n_gen"] / max(tm["gen_ms"], 1e-9) * 1e3
 
     def _request(self, ids: list[int], opts: SamplingOptions) -> GenerationRequest:
-        seed = opts.seed if opts.seed is not None else self.seed
+        seed = _seed(opts.seed) if opts.seed is not None else self.seed
         if seed is None or seed < 0:
             seed = secrets.randbits(63)
         return GenerationRequest(ids, opts, seed)
@@ -440,6 +455,26 @@ def _utf8_len(text: str) -> int:
     return sum(len(text[i : i + step].encode("utf-8", errors="surrogatepass")) for i in range(0, len(text), step))
 
 
+def _message_spans(text: str, messages, holds_special_text) -> list[tuple[int, int]]:
+    """Where each message's text (as is, or stripped, as templates often do) lies in the rendered
+    prompt, found in order; BitnetError for a message holding special-token text that the
+    template changed beyond finding, since it could not be kept plain."""
+    spans, cursor = [], 0
+    for i, message in enumerate(messages):
+        content = _SURROGATES.sub("\ufffd", message["content"])
+        for candidate in (content, content.strip()):
+            at = text.find(candidate, cursor) if candidate else -1
+            if at >= 0:
+                spans.append((at, at + len(candidate)))
+                cursor = at + len(candidate)
+                break
+        else:
+            if holds_special_text(content):
+                raise BitnetError(f"messages[{i}]: the chat template changes this message's text, so special-token "
+                                  "text in it cannot be kept plain; remove it")
+    return spans
+
+
 def _messages_utf8_len(messages) -> int:
     """UTF-8 bytes of the roles and contents of chat messages (malformed ones are chat.py's to refuse)."""
     if not isinstance(messages, (list, tuple)):
@@ -459,6 +494,22 @@ def _logprobs_count(value, name: str) -> int | None:
     if count is None or not 0 <= count <= MAX_TOP_LOGPROBS:
         raise BitnetError(f"{name} must be an integer in [0, {MAX_TOP_LOGPROBS}], got {value!r:.40}")
     return count
+
+
+UINT64_MAX = 2**64 - 1  # the sampler's seed
+
+
+def _seed(value) -> int | None:
+    """A seed as the sampler takes it: None or -1 for a random one, else 0..2^64-1 (as the server)."""
+    if value is None:
+        return None
+    try:
+        seed = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        seed = None
+    if seed is None or not -1 <= seed <= UINT64_MAX:
+        raise BitnetError(f"seed must be an integer in [0, {UINT64_MAX}] (or -1 for a random one), got {value!r:.40}")
+    return seed
 
 
 def _token_id(value) -> int:

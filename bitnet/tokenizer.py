@@ -26,7 +26,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from bitnet.errors import BitnetError
-from bitnet.tokenizer_spm import build_spm_tokenizer, spm_token_bytes
+from bitnet.tokenizer_spm import build_spm_tokenizer, check_split_work, spm_token_bytes
 
 TOKEN_TYPE_NORMAL = 1
 TOKEN_TYPE_UNKNOWN = 2
@@ -51,6 +51,10 @@ PRE_TOKENIZERS = {
     "default": (LLAMA3_SPLIT_REGEX, True),
 }
 
+# Longest token text accepted, in characters: real vocabularies stay under a few hundred; this
+# keeps every per-token step of building a tokenizer bounded.
+MAX_TOKEN_CHARS = 1024
+
 EOG_TOKEN_NAMES = frozenset({"<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"})
 
 
@@ -72,7 +76,7 @@ BYTE_OF_CHAR = _gpt2_byte_alphabet()
 
 def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:
     value = meta.get(key, default)
-    if value is not default and not isinstance(value, kind):
+    if value is not default and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
         raise BitnetError(f"GGUF key {key} has type {type(value).__name__}, expected {kind.__name__}")
     return value
 
@@ -231,6 +235,10 @@ class Tokenizer:
         tokens = _get(meta, "tokenizer.ggml.tokens", list)
         if not tokens or set(map(type, tokens)) != {str}:
             raise BitnetError("GGUF key tokenizer.ggml.tokens is missing or not a list of strings")
+        longest = max(range(len(tokens)), key=lambda i: len(tokens[i]))
+        if len(tokens[longest]) > MAX_TOKEN_CHARS:
+            raise BitnetError(f"GGUF tokenizer token {longest} is {len(tokens[longest])} characters long, over the "
+                              f"limit of {MAX_TOKEN_CHARS}")
         types = _get(meta, "tokenizer.ggml.token_type", list) or [TOKEN_TYPE_NORMAL] * len(tokens)
         if len(types) != len(tokens) or not set(map(type, types)) <= {int}:
             raise BitnetError(f"GGUF key tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
@@ -246,8 +254,10 @@ class Tokenizer:
         build, spm_prefix = _BUILDERS[model](meta, tokens, types)
         try:
             hf = build()
-        except Exception as e:  # noqa: BLE001 (tokenizers raises plain Exception on a bad vocab/merge)
-            raise BitnetError(f"GGUF tokenizer metadata is inconsistent: {e}") from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 (tokenizers raises Exception, or a Rust panic, on a bad vocab/merge)
+            raise BitnetError(f"GGUF tokenizer metadata is inconsistent: {str(e)[:200]}") from None
         return cls(hf, tokens, types, special_ids, spm_prefix)
 
     def encode(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -264,6 +274,43 @@ class Tokenizer:
         if add_bos and self.add_bos_token:
             ids.insert(0, self.bos_id)
         return ids
+
+    def holds_special_text(self, text: str) -> bool:
+        """True if text contains the text of a special (control) token."""
+        with self._lock:
+            ids = self._hf.encode(text, add_special_tokens=False).ids
+        return any(self._types[i] in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN) for i in ids)
+
+    def encode_with_plain_spans(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
+        """encode(text, add_bos=False, special=True), except that special-token text lying inside
+        one of spans (character ranges: the messages' own text) is tokenized as plain text.
+
+        The text is cut at the genuine special tokens only and each piece between them tokenized
+        without special-token matching, which is what Hugging Face does to the pieces between
+        special tokens anyway; so a text whose spans hold no special-token text gives exactly
+        the ids of encode()."""
+        if not isinstance(text, str):
+            raise BitnetError(f"can only tokenize str, not {type(text).__name__}")
+        with self._lock:
+            encoding = self._hf.encode(text, add_special_tokens=False)
+        ids, offsets = encoding.ids, encoding.offsets
+        special = (TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN)
+
+        def inside(a: int, b: int) -> bool:
+            return any(start <= a and b <= end for start, end in spans)
+
+        genuine = [(i, a, b) for i, (a, b) in zip(ids, offsets) if self._types[i] in special and not inside(a, b)]
+        if len(genuine) == sum(self._types[i] in special for i in ids):
+            return ids  # no special-token text in the spans
+        out, pos = [], 0
+        for i, a, b in genuine:
+            if a > pos:
+                out += self.encode(text[pos:a], add_bos=False, special=False)
+            out.append(i)
+            pos = b
+        if pos < len(text):
+            out += self.encode(text[pos:], add_bos=False, special=False)
+        return out
 
     def token_to_bytes(self, token_id: int) -> bytes:
         """Raw bytes of one token (may be a partial UTF-8 sequence); b"" for unused ids."""
@@ -346,6 +393,7 @@ def _spm_builder(meta: Mapping[str, Any], tokens: list[str], types: list[int]):
     if _get(meta, "tokenizer.ggml.remove_extra_whitespaces", bool, False):
         raise BitnetError("SentencePiece with remove_extra_whitespaces is not supported (only Llama's settings)")
     prefix = _get(meta, "tokenizer.ggml.add_space_prefix", bool, True)
+    check_split_work(tokens, types)
     return (lambda: build_spm_tokenizer(tokens, types, [float(x) for x in scores], prefix)), prefix
 
 

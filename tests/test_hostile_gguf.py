@@ -488,9 +488,12 @@ def model_with_template(base, tmp_path, template: str) -> Model:
 
 
 def test_template_that_does_not_parse_falls_back_to_the_builtin(base, tmp_path):
-    with model_with_template(base, tmp_path, "{% for m in %}{{ m }}") as m:
-        with pytest.warns(UserWarning, match=r"chat template failed \(TemplateSyntaxError.*built-in BitNet template"):
-            reply = m.create_chat_completion(CHAT, max_tokens=2, temperature=0)
+    # found once, when the model loads
+    with pytest.warns(UserWarning, match=r"chat template does not compile \(TemplateSyntaxError.*built-in BitNet"):
+        with model_with_template(base, tmp_path, "{% for m in %}{{ m }}") as m:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                reply = m.create_chat_completion(CHAT, max_tokens=2, temperature=0)
     assert reply["object"] == "chat.completion" and reply["usage"]["prompt_tokens"] > 0
 
 
@@ -506,5 +509,50 @@ def test_template_that_renders_megabytes_is_refused(base, tmp_path):
     with model_with_template(base, tmp_path, "{{ 'x' * 2 ** 23 }}") as m:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # refused outright, not a fallback
-            with pytest.raises(BitnetError, match=r"chat template renders more than \d+ characters; refusing it"):
+            with pytest.raises(BitnetError, match=r"chat template (renders|builds a value of) more than \d+ "
+                                                  r"(characters|items); refusing it"):
                 m.create_chat_completion(CHAT, max_tokens=2)
+
+
+# ---- tokenizer vocabularies that would cost more than their size ------------------------------------
+def _spm_meta(pieces: list[str]) -> dict:
+    tokens = ["<unk>", "<s>", "</s>", *pieces]
+    return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": [2, 3, 3] + [1] * len(pieces), "tokenizer.ggml.scores": [0.0] * len(tokens)}
+
+
+@pytest.mark.parametrize("n", [1000, 2048])
+def test_spm_vocabulary_of_ever_longer_pieces_is_refused_quickly(n):
+    """"a", "aa", "aaa", ...: the merges grew with the cube of the count (2,048 pieces ran out of memory)."""
+    import resource
+    import time
+
+    from bitnet.tokenizer import Tokenizer
+
+    rss0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(BitnetError, match="too many long pieces|characters long, over the limit"):
+        Tokenizer.from_gguf_metadata(_spm_meta(["a" * k for k in range(1, n + 1)]))
+    assert time.perf_counter() - t0 < 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 << 10  # KiB
+
+
+def test_spm_vocabulary_of_real_shape_builds():
+    """Many short pieces (SentencePiece's default max_piece_length is 16) and a few long ones build."""
+    import itertools
+
+    from bitnet.tokenizer import Tokenizer
+
+    letters = "abcdefghijklmnop"
+    pieces = list(letters) + ["".join(p) for p in itertools.islice(itertools.product(letters, repeat=4), 20000)]
+    pieces += ["▁" * k for k in range(1, 17)] + ["=" * 200]
+    tok = Tokenizer.from_gguf_metadata(_spm_meta(pieces))
+    assert tok.decode(tok.encode("abcd", add_bos=False)) == "abcd"
+
+
+def test_gpt2_token_over_the_length_limit_is_refused():
+    from bitnet.tokenizer import MAX_TOKEN_CHARS, Tokenizer
+
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b" * (MAX_TOKEN_CHARS + 1)],
+            "tokenizer.ggml.merges": []}
+    with pytest.raises(BitnetError, match=r"token 1 is 1025 characters long, over the limit of 1024"):
+        Tokenizer.from_gguf_metadata(meta)

@@ -41,7 +41,8 @@ from bitnet.convert import i2s, synthetic_vocab, tq_packing
 from bitnet.convert.dtypes import FLOAT_TYPES, to_float_type
 from bitnet.convert.hf_bitnet import HEAD_ENCODINGS, LAYER_TENSORS, TensorJob
 from bitnet.convert.hparams import ARCH, HParams
-from bitnet.gguf_writer import GGML_TYPE_F16, GGML_TYPE_I2_S, GGUFWriter
+from bitnet.convert.output_check import check_loads
+from bitnet.gguf_writer import GGML_TYPE_F16, GGML_TYPE_I2_S, GGUFWriter, check_output_path, interrupted_exit_code
 
 CHUNK_WEIGHTS = 1 << 22  # weights per generated chunk (1 MiB of I2_S, 8 MiB of f16)
 LOGIT_STD = 2.0
@@ -299,11 +300,10 @@ def write_model(outfile, fields, jobs: list[TensorJob], progress: bool, overwrit
     """Write GGUF key-values ((key, value, kind) triples) and tensors (jobs, produced one by one)
     to outfile, via a temporary file renamed into place; return its path."""
     outfile = Path(outfile)
-    if outfile.is_dir():
-        raise ValueError(f"output {outfile} is a directory; give a file name")
+    check_output_path(outfile)  # no device, FIFO, socket, directory or symlink is ever replaced
     if outfile.exists() and not overwrite:
         raise FileExistsError(f"{outfile} exists; pass --force to overwrite it")
-    with GGUFWriter(outfile) as w:
+    with GGUFWriter(outfile, verify=check_loads) as w:
         for key, value, kind in fields:
             w.add_kv(key, value, kind)
         for job in jobs:
@@ -342,7 +342,7 @@ def _counted(chunks: Iterator, bar) -> Iterator:
 
 
 # -- command line (utils/generate-dummy-bitnet-model.py) -------------------------------------------
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
 class _UsageError(Exception):
@@ -437,9 +437,9 @@ def main(argv=None) -> int:
     except _UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("error: interrupted; no output file was written (an existing one is unchanged)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code(e)
     except (ValueError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return EXIT_FAILURE

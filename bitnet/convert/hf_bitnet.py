@@ -31,7 +31,8 @@ from bitnet.convert.hparams import HParams, read_config
 from bitnet.convert.pickle_reader import PickleCheckpoint, find_pickle_files
 from bitnet.convert.safetensors_reader import INDEX_FILE, SINGLE_FILE, Checkpoint, TensorSource
 from bitnet.convert.ternary import absmean_ternarize, effective_scale, unpack_hf_packed
-from bitnet.gguf_writer import GGML_TYPE_I2_S, GGUFWriter
+from bitnet.convert.output_check import check_loads
+from bitnet.gguf_writer import GGML_TYPE_I2_S, GGUFWriter, check_output_path
 
 
 @dataclass(frozen=True)
@@ -273,10 +274,7 @@ def open_checkpoint(model_dir: Path, allow_pickle: bool = False) -> TensorSource
 
 
 def _check_outfile(outfile: Path, model_dir: Path, ckpt: TensorSource) -> None:
-    if outfile.is_dir():
-        raise ValueError(f"output {outfile} is a directory; give a file name")
-    if not outfile.parent.is_dir():
-        raise FileNotFoundError(f"output directory {outfile.parent} does not exist")
+    check_output_path(outfile)  # no device, FIFO, socket, directory or symlink is ever replaced
     if not outfile.exists():
         return
     inputs = [p for p in model_dir.iterdir() if p.is_file() and p.suffix != ".gguf"] + ckpt.paths
@@ -315,7 +313,7 @@ def convert(
     _check_outfile(outfile, model_dir, ckpt)
 
     arch = hp.family.tq_arch if outtype.startswith("tq") else hp.family.gguf_arch
-    with GGUFWriter(outfile) as w:
+    with GGUFWriter(outfile, verify=check_loads) as w:
         w.add_kv("general.architecture", arch, "string")
         w.add_kv("general.name", hp.name or model_dir.resolve().name, "string")
         w.add_kv("general.file_type", FILE_TYPES[outtype], "u32")

@@ -98,14 +98,21 @@ def _parse_merges(raw: list) -> list[str]:
 
 def _build_vocab(tok: dict, n_vocab: int | None) -> tuple[list[str], list[int]]:
     by_id: dict[int, tuple[str, int]] = {}
-    for text, idx in tok["model"]["vocab"].items():
-        by_id[int(idx)] = (text, TOKEN_TYPE_NORMAL)
+    vocab = tok["model"]["vocab"]
+    if not isinstance(vocab, dict) or not vocab:
+        raise ValueError("tokenizer.json: the model's vocab is empty or not an object; not a usable tokenizer")
+    for text, idx in vocab.items():
+        by_id[_token_index(idx, text)] = (text, TOKEN_TYPE_NORMAL)
     for added in tok.get("added_tokens", []):
-        idx, text = int(added["id"]), added["content"]
+        idx, text = _token_index(added["id"], added["content"]), added["content"]
+        if not isinstance(text, str):
+            raise ValueError(f"tokenizer.json: added token {idx} has no text")
         if idx in by_id and by_id[idx][0] != text:
             raise ValueError(f"tokenizer.json: added token {text!r} reuses id {idx} of {by_id[idx][0]!r}")
         by_id[idx] = (text, TOKEN_TYPE_CONTROL if added.get("special") else TOKEN_TYPE_USER_DEFINED)
     n_tok = max(by_id) + 1 if by_id else 0
+    if n_vocab is not None and n_vocab > MAX_VOCAB:
+        raise ValueError(f"model vocab_size {n_vocab} is over the engine's limit of {MAX_VOCAB}")
     if n_vocab is not None:
         if n_vocab < n_tok:
             raise ValueError(f"model vocab_size {n_vocab} is smaller than the tokenizer's {n_tok} tokens")
@@ -116,6 +123,17 @@ def _build_vocab(tok: dict, n_vocab: int | None) -> tuple[list[str], list[int]]:
         tokens.append(text)
         types.append(kind)
     return tokens, types
+
+
+MAX_VOCAB = 1 << 22  # the engine's limit on a vocabulary (src/model.cpp kMaxVocab)
+MAX_TOKEN_ID = MAX_VOCAB - 1
+
+
+def _token_index(value: Any, text: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_ID:
+        raise ValueError(f"tokenizer.json: token {str(text)[:40]!r} has id {value!r:.40}, not an integer in "
+                         f"[0, {MAX_TOKEN_ID}]")
+    return value
 
 
 def _default_add_bos(tok: dict, bos: str | None) -> bool:
@@ -135,8 +153,12 @@ def _config_id(configs: list[dict], key: str) -> int | None:
         value = cfg.get(key)
         if isinstance(value, list) and value:
             value = value[0]
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if value is None or value == []:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} in generation_config.json or config.json must be an integer token id, "
+                             f"got {value!r:.40}")
+        return value
     return None
 
 
@@ -206,10 +228,12 @@ def gguf_tokenizer_fields(model_dir, n_vocab: int | None = None, kind: str = "bp
     ids = {t: i for i, t in enumerate(tokens) if types[i] != TOKEN_TYPE_UNUSED}
 
     def special_id(name: str) -> int | None:
+        found = _config_id(id_configs, f"{name}_token_id")  # checked even when the text below wins
+        if found is not None and not 0 <= found < len(tokens):
+            raise ValueError(f"{name} token id {found} is outside the vocab (0..{len(tokens) - 1})")
         text = _token_content(cfg.get(name + "_token"))
         if text is not None and text in ids:
             return ids[text]
-        found = _config_id(id_configs, f"{name}_token_id")
         return found if found is not None else vocab.model_ids.get({"pad": "padding", "unk": "unknown"}.get(name, name))
 
     special = {"bos": special_id("bos"), "eos": special_id("eos"), "eot": ids.get("<|eot_id|>"),

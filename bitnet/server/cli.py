@@ -81,6 +81,16 @@ def build_parser() -> ArgumentParser:
              help="read the API keys from FILE, one per line")
     p.add_flag("cors_origins", metavar="ORIGIN", nargs="+", default=None,
                help="let web pages from these origins call the server ('*' = any); default: none")
+    p.add_argument("--allowed-hosts", dest="allowed_hosts", metavar="NAME", nargs="+", default=None,
+               help="without --api-key, also answer requests whose Host is NAME (IP addresses, localhost "
+                    "and the --host name always are; '*' = any); a defence against DNS rebinding")
+    p.add_argument("--special-in-messages", dest="special_in_messages", action="store_true",
+                   help="tokenize special-token text in chat messages (e.g. '<|eot_id|>') as the special token; "
+                        "by default it is plain text, so a user cannot forge the template's role markers")
+    p.add_argument("--header-timeout", dest="header_timeout", metavar="S", type=float, default=10.0,
+               help="close a connection whose request headers take longer than S seconds (default: 10)")
+    p.add_argument("--body-timeout", dest="body_timeout", metavar="S", type=float, default=60.0,
+               help="answer 408 to a request whose body takes longer than S seconds (default: 60)")
     p.add_flag("metrics", action="store_true", help="serve Prometheus metrics at /metrics")
     p.add_flag("no_webui", action="store_true", help="do not serve the chat page at / (default: served)")
     p.add_flag("max_request_bytes", metavar="N", type=int_at_least(1, INT32_MAX), default=None,
@@ -193,6 +203,9 @@ def run(argv: list[str] | None = None) -> int:
     check_model_path(args.model)
     ray = ray_options(args, parser)
     settings = settings_from_args(args, api_keys)
+    for flag in ("header_timeout", "body_timeout"):
+        if not 0 < getattr(args, flag) <= 3600:
+            parser.error(f"--{flag.replace('_', '-')} must be in (0, 3600] seconds")
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if ray is not None:  # Serve's proxy binds the port itself: a port in use has been reported by now
@@ -204,7 +217,8 @@ def run(argv: list[str] | None = None) -> int:
         from bitnet.server.ray_serve import serve_on_ray
 
         return serve_on_ray(settings, ray, args.host, port)
-    return serve(settings, sock, f"http://{'[' + host + ']' if ':' in host else host}:{port}", args.log_level)
+    return serve(settings, sock, f"http://{'[' + host + ']' if ':' in host else host}:{port}", args.log_level,
+                 args.header_timeout, args.special_in_messages)
 
 
 def settings_from_args(args, api_keys: tuple[str, ...]):
@@ -216,14 +230,18 @@ def settings_from_args(args, api_keys: tuple[str, ...]):
         model_path=args.model, model_sha256=args.model_sha256, alias=args.alias, n_threads=args.threads,
         n_ctx=args.ctx_size, n_predict=args.n_predict, n_parallel=args.parallel, queue_size=args.queue_size,
         n_max=args.n_max, batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
-        max_request_bytes=args.max_request_bytes, webui=not args.no_webui,
+        max_request_bytes=args.max_request_bytes, webui=not args.no_webui, host=args.host,
+        allowed_hosts=tuple(h.strip() for value in args.allowed_hosts or () for h in value.split(",") if h.strip()),
+        body_timeout_s=args.body_timeout,
     )  # fmt: skip
 
 
-def serve(settings, sock: socket.socket, url: str, log_level: str) -> int:
+def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeout_s: float = 10.0,
+          special_in_messages: bool = False) -> int:
     import uvicorn
 
     from bitnet.server.app import create_app
+    from bitnet.server.hardening import header_timeout_protocol
 
     logging.basicConfig(format="%(levelname)s:     %(message)s", level=log_level.upper())
     failure: list[str] = []
@@ -231,6 +249,8 @@ def serve(settings, sock: socket.socket, url: str, log_level: str) -> int:
     def on_loaded(error: str | None) -> None:
         if error is None:
             m = app.state.scheduler.model
+            m.special_in_messages = special_in_messages  # set before /health says ready
+            m._chat.warm_up()  # the chat template's worker process, before the first chat needs it
             print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; {settings.n_parallel} "
                   f"slot(s) of {m.n_ctx} tokens, {m.n_threads} thread(s))", file=sys.stderr, flush=True)
         else:
@@ -239,7 +259,8 @@ def serve(settings, sock: socket.socket, url: str, log_level: str) -> int:
 
     app = create_app(settings, on_loaded)
     config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=None,
-                            access_log=log_level in ("debug", "info"))
+                            access_log=log_level in ("debug", "info"), timeout_keep_alive=5,
+                            http=header_timeout_protocol(header_timeout_s), h11_max_incomplete_event_size=64 << 10)
     server = uvicorn.Server(config)
     # uvicorn drains on SIGTERM, then raises the signal again under the handler it found: make
     # that one a no-op so that a requested shutdown ends here, with exit status 0.

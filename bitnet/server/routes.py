@@ -21,7 +21,7 @@ from bitnet import constraints
 from bitnet.errors import BitnetError, ContextOverflow
 from bitnet.generation import Emission
 from bitnet.server import sse
-from bitnet.server.errors import ApiError, error_body
+from bitnet.server.errors import ApiError, error_body, json_error_text
 from bitnet.server.jobs import Cancelled, Failed
 from bitnet.server.runs import Run
 from bitnet.server.scheduler import NotReady, QueueFull, Scheduler
@@ -65,7 +65,7 @@ async def read_body(request: Request, schema: type[BaseModel]) -> BaseModel:
     except RecursionError:
         raise ApiError(400, "the request body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN/Infinity, a huge integer
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+        raise ApiError(400, f"the request body is not valid JSON: {json_error_text(exc)}") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
     return schema.model_validate(data)

@@ -32,6 +32,11 @@ class ServerSettings:
     max_request_bytes: int | None = None  # None: 2 x the prompt byte cap + 1 MiB (JSON escapes)
     retry_after_s: int = 1
     webui: bool = True  # the chat page at / (bitnet/server/webui/)
+    # Hardening (hardening.py): the address served (for the Host check of a keyless server),
+    # extra Host names allowed, and how long a request's body may take to arrive.
+    host: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    body_timeout_s: float = 60.0
 
     @property
     def model_id(self) -> str:

@@ -253,7 +253,7 @@ static void test_valid_file() {
     expect_json(*f, "t.ints", "[1,-2,3]");
     expect_json(*f, "t.empty", "[]");
     expect_json(*f, "t.bools", "[true,false]");
-    expect_json(*f, "t.floats", "[1.5,-0]");
+    expect_json(*f, "t.floats", "[1.5,-0.0]");
 
     check(f->tensors().size() == 4, "tensor count");
     const gguf_tensor *t = f->tensor("b");
