@@ -194,6 +194,23 @@ class Model:
         finally:
             ctx.close()
 
+    # ---- embeddings (embedding.py) -----------------------------------------------------------
+    def embed(self, texts, normalize: int = 2, pooling: str | None = None) -> np.ndarray:
+        """float32 [len(texts), n_embd]: each text (or token-id list) pooled as the model's file says
+        (last token unless it names mean/cls) and L2-normalized (normalize: llama-embedding's
+        --embd-normalize; -1 none). Texts share batched passes over the weights."""
+        return self.embed_with_usage(texts, normalize, pooling)[0]
+
+    def embed_with_usage(self, texts, normalize: int = 2, pooling: str | None = None) -> tuple[np.ndarray, int]:
+        """embed() and the number of tokens it ran."""
+        from bitnet.embedding import Embedder
+
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        if getattr(self, "_embedder", None) is None:
+            self._embedder = Embedder(self)
+        return self._embedder.embed(list(texts), pooling, normalize)
+
     # ---- generation --------------------------------------------------------------------------
     def generate(self, prompt: str | list[int], max_tokens: int | None = 128, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
@@ -295,6 +312,9 @@ class Model:
         self._ctx_tokens = []
 
     def close(self):
+        if getattr(self, "_embedder", None) is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None

@@ -1,0 +1,125 @@
+"""BitNet embedding models (qwen3 / gemma3 rows): random checkpoints in the published layout ->
+our converter -> engine embeddings, judged against an independent float64 PyTorch reference."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from bitnet import Model  # noqa: E402
+from bitnet.convert.embedding_models import convert_embedding  # noqa: E402
+from tests.embedding_fixture import Reference, make_embedding_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUERIES = ["How many bits does a ternary weight take?", "What does rms_norm compute?", "Which dates are listed?"]
+DOCUMENTS = [
+    "Each weight takes about 1.58 bits, because log2(3) = 1.5849625.",
+    "def rms_norm(x, weight, eps=1e-6): variance = (x * x).mean(-1, keepdim=True)",
+    "Dates like 2025-04-16, times like 12:30:45, prices like $19.99 or 5 EUR, and 50% off.",
+    "The quick brown fox jumps over the lazy dog.",
+    "for (int i = 0; i < n; ++i) acc += a[i] * b[i];   // exact integer dot product",
+]
+FAMILIES = [("qwen3", "model."), ("gemma3_text", "")]  # both name layouts (with and without `model.`)
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=[f[0] for f in FAMILIES])
+def converted(request, tmp_path_factory):
+    model_type, prefix = request.param
+    d = make_embedding_checkpoint(tmp_path_factory.mktemp(model_type), model_type, seed=1, prefix=prefix)
+    gguf = convert_embedding(d, d / "model-i2_s.gguf", "i2_s", progress=False)
+    return d, gguf
+
+
+def test_matches_reference_and_ranks_the_same(converted):
+    d, gguf = converted
+    ref = Reference(d)
+    with Model(gguf, n_threads=2, n_ctx=256) as m:
+        texts = QUERIES + DOCUMENTS
+        ours = m.embed(texts)
+        assert ours.shape == (len(texts), m.native.n_embd)
+        ids = [m._embedder.token_ids(t) for t in texts]
+    theirs = np.stack([ref.embed(i) for i in ids])
+    f32 = Reference(d, double=False)
+    torch_f32 = np.stack([f32.embed(i) for i in ids])
+    # DESIGN section 3: a value within float error of an int8 rounding boundary ("onset") may round
+    # either way, and in a random model the flip then spreads. Our vectors must match the float64
+    # reference to 1e-4 except at onsets, and have no more onsets than PyTorch's own float32.
+    ours_off, f32_off = (ours * theirs).sum(1) < 0.9999, (torch_f32 * theirs).sum(1) < 0.9999
+    assert ours_off.sum() <= max(1, f32_off.sum()), ((ours * theirs).sum(1), (torch_f32 * theirs).sum(1))
+    assert (ours * theirs).sum(1).min() > 0.999  # an onset moves a vector by ~1e-4, a bug by far more
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-6)
+    q, docs = len(QUERIES), slice(len(QUERIES), None)
+    assert (np.argsort(-(ours[:q] @ ours[docs].T), 1) == np.argsort(-(theirs[:q] @ theirs[docs].T), 1)).all()
+
+
+def test_batch_composition_and_float_outtype_give_the_same_bits(converted):
+    d, gguf = converted
+    f32 = convert_embedding(d, d / "model-f32.gguf", "f32", progress=False)
+    with Model(gguf, n_threads=2, n_ctx=256) as m, Model(f32, n_threads=1, n_ctx=256) as m32:
+        together = m.embed(DOCUMENTS)
+        alone = np.stack([m.embed([t])[0] for t in DOCUMENTS])
+        assert np.array_equal(together, alone)
+        assert np.array_equal(together, m32.embed(DOCUMENTS))
+        ids = [m._embedder.token_ids(t) for t in DOCUMENTS[:2]]
+        assert np.array_equal(m.embed(ids), together[:2])  # token-id lists too
+        mean = m.embed(DOCUMENTS[:1], pooling="mean", normalize=-1)[0]
+        hidden = m._embedder.hidden_states(ids[:1])[0]
+        np.testing.assert_allclose(mean, hidden.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_gguf_keys_and_tokens(converted):
+    from bitnet.convert.gguf_reader import read_gguf
+
+    d, gguf = converted
+    g = read_gguf(gguf)
+    arch = g.kv["general.architecture"]
+    assert g.kv[f"{arch}.attention.key_length"] == 128
+    assert g.kv[f"{arch}.pooling_type"] == 3  # last token (no sentence-transformers Pooling module)
+    names = set(g.tensors)
+    assert "blk.0.attn_q_norm_in.weight" in names and "blk.0.ffn_down_norm_in.weight" in names
+    if arch == "gemma3":
+        assert "blk.0.post_ffw_norm.weight" in names and g.kv["gemma3.attention.sliding_window"] == 4
+    else:
+        assert g.kv["tokenizer.ggml.add_eos_token"] is True
+
+
+def test_embedding_cli(converted):
+    d, gguf = converted
+    run = lambda *a: subprocess.run([sys.executable, str(ROOT / "utils" / "embedding.py"), *a], capture_output=True,
+                                    text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    r = run("-m", str(gguf), "-p", "hello world", "--embd-output-format", "json", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    vec = np.array(out["data"][0]["embedding"])
+    with Model(gguf, n_threads=1, n_ctx=256) as m:
+        np.testing.assert_allclose(vec, m.embed(["hello world"])[0], rtol=1e-6, atol=1e-7)
+    r = run("-m", str(gguf), "-p", "a\nb", "--embd-normalize", "-1", "--embd-separator", "\n",
+            "--embd-output-format", "array")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)) == 2
+    r = run("-m", str(d / "missing.gguf"), "-p", "x")
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_converter_cli_and_bad_input(tmp_path, converted):
+    d, _ = converted
+    script = ROOT / "utils" / "convert-bitnet-embedding-to-gguf.py"
+    out = tmp_path / "x.gguf"
+    r = subprocess.run([sys.executable, str(script), str(d), "--outtype", "i2_s", "--outfile", str(out)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and out.is_file(), r.stderr
+    r = subprocess.run([sys.executable, str(script), str(d), "--outtype", "tq2_0"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: ")
+    cfg = json.loads((d / "config.json").read_text())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps(dict(cfg, model_type="llama", architectures=["LlamaForCausalLM"])))
+    r = subprocess.run([sys.executable, str(script), str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and "not a BitNet embedding backbone" in r.stderr
