@@ -3,6 +3,7 @@ our converter -> engine embeddings, judged against an independent float64 PyTorc
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -123,3 +124,30 @@ def test_converter_cli_and_bad_input(tmp_path, converted):
     (bad / "config.json").write_text(json.dumps(dict(cfg, model_type="llama", architectures=["LlamaForCausalLM"])))
     r = subprocess.run([sys.executable, str(script), str(bad)], capture_output=True, text=True)
     assert r.returncode == 1 and "not a BitNet embedding backbone" in r.stderr
+
+
+def test_embeddings_endpoint_through_openai_client(converted):
+    pytest.importorskip("openai")
+    from tests.test_server_support import live_server
+
+    _, gguf = converted
+    with Model(gguf, n_threads=1, n_ctx=256) as m:
+        expected = m.embed(DOCUMENTS[:3])
+        ids = m._embedder.token_ids(DOCUMENTS[0])
+    with live_server(gguf, alias="embed") as server:
+        client = server.openai()
+        r = client.embeddings.create(model="embed", input=DOCUMENTS[:3])
+        got = np.array([d.embedding for d in r.data], dtype=np.float32)
+        np.testing.assert_array_equal(got, expected)
+        assert [d.index for d in r.data] == [0, 1, 2] and r.usage.prompt_tokens == r.usage.total_tokens > 0
+        r = client.embeddings.create(model="embed", input=DOCUMENTS[0], encoding_format="base64")
+        np.testing.assert_array_equal(np.frombuffer(base64.b64decode(r.data[0].embedding), "<f4"), expected[0])
+        r = client.embeddings.create(model="embed", input=ids)  # a token list
+        np.testing.assert_array_equal(np.array(r.data[0].embedding, dtype=np.float32), expected[0])
+        assert r.usage.prompt_tokens == len(ids)
+        with server.client() as http:
+            for bad in ({"input": []}, {"input": "x", "encoding_format": "int8"}, {"input": [[10**6]]},
+                        {"input": "x", "dimensions": 3}, {"input": "word " * 400}):  # fmt: skip
+                resp = http.post("/v1/embeddings", json=bad)
+                assert resp.status_code == 400, (bad, resp.text)
+                assert resp.json()["error"]["message"]

@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from bitnet import __version__
-from bitnet.server import routes
+from bitnet.server import embeddings, routes
 from bitnet.server.auth import ApiKeyAuth
 from bitnet.server.errors import install_error_handlers
 from bitnet.server.limits import RequestBodyLimit
@@ -51,4 +51,5 @@ def create_app(settings: ServerSettings, on_loaded: Callable[[str | None], None]
     app.state.started = int(time.time())
     install_error_handlers(app)
     app.include_router(routes.router)
+    app.include_router(embeddings.router)  # POST /v1/embeddings
     return app
