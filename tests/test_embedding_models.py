@@ -151,3 +151,14 @@ def test_embeddings_endpoint_through_openai_client(converted):
                 resp = http.post("/v1/embeddings", json=bad)
                 assert resp.status_code == 400, (bad, resp.text)
                 assert resp.json()["error"]["message"]
+
+
+def test_setup_env_md_converts_an_embedding_checkpoint(tmp_path):
+    from tests.test_families_setup import run_setup
+
+    d = make_embedding_checkpoint(tmp_path / "bitnet-embedding-0.6b", "qwen3", seed=2)
+    r = run_setup("-md", d)
+    assert r.returncode == 0, r.stderr
+    assert "utils/embedding.py" in r.stderr
+    with Model(d / "ggml-model-i2_s.gguf", n_threads=1, n_ctx=64) as m:
+        assert m.native.arch == "qwen3" and m.embed(["hi"]).shape == (1, 256)
