@@ -162,3 +162,23 @@ def test_setup_env_md_converts_an_embedding_checkpoint(tmp_path):
     assert "utils/embedding.py" in r.stderr
     with Model(d / "ggml-model-i2_s.gguf", n_threads=1, n_ctx=64) as m:
         assert m.native.arch == "qwen3" and m.embed(["hi"]).shape == (1, 256)
+
+
+@pytest.mark.parametrize("size", ["embedding-0.6b", "embedding-270m"])
+def test_dummy_models_and_embedding_benchmark(tmp_path, size):
+    out = tmp_path / f"{size}.gguf"
+    gen = ROOT / "utils" / "generate-dummy-bitnet-model.py"
+    args = [str(out), "--model-size", size, "--n-layers", "2", "--vocab-size", "4096", "--no-progress"]
+    r = subprocess.run([sys.executable, str(gen), *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with Model(out, n_threads=1, n_ctx=64) as m:
+        assert m.native.arch == ("qwen3" if size.endswith("0.6b") else "gemma3")
+        e = m.embed(["one text", "another one"])
+        assert e.shape == (2, 1024 if size.endswith("0.6b") else 640) and np.isfinite(e).all()
+    bench = ROOT / "utils" / "e2e_benchmark.py"
+    r = subprocess.run([sys.executable, str(bench), "-m", str(out), "--embedding", "-t", "1", "-r", "1",
+                        "--embd-batch", "2", "--embd-tokens", "8", "--json"], capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["texts_per_s"] > 0 and rec["tokens_per_s"] == pytest.approx(8 * rec["texts_per_s"])

@@ -122,6 +122,13 @@ def read_embedding_config(model_dir: Path) -> tuple[HParams, EmbeddingFamily, li
         raise FileNotFoundError(f"{model_dir}: no config.json") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{model_dir / 'config.json'}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{model_dir / 'config.json'}: not a JSON object")
+    return embedding_config(cfg, _pooling(model_dir))
+
+
+def embedding_config(cfg: dict, pooling: int = POOLING_TYPES["last"]) -> tuple[HParams, EmbeddingFamily, list]:
+    """read_embedding_config for a config.json already read (the dummy generator's too)."""
     fam = _family(cfg)
     if cfg.get("rope_scaling"):
         raise ValueError("config.json: rope_scaling is not supported (plain RoPE only)")
@@ -141,7 +148,7 @@ def read_embedding_config(model_dir: Path) -> tuple[HParams, EmbeddingFamily, li
     )  # fmt: skip
     if hp.hidden_act not in ("silu", "gelu_pytorch_tanh"):
         raise ValueError(f"config.json: activation {hp.hidden_act!r} is not supported (silu, gelu_pytorch_tanh)")
-    extra = [(f"{fam.gguf_arch}.pooling_type", _pooling(model_dir), "u32")]
+    extra = [(f"{fam.gguf_arch}.pooling_type", pooling, "u32")]
     if hp.head_dim * hp.n_head == hp.n_embd:  # written always, as bitnet.cpp does (gguf_fields: otherwise)
         extra += [(f"{fam.gguf_arch}.attention.{k}_length", hp.head_dim, "u32") for k in ("key", "value")]
     if fam.gemma:
