@@ -38,17 +38,34 @@ def converted(request, tmp_path_factory):
     return d, gguf
 
 
-def test_matches_reference_and_ranks_the_same(converted):
+def _embed_with_each_kernel_set(gguf, texts) -> tuple[dict, list]:
+    from bitnet import engine
+
+    before, out = engine.isa(), {}
+    try:
+        for isa in engine.available_isas():
+            engine.set_isa(isa)
+            with Model(gguf, n_threads=2, n_ctx=256) as m:
+                out[isa] = m.embed(texts)
+                ids = [m._embedder.token_ids(t) for t in texts]
+    finally:
+        engine.set_isa(before)
+    return out, ids
+
+
+def test_every_kernel_set_matches_the_reference_and_ranks_the_same(converted):
     d, gguf = converted
-    ref = Reference(d)
-    with Model(gguf, n_threads=2, n_ctx=256) as m:
-        texts = QUERIES + DOCUMENTS
-        ours = m.embed(texts)
-        assert ours.shape == (len(texts), m.native.n_embd)
-        ids = [m._embedder.token_ids(t) for t in texts]
+    texts = QUERIES + DOCUMENTS
+    by_isa, ids = _embed_with_each_kernel_set(gguf, texts)
+    ref, f32 = Reference(d), Reference(d, double=False)
     theirs = np.stack([ref.embed(i) for i in ids])
-    f32 = Reference(d, double=False)
     torch_f32 = np.stack([f32.embed(i) for i in ids])
+    for ours in by_isa.values():  # the dense kernels (attention) differ in their last bits
+        assert ours.shape == (len(texts), 256)
+        _check_against_reference(ours, theirs, torch_f32)
+
+
+def _check_against_reference(ours, theirs, torch_f32):
     # DESIGN section 3: a value within float error of an int8 rounding boundary ("onset") may round
     # either way, and in a random model the flip then spreads. Our vectors must match the float64
     # reference to 1e-4 except at onsets, and have no more onsets than PyTorch's own float32.
@@ -182,3 +199,23 @@ def test_dummy_models_and_embedding_benchmark(tmp_path, size):
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["texts_per_s"] > 0 and rec["tokens_per_s"] == pytest.approx(8 * rec["texts_per_s"])
+
+
+def test_files_the_engine_refuses(converted, tmp_path):
+    from bitnet.errors import BitnetError
+    from tests.gguf_rebuild import rebuild_gguf
+
+    _, gguf = converted
+    arch = Model(gguf, n_threads=1, n_ctx=16).native.arch
+    cases = {
+        "bidirectional": dict(set_kv={f"{arch}.attention.causal": (False, "bool")}),
+        "missing q norm": dict(drop=("blk.1.attn_q_norm.weight",)),
+        "value length": dict(set_kv={f"{arch}.attention.value_length": (64, "u32")}),
+    }
+    for what, edit in cases.items():
+        bad = rebuild_gguf(gguf, tmp_path / f"{what}.gguf", **edit)
+        with pytest.raises(BitnetError) as err:
+            Model(bad, n_threads=1, n_ctx=16)
+        assert len(str(err.value).splitlines()) == 1, what
+        assert {"bidirectional": "bidirectional", "missing q norm": "attn_q_norm",
+                "value length": "value_length"}[what] in str(err.value)  # fmt: skip
