@@ -156,3 +156,31 @@ class Reference:
         """Last-token pooling, L2-normalized."""
         v = self.hidden(ids)[-1].astype(np.float64)
         return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def repack_as_uint8(src_dir, out_dir) -> Path:
+    """The same model with every linear weight packed as BitNetForCausalLM packs it (uint8, 4 codes
+    a byte, + weight_scale = mean|W|, the `autobitlinear` convention): the other ternary layout
+    our converters read."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from bitnet.convert.ternary import absmean_ternarize, pack_hf
+
+    src, out = Path(src_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.suffix == ".json":
+            shutil.copy(f, out / f.name)
+    tensors = {}
+    for name, t in load_file(str(src / "model.safetensors")).items():
+        if name.endswith("_proj.weight"):
+            codes, scale = absmean_ternarize(t.float().numpy())
+            tensors[name] = torch.from_numpy(pack_hf(codes))
+            tensors[name[: -len("weight")] + "weight_scale"] = torch.tensor([float(scale)], dtype=torch.float32)
+        else:
+            tensors[name] = t
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out

@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 
 from bitnet import Model  # noqa: E402
 from bitnet.convert.embedding_models import convert_embedding  # noqa: E402
-from tests.embedding_fixture import Reference, make_embedding_checkpoint  # noqa: E402
+from tests.embedding_fixture import Reference, make_embedding_checkpoint, repack_as_uint8  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["How many bits does a ternary weight take?", "What does rms_norm compute?", "Which dates are listed?"]
@@ -90,6 +90,16 @@ def test_batch_composition_and_float_outtype_give_the_same_bits(converted):
         mean = m.embed(DOCUMENTS[:1], pooling="mean", normalize=-1)[0]
         hidden = m._embedder.hidden_states(ids[:1])[0]
         np.testing.assert_allclose(mean, hidden.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_packed_uint8_checkpoint_converts_to_the_same_file(converted, tmp_path):
+    d, gguf = converted
+    packed = repack_as_uint8(d, tmp_path / "packed")
+    out = convert_embedding(packed, tmp_path / "packed.gguf", "i2_s", progress=False)
+    from bitnet.convert.gguf_reader import read_gguf
+
+    ta, tb = read_gguf(out).tensors, read_gguf(gguf).tensors
+    assert list(ta) == list(tb) and all(np.array_equal(ta[n].data, tb[n].data) for n in ta)
 
 
 def test_gguf_keys_and_tokens(converted):
