@@ -203,13 +203,20 @@ class Model:
 
     def embed_with_usage(self, texts, normalize: int = 2, pooling: str | None = None) -> tuple[np.ndarray, int]:
         """embed() and the number of tokens it ran."""
-        from bitnet.embedding import Embedder
-
         if isinstance(texts, (str, bytes)):
             texts = [texts]
+        return self._embedding_runner().embed(list(texts), pooling, normalize)
+
+    def embedding_token_ids(self, text: str) -> list[int]:
+        """The token ids embed() runs for text (with the BOS / end token the model's file asks for)."""
+        return self._embedding_runner().token_ids(text)
+
+    def _embedding_runner(self):
+        from bitnet.embedding import Embedder
+
         if getattr(self, "_embedder", None) is None:
             self._embedder = Embedder(self)
-        return self._embedder.embed(list(texts), pooling, normalize)
+        return self._embedder
 
     # ---- generation --------------------------------------------------------------------------
     def generate(self, prompt: str | list[int], max_tokens: int | None = 128, temperature: float = 0.8,

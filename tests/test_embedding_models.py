@@ -47,7 +47,7 @@ def _embed_with_each_kernel_set(gguf, texts) -> tuple[dict, list]:
             engine.set_isa(isa)
             with Model(gguf, n_threads=2, n_ctx=256) as m:
                 out[isa] = m.embed(texts)
-                ids = [m._embedder.token_ids(t) for t in texts]
+                ids = [m.embedding_token_ids(t) for t in texts]
     finally:
         engine.set_isa(before)
     return out, ids
@@ -85,7 +85,7 @@ def test_batch_composition_and_float_outtype_give_the_same_bits(converted):
         alone = np.stack([m.embed([t])[0] for t in DOCUMENTS])
         assert np.array_equal(together, alone)
         assert np.array_equal(together, m32.embed(DOCUMENTS))
-        ids = [m._embedder.token_ids(t) for t in DOCUMENTS[:2]]
+        ids = [m.embedding_token_ids(t) for t in DOCUMENTS[:2]]
         assert np.array_equal(m.embed(ids), together[:2])  # token-id lists too
         mean = m.embed(DOCUMENTS[:1], pooling="mean", normalize=-1)[0]
         hidden = m._embedder.hidden_states(ids[:1])[0]
@@ -160,7 +160,7 @@ def test_embeddings_endpoint_through_openai_client(converted):
     _, gguf = converted
     with Model(gguf, n_threads=1, n_ctx=256) as m:
         expected = m.embed(DOCUMENTS[:3])
-        ids = m._embedder.token_ids(DOCUMENTS[0])
+        ids = m.embedding_token_ids(DOCUMENTS[0])
     with live_server(gguf, alias="embed") as server:
         client = server.openai()
         r = client.embeddings.create(model="embed", input=DOCUMENTS[:3])
@@ -229,3 +229,17 @@ def test_files_the_engine_refuses(converted, tmp_path):
         assert len(str(err.value).splitlines()) == 1, what
         assert {"bidirectional": "bidirectional", "missing q norm": "attn_q_norm",
                 "value length": "value_length"}[what] in str(err.value)  # fmt: skip
+
+
+def test_texts_longer_than_one_batch(converted):
+    d, gguf = converted
+    long_text = " ".join(DOCUMENTS) * 3  # > 512 tokens: split over two engine batches
+    with Model(gguf, n_threads=2, n_ctx=1024) as m:
+        ids = m.embedding_token_ids(long_text)
+        assert 512 < len(ids) <= 1024
+        together = m.embed([DOCUMENTS[0], long_text, DOCUMENTS[1]])
+        assert np.array_equal(together[1], m.embed([long_text])[0])
+    f64, f32 = Reference(d).embed(ids), Reference(d, double=False).embed(ids)
+    # Over 500+ positions an int8 rounding onset (DESIGN section 3) is likely: where PyTorch's own
+    # float32 run parts from float64, ours may too (by as little); otherwise ours must not.
+    assert float(together[1] @ f64) > (0.999 if float(f32 @ f64) < 0.9999 else 0.9999)
