@@ -12,7 +12,35 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.tokenizer_fixture import write_test_tokenizer
+from tests.tokenizer_fixture import TRAINING_TEXT, write_test_tokenizer
+
+QWEN2_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def write_qwen_tokenizer(out: Path) -> int:
+    """A small tokenizer shaped like Qwen2 / Qwen3's: NFC, single-digit split regex, byte-level
+    BPE without ignore_merges, no BOS, <|endoftext|> after the vocab. Returns the token count."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(byte_fallback=False, ignore_merges=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])  # fmt: skip
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(TRAINING_TEXT.splitlines(keepends=True), trainer=trainer)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL])
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    cfg = {"bos_token": None, "eos_token": "<|im_end|>", "tokenizer_class": "Qwen2Tokenizer"}
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    return tok.get_vocab_size(with_added_tokens=True)
 
 # Small shapes with the published models' traits: head_dim != hidden / heads, GQA, Gemma3's
 # sliding window (2 sliding layers then a global one) with its own RoPE base.
@@ -34,7 +62,7 @@ def make_embedding_checkpoint(out_dir, model_type: str, seed: int = 0, prefix: s
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    n_vocab = write_test_tokenizer(out)
+    n_vocab = write_qwen_tokenizer(out) if model_type == "qwen3" else write_test_tokenizer(out)
     cfg = dict(SHAPES[model_type], model_type=model_type, architectures=[ARCHS[model_type]], vocab_size=n_vocab,
                max_position_embeddings=512, tie_word_embeddings=True, torch_dtype="bfloat16")
     rng = np.random.default_rng(seed)

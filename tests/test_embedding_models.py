@@ -243,3 +243,18 @@ def test_texts_longer_than_one_batch(converted):
     # Over 500+ positions an int8 rounding onset (DESIGN section 3) is likely: where PyTorch's own
     # float32 run parts from float64, ours may too (by as little); otherwise ours must not.
     assert float(together[1] @ f64) > (0.999 if float(f32 @ f64) < 0.9999 else 0.9999)
+
+
+def test_qwen2_tokenizer_matches_hugging_face(converted):
+    from tokenizers import Tokenizer as HFTokenizer
+
+    d, gguf = converted
+    if Model(gguf, n_threads=1, n_ctx=16).metadata["tokenizer.ggml.pre"] != "qwen2":
+        pytest.skip("not a Qwen tokenizer")
+    hf = HFTokenizer.from_file(str(d / "tokenizer.json"))
+    texts = ["Numbers 12345 and 3.14159!", "cafe\u0301 vs caf\u00e9", "  two  spaces\n\nnew lines\r\n", *DOCUMENTS,
+             "<|endoftext|> special", "I'll say it's 2025-04-16"]  # fmt: skip
+    with Model(gguf, n_threads=1, n_ctx=256) as m:
+        for t in texts:
+            assert m.tokenize(t) == hf.encode(t).ids, t
+            assert m.embedding_token_ids(t) == hf.encode(t).ids + [hf.token_to_id("<|endoftext|>")]
