@@ -12,13 +12,34 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.tokenizer_fixture import TRAINING_TEXT, write_test_tokenizer
+from tests.tokenizer_fixture import TRAINING_TEXT
 
 QWEN2_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+SPM_VOCAB = 640
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def write_gemma_spm_tokenizer(out: Path) -> int:
+    """tokenizer.model shaped like Gemma3's: SentencePiece BPE, byte fallback, identity
+    normalization, no dummy prefix, digits split, Gemma's ids (pad 0, eos 1, bos 2, unk 3); BOS
+    added. No tokenizer.json (Gemma's is not byte-level BPE): the converter reads this file."""
+    import sentencepiece as spm
+
+    out.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TRAINING_TEXT.splitlines()), model_prefix=str(out / "tokenizer"), vocab_size=SPM_VOCAB,
+        model_type="bpe", byte_fallback=True, normalization_rule_name="identity", add_dummy_prefix=False,
+        remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
+        character_coverage=0.995, pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
+    )  # fmt: skip
+    (out / "tokenizer.vocab").unlink()
+    cfg = {"add_bos_token": True, "add_eos_token": False, "bos_token": "<bos>", "eos_token": "<eos>",
+           "pad_token": "<pad>", "unk_token": "<unk>", "tokenizer_class": "GemmaTokenizer"}  # fmt: skip
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    return SPM_VOCAB
 
 
 def write_qwen_tokenizer(out: Path) -> int:
@@ -62,7 +83,7 @@ def make_embedding_checkpoint(out_dir, model_type: str, seed: int = 0, prefix: s
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    n_vocab = write_qwen_tokenizer(out) if model_type == "qwen3" else write_test_tokenizer(out)
+    n_vocab = write_qwen_tokenizer(out) if model_type == "qwen3" else write_gemma_spm_tokenizer(out)
     cfg = dict(SHAPES[model_type], model_type=model_type, architectures=[ARCHS[model_type]], vocab_size=n_vocab,
                max_position_embeddings=512, tie_word_embeddings=True, torch_dtype="bfloat16")
     rng = np.random.default_rng(seed)
@@ -200,7 +221,7 @@ def repack_as_uint8(src_dir, out_dir) -> Path:
     src, out = Path(src_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        if f.suffix == ".json":
+        if f.suffix in (".json", ".model"):  # config and tokenizer
             shutil.copy(f, out / f.name)
     tensors = {}
     for name, t in load_file(str(src / "model.safetensors")).items():

@@ -73,8 +73,17 @@ def _check_against_reference(ours, theirs, torch_f32):
     assert ours_off.sum() <= max(1, f32_off.sum()), ((ours * theirs).sum(1), (torch_f32 * theirs).sum(1))
     assert (ours * theirs).sum(1).min() > 0.999  # an onset moves a vector by ~1e-4, a bug by far more
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-6)
+    # The same ranking of the documents for every query, except between two documents whose
+    # reference similarities are closer than our similarities' own distance from them (an onset
+    # can reorder a near tie; random models are full of near ties).
     q, docs = len(QUERIES), slice(len(QUERIES), None)
-    assert (np.argsort(-(ours[:q] @ ours[docs].T), 1) == np.argsort(-(theirs[:q] @ theirs[docs].T), 1)).all()
+    sim_ours, sim_ref = ours[:q] @ ours[docs].T, theirs[:q] @ theirs[docs].T
+    for a, r in zip(sim_ours, sim_ref):
+        slack = 2 * np.abs(a - r).max() + 1e-6
+        for i in range(len(r)):
+            for j in range(len(r)):
+                if r[i] > r[j] + slack:
+                    assert a[i] > a[j], (sim_ours, sim_ref)
 
 
 def test_batch_composition_and_float_outtype_give_the_same_bits(converted):
@@ -245,11 +254,24 @@ def test_texts_longer_than_one_batch(converted):
     assert float(together[1] @ f64) > (0.999 if float(f32 @ f64) < 0.9999 else 0.9999)
 
 
+def test_gemma_sentencepiece_tokenizer_matches_sentencepiece(converted):
+    d, gguf = converted
+    if not (d / "tokenizer.model").is_file():
+        pytest.skip("not a SentencePiece tokenizer")
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    texts = ["Numbers 12345 and 3.14159!", " leading space", "  two  spaces\n\nnew lines", *DOCUMENTS, "ünïcödé ✓"]
+    with Model(gguf, n_threads=1, n_ctx=256) as m:
+        for t in texts:
+            assert m.embedding_token_ids(t) == [sp.bos_id(), *sp.encode(t)], t
+
+
 def test_qwen2_tokenizer_matches_hugging_face(converted):
     from tokenizers import Tokenizer as HFTokenizer
 
     d, gguf = converted
-    if Model(gguf, n_threads=1, n_ctx=16).metadata["tokenizer.ggml.pre"] != "qwen2":
+    if Model(gguf, n_threads=1, n_ctx=16).metadata.get("tokenizer.ggml.pre") != "qwen2":
         pytest.skip("not a Qwen tokenizer")
     hf = HFTokenizer.from_file(str(d / "tokenizer.json"))
     texts = ["Numbers 12345 and 3.14159!", "cafe\u0301 vs caf\u00e9", "  two  spaces\n\nnew lines\r\n", *DOCUMENTS,
