@@ -8,6 +8,8 @@ scaled to int16, 1 taxicab, 2 euclidean (L2, the default), p > 2 the p-norm.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from bitnet.engine import NativeContext, hidden_multi
@@ -62,13 +64,16 @@ class Embedder:
 
     def token_ids(self, item) -> list[int]:
         m = self.model
-        if isinstance(item, str):
+        if isinstance(item, (str, bytes, bytearray)):
             ids = m.tokenize(item)
             tok = m.tokenizer
             if m.metadata.get("tokenizer.ggml.add_eos_token") is True and tok.eos_id is not None:
                 ids.append(tok.eos_id)
         else:
-            ids = [int(t) for t in item]
+            try:
+                ids = [operator.index(t) for t in item]
+            except TypeError:
+                raise BitnetError("each input must be a text or a list of integer token ids") from None
             m._check_vocab(ids)
         if not ids:
             raise BitnetError("cannot embed an empty input (no tokens)")

@@ -280,3 +280,20 @@ def test_qwen2_tokenizer_matches_hugging_face(converted):
         for t in texts:
             assert m.tokenize(t) == hf.encode(t).ids, t
             assert m.embedding_token_ids(t) == hf.encode(t).ids + [hf.token_to_id("<|endoftext|>")]
+
+
+def test_bad_inputs_are_one_line_errors(converted):
+    from bitnet.errors import BitnetError
+
+    _, gguf = converted
+    with Model(gguf, n_threads=1, n_ctx=32) as m:
+        assert np.array_equal(m.embed([b"hello"]), m.embed(["hello"]))  # bytes are UTF-8 text
+        assert m.embed([]).shape == (0, 256)
+        for bad, msg in (([[1.5]], "integer token ids"), ([[10**7]], "out of range"), ([[]], "empty"),
+                         (["word " * 40], "context holds 32"), (["x"], None)):  # fmt: skip
+            if msg is None:
+                with pytest.raises(BitnetError, match="unknown pooling"):
+                    m.embed(bad, pooling="max")
+                continue
+            with pytest.raises(BitnetError, match=msg):
+                m.embed(bad)
