@@ -238,6 +238,8 @@ def build_parser():
                    help="timed runs per test, after one warm-up (default 5)")
     p.add_argument("--isa", default=None, metavar="NAME", help="force a kernel set (scalar, avx2, ...)")
     p.add_argument("--json", action="store_true", help="one JSON object per run configuration")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="cpu (the engine, default) or cuda[:N] (bitnet.gpu, see gpu/README.md; -t is then ignored)")
     p.add_argument("--compare", nargs=2, metavar=("ENGINE", "GGUF"),
                    help="also time ENGINE (llama-cpp-python) on GGUF (e.g. the TQ2_0 file) in this run")
     p.add_argument("--embedding", action="store_true", help="time Model.embed instead (bench_embedding.py)")
@@ -262,11 +264,17 @@ def run(args) -> int:
         engine.set_isa(args.isa)
     model = engine.NativeModel(args.model)
     isa = engine.isa()
+    gpu = None
+    if args.device != "cpu":
+        from bitnet.gpu.bench import GpuTimer
+
+        gpu = GpuTimer(args.model, args.device, model)
+        isa, args.threads = gpu.device_name, args.threads[:1]
     if not args.json:
         print_table_header(args.model, model, isa, args)
     for n_threads in args.threads:
         cfg = Config(args.n_prompt, args.n_gen, n_threads, args.repetitions)
-        ours = time_bitnet(model, cfg)
+        ours = time_bitnet(model, cfg) if gpu is None else gpu.time(cfg)
         peer = run_peer(args.compare[0], args.compare[1], cfg) if args.compare else None
         rec = record(args.model, model, isa, cfg, ours, peer, *(args.compare or (None, None)))
         if args.json:

@@ -61,6 +61,7 @@ _SIGNATURES = {
     "bitnet_context_n_past": (_I32, [_P]),
     "bitnet_context_truncate": (ctypes.c_int, [_P, _I32]),
     "bitnet_context_set_threads": (ctypes.c_int, [_P, _I32]),
+    "bitnet_context_copy_prefix": (ctypes.c_int, [_P, _P, _I32]),
     "bitnet_context_set_dump_dir": (ctypes.c_int, [_P, _S]),
     "bitnet_decode": (ctypes.c_int, [_P, _P, _I32, _P, ctypes.c_int]),
     "bitnet_decode_multi": (ctypes.c_int, [_P, _P, _I32, _P]),
@@ -222,6 +223,10 @@ class NativeContext:
 
     def truncate(self, n_past: int):
         check(lib().bitnet_context_truncate(self._handle, int(n_past)))
+
+    def copy_prefix_from(self, source: NativeContext, n_past: int):
+        """Hold the first n_past cached positions of source (same model) and nothing after them."""
+        check(lib().bitnet_context_copy_prefix(self._handle, source._handle, int(n_past)))
 
     def set_dump_dir(self, path: str | os.PathLike | None):
         """Write every named intermediate tensor of each batch to path as .npy (None: off)."""

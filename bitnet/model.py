@@ -16,7 +16,7 @@ import numpy as np
 
 from bitnet import chat, completions
 from bitnet.engine import NativeContext, NativeModel
-from bitnet.errors import BitnetError
+from bitnet.errors import BitnetError, ContextOverflow
 from bitnet.generation import MAX_TOP_LOGPROBS, Emission, Generation, GenerationRequest, SamplingOptions
 from bitnet.speculation import decode_steps, use_lookup
 from bitnet.tokenizer import Tokenizer
@@ -111,11 +111,13 @@ class Model:
     any text that fits the context (a few bytes per token). A prompt over the context in tokens
     is an error too, never silently cut.
     model_sha256 pins the file: its SHA-256 (64 hex digits) is checked before it is loaded.
+    device "cuda" (or "cuda:N") runs the forward pass on a GPU (bitnet.gpu: torch + triton; with
+    TRITON_INTERPRET=1 the same code runs on CPU tensors); "cpu" (default) runs the engine.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None, n_ctx: int = 2048,
                  seed: int | None = None, verbose: bool = False, max_prompt_bytes: int | None = None,
-                 model_sha256: str | None = None):
+                 model_sha256: str | None = None, device: str = "cpu"):
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -143,6 +145,16 @@ class Model:
         self.seed = seed
         self.verbose = verbose
         self.last_timings: dict = {}
+        self.device = device = str(device)
+        self._gpu = None
+        if device != "cpu":
+            from bitnet.gpu import GpuModel
+
+            try:
+                self._gpu = GpuModel(path, device, native=self.native)
+            except BaseException:
+                self.native.close()
+                raise
         self._ctx: NativeContext | None = None
         self._ctx_tokens: list[int] = []  # what the persistent context's KV cache holds
         if verbose:
@@ -188,7 +200,7 @@ class Model:
         if not ids:
             raise BitnetError("logits() needs at least one token id")
         self._check_vocab(ids)
-        ctx = NativeContext(self.native, len(ids), self.n_threads)
+        ctx = self._new_context(len(ids))
         try:
             return ctx.decode(ids, all_logits=True)
         finally:
@@ -325,6 +337,8 @@ class Model:
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None
+        if self._gpu is not None:
+            self._gpu.close()
         self.native.close()
 
     def __enter__(self):
@@ -375,8 +389,9 @@ class Model:
 
     def _check_prompt_tokens(self, n_tokens: int) -> None:
         if n_tokens >= self.n_ctx:
-            raise BitnetError(f"the prompt is {n_tokens} tokens but the context holds {self.n_ctx} "
-                              "(prompt and at least one generated token); shorten the prompt or raise n_ctx (-c)")
+            raise ContextOverflow(f"the prompt is {n_tokens} tokens but the context holds {self.n_ctx} "
+                                  "(prompt and at least one generated token); shorten the prompt or raise n_ctx (-c)",
+                                  n_tokens, self.n_ctx)
 
     def _chat_ids(self, messages) -> list[int]:
         text = self.apply_chat_template(messages, add_generation_prompt=True)
@@ -390,7 +405,7 @@ class Model:
         """The persistent context, with as much of ids' prefix kept in its cache as possible;
         returns it and how many of ids are already cached."""
         if self._ctx is None:
-            self._ctx = NativeContext(self.native, self.n_ctx, self.n_threads)
+            self._ctx = self._new_context(self.n_ctx)
             self._ctx_tokens = []
         common = 0
         for a, b in zip(self._ctx_tokens, ids):
@@ -401,6 +416,12 @@ class Model:
         self._ctx.truncate(common)
         self._ctx_tokens = self._ctx_tokens[:common]
         return self._ctx, common
+
+    def _new_context(self, n_ctx: int):
+        """A KV cache of n_ctx tokens: the engine's, or the GPU backend's (same interface)."""
+        if self._gpu is not None:
+            return self._gpu.new_context(n_ctx)
+        return NativeContext(self.native, n_ctx, self.n_threads)
 
     def _update_gen_time(self, t1: float):
         tm = self.last_timings
@@ -415,22 +436,26 @@ class Model:
         return GenerationRequest(ids, opts, seed)
 
     def _respond(self, request: GenerationRequest, chat: bool, stream: bool, stream_options: dict | None):
+        include_usage = stream and bool((stream_options or {}).get("include_usage"))
         builder = completions.ResultBuilder(chat, Path(self.model_path).name, len(request.prompt_ids),
-                                            logprobs=request.options.logprobs is not None)
+                                            logprobs=request.options.logprobs is not None, null_usage=include_usage)
         emissions = self.run_generation(request)
         if stream:
-            return self._chunks(builder, emissions, bool((stream_options or {}).get("include_usage")))
+            return self._chunks(builder, emissions, include_usage)
         for emission in emissions:
             builder.push(emission)
-        return builder.result()
+        return builder.result(self._n_cached(request))
 
-    @staticmethod
-    def _chunks(builder: completions.ResultBuilder, emissions, include_usage: bool) -> Iterator[dict]:
+    def _n_cached(self, request: GenerationRequest) -> int:
+        """Prompt tokens the last generation found in the context's cache."""
+        return len(request.prompt_ids) - self.last_timings["n_prompt"]
+
+    def _chunks(self, builder: completions.ResultBuilder, emissions, include_usage: bool) -> Iterator[dict]:
         yield from builder.opening_chunks()
         for emission in emissions:
             yield from builder.push(emission)
         if include_usage:
-            yield builder.usage_chunk()
+            yield builder.usage_chunk(n_cached=builder.n_prompt - self.last_timings["n_prompt"])
 
 
 def _utf8_len(text: str) -> int:

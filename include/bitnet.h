@@ -93,6 +93,9 @@ BITNET_API int32_t bitnet_context_n_past(const bitnet_context *ctx);
 /* Drop cached positions >= n_past (0 clears the cache). */
 BITNET_API int bitnet_context_truncate(bitnet_context *ctx, int32_t n_past);
 BITNET_API int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads);
+/* Make dst hold the first n_past cached positions of src (same model): one prompt computed once
+ * serves several continuations. dst's positions past n_past are dropped. */
+BITNET_API int bitnet_context_copy_prefix(bitnet_context *dst, const bitnet_context *src, int32_t n_past);
 
 /* Debugging: write every named intermediate tensor of each batch (attn_norm, q, k, v, attn,
  * attn_sub_norm, attn_out, ffn_norm, gate, up, ffn_act, ffn_sub_norm, ffn_out per layer; then

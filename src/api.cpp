@@ -192,6 +192,29 @@ int bitnet_context_truncate(bitnet_context *ctx, int32_t n_past) {
     return BITNET_OK;
 }
 
+// The KV cache is [n_layer][n_ctx][kv_dim] per context, so each layer's first n_past rows are
+// one contiguous block in both; n_ctx may differ between the two contexts.
+int bitnet_context_copy_prefix(bitnet_context *dst, const bitnet_context *src, int32_t n_past) {
+    if (dst == nullptr || src == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
+    bitnet::context &d = *dst->impl;
+    const bitnet::context &s = *src->impl;
+    if (d.m != s.m) return set_error(BITNET_ERR_ARGUMENT, "the contexts belong to different models");
+    if (n_past < 0 || n_past > s.n_past || n_past > d.n_ctx)
+        return set_error(BITNET_ERR_ARGUMENT, "cannot copy " + std::to_string(n_past) + " tokens (" +
+                                                  std::to_string(s.n_past) + " cached, room for " +
+                                                  std::to_string(d.n_ctx) + ")");
+    if (dst == src) return BITNET_OK;
+    const auto &hp = d.m->hp;
+    const size_t kv = static_cast<size_t>(hp.n_head_kv * hp.head_dim);
+    const size_t rows = static_cast<size_t>(n_past) * kv * sizeof(float);
+    for (int64_t il = 0; il < hp.n_layer; ++il) {
+        std::memcpy(d.k_cache.get() + il * d.n_ctx * kv, s.k_cache.get() + il * s.n_ctx * kv, rows);
+        std::memcpy(d.v_cache.get() + il * d.n_ctx * kv, s.v_cache.get() + il * s.n_ctx * kv, rows);
+    }
+    d.n_past = n_past;
+    return BITNET_OK;
+}
+
 int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads) {
     if (ctx == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
     if (n_threads < 1 || n_threads > 1024)

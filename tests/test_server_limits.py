@@ -94,8 +94,12 @@ def test_max_tokens_is_held_to_the_server_cap(small):
     ({"prompt": "Hi", "max_tokens": True}, "max_tokens"),
     ({"prompt": "Hi", "stream": "yes"}, "stream"),
     ({"prompt": "Hi", "stop": [1, 2]}, "stop"),
-    ({"prompt": "Hi", "n": 2}, "n"),
-    ({"prompt": ["a", "b"]}, "prompt"),
+    ({"prompt": "Hi", "n": 0}, "n"),
+    ({"prompt": "Hi", "n": 9}, "n"),  # over the server's --n-max (8 by default)
+    ({"prompt": ["a", 5]}, "prompt"),
+    ({"prompt": "Hi", "logit_bias": {"the": 1}}, "logit_bias"),
+    ({"prompt": "Hi", "logit_bias": {"1": 101}}, "logit_bias"),
+    ({"prompt": "Hi", "response_format": {"type": "sound"}}, "response_format"),
     ({"prompt": [1, -5]}, "prompt"),
     ({"prompt": "Hi", "echo": True}, "echo"),
 ])  # fmt: skip
@@ -167,7 +171,7 @@ RANGES = {
     "repeat_penalty": ("float", 0.0, 100.0, True), "top_k": ("int", 0, INT32_MAX, False),
     "max_tokens": ("int", 0, INT32_MAX, False), "n_predict": ("int", -1, INT32_MAX, False),
     "seed": ("int", -1, UINT64_MAX, False), "repeat_last_n": ("int", -1, INT32_MAX, False),
-    "logprobs": ("int", 0, 20, False), "n": ("int", 1, 1, False),
+    "logprobs": ("int", 0, 20, False), "n": ("int", 1, 8, False),  # 8: the default --n-max
 }  # fmt: skip
 
 numbers = st.one_of(

@@ -91,6 +91,8 @@ def build_parser() -> ArgumentParser:
                help="print only the generated text, not the prompt before it")
     p.add_flag("model_sha256", metavar="HEX", type=sha256_hex, default=None,
                help="pin the model file: refuse to load it unless its SHA-256 is HEX (64 hex digits)")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="cpu (the engine, default) or cuda[:N]: the GPU backend (gpu/README.md)")
     return p
 
 
@@ -275,7 +277,7 @@ def run(argv: list[str] | None = None) -> int:
     from bitnet import Model  # after parsing: --help and flag errors need no engine
 
     model = Model(args.model, n_threads=args.threads, n_ctx=args.ctx_size,
-                  seed=None if args.seed < 0 else args.seed, model_sha256=args.model_sha256)
+                  seed=None if args.seed < 0 else args.seed, model_sha256=args.model_sha256, device=args.device)
     try:
         if args.conversation:
             chat(model, prompt, args)

@@ -1,9 +1,10 @@
 """The FastAPI application: middleware in order, the scheduler's life, the routes.
 
 Outermost first: request counting (metrics), CORS (only with --cors-origins, so that a
-browser's preflight is answered before any key is asked for), API keys, the body cap, then the
-routes. The scheduler starts with the app and loads the model in its own thread, so /health
-answers 503 while loading; it stops after uvicorn has drained the connections (SIGTERM)."""
+browser's preflight is answered before any key is asked for), the chat page's files (webui/;
+unless --no-webui), API keys, the body cap, then the routes. The scheduler starts with the app
+and loads the model in its own thread, so /health answers 503 while loading; it stops after
+uvicorn has drained the connections (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from bitnet import __version__
-from bitnet.server import embeddings, routes
+from bitnet.server import embeddings, llama_routes, routes
 from bitnet.server.auth import ApiKeyAuth
 from bitnet.server.errors import install_error_handlers
 from bitnet.server.limits import RequestBodyLimit
 from bitnet.server.metrics import RequestCounter, ServerMetrics
 from bitnet.server.scheduler import Scheduler
 from bitnet.server.settings import ServerSettings
+from bitnet.server.webui import WebUI
 
 
 def create_app(settings: ServerSettings, on_loaded: Callable[[str | None], None] | None = None) -> FastAPI:
@@ -43,6 +45,8 @@ def create_app(settings: ServerSettings, on_loaded: Callable[[str | None], None]
     if settings.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                                      allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"], max_age=600))
+    if settings.webui:  # the chat page at / (webui/): served before the key check, it holds no secret
+        middleware.append(Middleware(WebUI, settings=settings))
     middleware += [Middleware(ApiKeyAuth, keys=settings.api_keys),
                    Middleware(RequestBodyLimit, max_bytes=settings.request_byte_cap)]
     app = FastAPI(title="bitnet", version=__version__, lifespan=lifespan, middleware=middleware,
@@ -51,5 +55,6 @@ def create_app(settings: ServerSettings, on_loaded: Callable[[str | None], None]
     app.state.started = int(time.time())
     install_error_handlers(app)
     app.include_router(routes.router)
+    app.include_router(llama_routes.router)
     app.include_router(embeddings.router)  # POST /v1/embeddings
     return app
