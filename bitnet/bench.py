@@ -242,6 +242,10 @@ def build_parser():
                    help="cpu (the engine, default) or cuda[:N] (bitnet.gpu, see gpu/README.md; -t is then ignored)")
     p.add_argument("--compare", nargs=2, metavar=("ENGINE", "GGUF"),
                    help="also time ENGINE (llama-cpp-python) on GGUF (e.g. the TQ2_0 file) in this run")
+    p.add_argument("--embedding", action="store_true", help="time Model.embed instead (bench_embedding.py)")
+    p.add_argument("--embd-batch", type=int_at_least(1, 4096), default=32, metavar="B", help="texts per call (32)")
+    p.add_argument("--embd-tokens", type=int_at_least(1, 1 << 16), default=128, metavar="L",
+                   help="tokens per text (128)")
     return p
 
 
@@ -252,6 +256,10 @@ def run(args) -> int:
         check_peer(*args.compare)
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"model file not found: {args.model}")
+    if args.embedding:
+        from bitnet.bench_embedding import run_embedding
+
+        return run_embedding(args)
     if args.isa:
         engine.set_isa(args.isa)
     model = engine.NativeModel(args.model)

@@ -65,6 +65,7 @@ _SIGNATURES = {
     "bitnet_context_set_dump_dir": (ctypes.c_int, [_P, _S]),
     "bitnet_decode": (ctypes.c_int, [_P, _P, _I32, _P, ctypes.c_int]),
     "bitnet_decode_multi": (ctypes.c_int, [_P, _P, _I32, _P]),
+    "bitnet_hidden_multi": (ctypes.c_int, [_P, _I32, _P, _P, _P]),
     "bitnet_sampler_default_params": (SamplerParams, []),
     "bitnet_sampler_new": (_P, [ctypes.POINTER(SamplerParams)]),
     "bitnet_sampler_free": (None, [_P]),
@@ -265,6 +266,19 @@ def decode_multi(contexts: list[NativeContext], tokens) -> np.ndarray:
     handles = (ctypes.c_void_p * len(contexts))(*[c._handle for c in contexts])
     out = np.empty((ids.size, contexts[0].model.n_vocab), dtype=np.float32)
     check(lib().bitnet_decode_multi(handles, _ptr(ids), ids.size, _ptr(out)))
+    return out
+
+
+def hidden_multi(contexts: list[NativeContext], token_lists: list) -> np.ndarray:
+    """Each token list appended to its own context (all of one model), in shared batches; the
+    final hidden state after the output norm of every token, [sum of lengths, n_embd] in order."""
+    if not contexts or len(contexts) != len(token_lists):
+        raise BitnetError("hidden_multi needs one token list per context")
+    counts = np.array([len(t) for t in token_lists], dtype=np.int32)
+    ids = np.ascontiguousarray(np.concatenate([np.asarray(t, dtype=np.int32) for t in token_lists]), dtype=np.int32)
+    handles = (ctypes.c_void_p * len(contexts))(*[c._handle for c in contexts])
+    out = np.empty((ids.size, contexts[0].model.n_embd), dtype=np.float32)
+    check(lib().bitnet_hidden_multi(handles, len(contexts), _ptr(ids), _ptr(counts), _ptr(out)))
     return out
 
 

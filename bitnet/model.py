@@ -214,6 +214,30 @@ class Model:
         finally:
             ctx.close()
 
+    # ---- embeddings (embedding.py) -----------------------------------------------------------
+    def embed(self, texts, normalize: int = 2, pooling: str | None = None) -> np.ndarray:
+        """float32 [len(texts), n_embd]: each text (or token-id list) pooled as the model's file says
+        (last token unless it names mean/cls) and L2-normalized (normalize: llama-embedding's
+        --embd-normalize; -1 none). Texts share batched passes over the weights."""
+        return self.embed_with_usage(texts, normalize, pooling)[0]
+
+    def embed_with_usage(self, texts, normalize: int = 2, pooling: str | None = None) -> tuple[np.ndarray, int]:
+        """embed() and the number of tokens it ran."""
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        return self._embedding_runner().embed(list(texts), pooling, normalize)
+
+    def embedding_token_ids(self, text: str) -> list[int]:
+        """The token ids embed() runs for text (with the BOS / end token the model's file asks for)."""
+        return self._embedding_runner().token_ids(text)
+
+    def _embedding_runner(self):
+        from bitnet.embedding import Embedder
+
+        if getattr(self, "_embedder", None) is None:
+            self._embedder = Embedder(self)
+        return self._embedder
+
     # ---- generation --------------------------------------------------------------------------
     def generate(self, prompt: str | list[int], max_tokens: int | None = 128, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
@@ -316,6 +340,9 @@ class Model:
 
     def close(self):
         self._chat.close()
+        if getattr(self, "_embedder", None) is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None

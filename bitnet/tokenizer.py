@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from bitnet.errors import BitnetError
@@ -39,6 +39,9 @@ LLAMA3_SPLIT_REGEX = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# Qwen2's: Llama-3's with single digits (\p{N}, not \p{N}{1,3}).
+QWEN2_SPLIT_REGEX = LLAMA3_SPLIT_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
+
 # tokenizer.ggml.pre -> (split regex, ignore_merges). Every name here is Llama-3's pre-tokenizer
 # in llama.cpp; "default" (files written before the key existed) is taken as Llama-3's too,
 # since the only byte-level BPE ternary models are Llama-3 derived.
@@ -49,7 +52,10 @@ PRE_TOKENIZERS = {
     "falcon3": (LLAMA3_SPLIT_REGEX, True),
     "falcon_e": (LLAMA3_SPLIT_REGEX, True),  # bitnet.cpp / ik_llama.cpp's name for Falcon-E
     "default": (LLAMA3_SPLIT_REGEX, True),
+    "qwen2": (QWEN2_SPLIT_REGEX, False),  # Qwen2 / Qwen3 (bitnet-embedding-0.6b); NFC first (below)
 }
+# Pre-tokenizers whose tokenizer.json normalizes text to Unicode NFC before splitting.
+NFC_PRE_TOKENIZERS = frozenset({"qwen2"})
 
 # Longest token text accepted, in characters: real vocabularies stay under a few hundred; this
 # keeps every per-token step of building a tokenizer bounded.
@@ -124,8 +130,11 @@ def _build_hf(tokens: list[str], types: list[int], merges: list[str], pre: str,
     ]
     vocab = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1)))  # first id of a text wins
     if any(vocab[tokens[i]] != i for i in others) or _added_tokens_reachable(pre_tokenizer, tokens, others):
-        return HFTokenizer.from_str(_tokenizer_json(tokens, types, pairs, regex, ignore_merges))
+        nfc = pre in NFC_PRE_TOKENIZERS
+        return HFTokenizer.from_str(_tokenizer_json(tokens, types, pairs, regex, ignore_merges, nfc))
     hf = HFTokenizer(models.BPE(vocab, pairs, ignore_merges=ignore_merges, byte_fallback=False))
+    if pre in NFC_PRE_TOKENIZERS:
+        hf.normalizer = normalizers.NFC()
     hf.pre_tokenizer = pre_tokenizer
     hf.decoder = decoders.ByteLevel()
     hf.add_special_tokens(
@@ -151,7 +160,7 @@ def _added_tokens_reachable(pre_tokenizer, tokens: list[str], ids: list[int]) ->
     return False
 
 
-def _tokenizer_json(tokens, types, pairs, regex: str, ignore_merges: bool) -> str:
+def _tokenizer_json(tokens, types, pairs, regex: str, ignore_merges: bool, nfc: bool = False) -> str:
     """tokenizer.json text with the exact layout of the original: added tokens outside the BPE vocab."""
     vocab, added = {}, []
     for i, (text, kind) in enumerate(zip(tokens, types)):
@@ -173,7 +182,7 @@ def _tokenizer_json(tokens, types, pairs, regex: str, ignore_merges: bool) -> st
     spec = {
         "version": "1.0",
         "added_tokens": added,
-        "normalizer": None,
+        "normalizer": {"type": "NFC"} if nfc else None,
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [

@@ -116,6 +116,13 @@ BITNET_API int bitnet_decode(bitnet_context *ctx, const int32_t *tokens, int32_t
 BITNET_API int bitnet_decode_multi(bitnet_context *const *ctxs, const int32_t *tokens, int32_t n,
                                    float *logits);
 
+/* Run n_tokens[s] tokens appended to each of n_seq different contexts of the same model (their
+ * ids concatenated in `tokens`) in shared batches on ctxs[0]'s threads, and write every token's
+ * final hidden state after the output norm to hidden (sum(n_tokens) * n_embd floats, in the
+ * order of `tokens`): what embedding models pool. */
+BITNET_API int bitnet_hidden_multi(bitnet_context *const *ctxs, int32_t n_seq, const int32_t *tokens,
+                                   const int32_t *n_tokens, float *hidden);
+
 /* ---- Sampling ---------------------------------------------------------------------------- */
 typedef struct bitnet_sampler_params {
     float temperature;        /* <= 0: greedy (argmax) */

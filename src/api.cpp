@@ -258,6 +258,26 @@ int bitnet_decode_multi(bitnet_context *const *ctxs, const int32_t *tokens, int3
         BITNET_ERR_MEMORY);
 }
 
+int bitnet_hidden_multi(bitnet_context *const *ctxs, int32_t n_seq, const int32_t *tokens, const int32_t *n_tokens,
+                        float *hidden) {
+    if (ctxs == nullptr || tokens == nullptr || n_tokens == nullptr || hidden == nullptr)
+        return set_error(BITNET_ERR_ARGUMENT, "contexts, tokens, counts or output is null");
+    if (n_seq <= 0) return set_error(BITNET_ERR_ARGUMENT, "no sequences to run");
+    return guarded(
+        [&]() -> int {
+            std::vector<bitnet::context *> seqs(static_cast<size_t>(n_seq));
+            std::vector<int64_t> counts(static_cast<size_t>(n_seq));
+            for (int32_t i = 0; i < n_seq; ++i) {
+                seqs[static_cast<size_t>(i)] = ctxs[i] ? ctxs[i]->impl.get() : nullptr;
+                counts[static_cast<size_t>(i)] = n_tokens[i];
+            }
+            std::string error;
+            int status = bitnet::forward_hidden_multi(seqs.data(), n_seq, tokens, counts.data(), hidden, &error);
+            return status == BITNET_OK ? status : set_error(status, error);
+        },
+        BITNET_ERR_MEMORY);
+}
+
 bitnet_sampler_params bitnet_sampler_default_params(void) {
     bitnet_sampler_params p;
     p.temperature = 0.8f;

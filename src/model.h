@@ -12,7 +12,7 @@
 
 namespace bitnet {
 
-enum class activation { relu2, silu };
+enum class activation { relu2, silu, gelu_tanh };
 
 // Which dimensions RoPE rotates together: neox pairs j and j + head_dim/2 (rotate-half, as the
 // Hugging Face models compute it); normal pairs 2j and 2j+1, for files whose writer permuted the
@@ -25,6 +25,15 @@ struct arch_info {
     float default_rope_theta;  // used when the file has no `<arch>.rope.freq_base`
     bool has_sub_norms;        // attn_sub_norm / ffn_sub_norm tensors
     rope_style rope;
+    // The families below (BitNet embedding models on Qwen3 / Gemma3 backbones) add these; a row
+    // that names none of them gets the BitNet block above.
+    const char *linear_norm_suffix = ".input_norm";  // per-linear input norm: <linear><suffix>.weight
+    bool linear_norm_uses_rms_eps = false;  // its epsilon is the model's rms_eps (else 1e-6 / its own key)
+    bool has_qk_norms = false;              // attn_q_norm / attn_k_norm: RMSNorm per head before RoPE
+    bool has_post_norms = false;            // post_attention_norm / post_ffw_norm on each block's output
+    bool scale_embeddings = false;          // token embeddings times sqrt(n_embd)
+    float norm_weight_offset = 0;           // Gemma's RMSNorm multiplies by (offset + w)
+    int64_t default_swa_pattern = 0;        // every N-th layer global, the others sliding (0: none)
 };
 
 struct hparams {
@@ -38,6 +47,14 @@ struct hparams {
     // ternary linear layer, before its activations are quantized.
     bool has_linear_norms = false;
     float linear_norm_eps = 1e-6f;
+    bool has_qk_norms = false, has_post_norms = false;
+    float embd_scale = 1.0f;  // token embeddings are multiplied by this
+    float attn_scale = 0;     // softmax(q k^T * attn_scale); 1/sqrt(head_dim) unless a key says
+    // Sliding-window attention (Gemma3): layer il attends to the last n_swa keys unless
+    // (il + 1) % swa_pattern == 0; such layers use RoPE base rope_theta_swa. n_swa 0: none.
+    int64_t n_swa = 0, swa_pattern = 0;
+    float rope_theta_swa = 0;
+    bool layer_is_swa(int64_t il) const { return n_swa > 0 && swa_pattern > 0 && (il + 1) % swa_pattern != 0; }
 };
 
 // A ternary matrix of n_out rows by n_in columns, in I2_S codes (DESIGN section 2) with one
@@ -64,6 +81,7 @@ struct dense_matrix {
 
 struct layer_weights {
     std::vector<float> attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;
+    std::vector<float> attn_q_norm, attn_k_norm, post_attn_norm, post_ffw_norm;  // hparams flags say which
     ternary_matrix wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 

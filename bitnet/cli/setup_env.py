@@ -7,6 +7,7 @@ ternary format we produce (tl1/tl2 were bitnet.cpp's per-model LUT layouts).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ FAMILIES: dict[str, str | None] = {
     "bitnet-b1.58": None,  # BitNetForCausalLM (2B-4T): relu2, sub-norms, tied head
     "bitnet": None,  # 1bitLLM's BitnetForCausalLM: fp16 masters, SiLU, sub-norms, SentencePiece
     "llama": None,  # LlamaForCausalLM + bitnet quantization_config: Llama3-8B-1.58, Falcon3, Falcon-E
-    "embedding": "embedding models (no language-model head) are not supported",
+    "embedding": None,  # bitnet-embedding-0.6b / -270m: Qwen3 / Gemma3 backbones (embedding_models.py)
 }
 
 # bitnet.cpp's 17 Hugging Face repositories, plus the bf16 master of 2B-4T.
@@ -252,8 +253,24 @@ def convert(model_dir: Path, outfile: Path, embedding_type: str | None, allow_pi
     from bitnet.convert import hf_bitnet  # numpy/safetensors: only when a model is converted
 
     print(f"converting {model_dir} to {outfile} ...", file=sys.stderr)
+    if _is_embedding_model(model_dir):
+        from bitnet.convert.embedding_models import convert_embedding
+
+        convert_embedding(model_dir, outfile, "i2_s", progress=True)
+        return
     hf_bitnet.convert(model_dir, outfile, "i2_s", token_embedding_type=embedding_type, progress=True,
                       allow_pickle=allow_pickle)
+
+
+def _is_embedding_model(model_dir: Path) -> bool:
+    from bitnet.convert.embedding_models import ARCHITECTURES, FAMILIES as EMBEDDING_FAMILIES
+
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    archs = cfg.get("architectures") or [] if isinstance(cfg, dict) else []
+    return cfg.get("model_type") in EMBEDDING_FAMILIES or any(a in ARCHITECTURES for a in archs)
 
 
 def model_folder(args, parser: ArgumentParser) -> Path:
@@ -285,9 +302,9 @@ def prepare_model(model_dir: Path, args) -> int:
         print(f"{outfile} already exists: kept (delete it to convert again)", file=sys.stderr)
     else:
         convert(model_dir, outfile, args.quant_embd, args.allow_pickle)
-    print(f"model ready: {outfile}\n"
-          f"try: python run_inference.py -m {outfile} -p \"You are a helpful assistant\" -cnv",
-          file=sys.stderr)
+    try_cmd = (f"python utils/embedding.py -m {outfile} -p \"hello world\"" if _is_embedding_model(model_dir) else
+               f"python run_inference.py -m {outfile} -p \"You are a helpful assistant\" -cnv")  # fmt: skip
+    print(f"model ready: {outfile}\ntry: {try_cmd}", file=sys.stderr)
     return 0
 
 

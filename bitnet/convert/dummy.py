@@ -289,6 +289,11 @@ def generate(
         raise ValueError(f"unknown embedding type {embedding_type!r} (choose from {', '.join(EMBEDDING_TYPES)})")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(size, str) and size.lower().startswith("embedding-"):  # dummy_embedding.EMBEDDING_SIZES
+        from bitnet.convert.dummy_embedding import generate_embedding
+
+        return generate_embedding(outfile, size, outtype, seed=seed, n_vocab=n_vocab, n_layer=n_layer,
+                                  embedding_type=embedding_type, name=name, overwrite=overwrite, progress=progress)
     shape = resolve_shape(size, n_vocab, n_layer)
     label = size if isinstance(size, str) else "custom"
     hp = hparams_for(shape, name or f"dummy-bitnet-{label}")
@@ -362,6 +367,7 @@ def _parser() -> argparse.ArgumentParser:
         "this engine (and i2_s in bitnet.cpp); tq2_0/tq1_0 files are for llama.cpp.",
         epilog="Sizes: "
         + ", ".join(f"{k} ({v.n_embd}x{v.n_ff}, {v.n_layer} layers)" for k, v in MODEL_SIZES.items())
+        + "; embedding-0.6b and embedding-270m (bitnet-embedding-0.6b / -270m: Qwen3 / Gemma3, i2_s or f16)"
         + ". An existing output file is kept unless --force is given.",
     )
     p.add_argument(
@@ -418,7 +424,8 @@ def _run(argv) -> int:
     if args.seed < 0:
         raise _UsageError(f"--seed must be >= 0, got {args.seed}")
     try:
-        resolve_shape(args.model_size, args.vocab_size, args.n_layers)
+        if args.model_size.lower() not in ("embedding-0.6b", "embedding-270m"):  # dummy_embedding.py
+            resolve_shape(args.model_size, args.vocab_size, args.n_layers)
     except ValueError as e:
         raise _UsageError(e) from None
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ from typing import Any
 # The vocabulary conventions are defined once, beside the tokenizer that reads them back.
 from bitnet.tokenizer import (
     LLAMA3_SPLIT_REGEX,
+    QWEN2_SPLIT_REGEX,
     TOKEN_TYPE_CONTROL,
     TOKEN_TYPE_NORMAL,
     TOKEN_TYPE_UNUSED,
@@ -57,15 +58,17 @@ def _token_content(value: Any) -> str | None:
     return None
 
 
-def _check_supported(tok: dict) -> None:
+def _check_supported(tok: dict) -> str:
+    """The llama.cpp pre-tokenizer name of a byte-level BPE tokenizer.json we reproduce, or ValueError."""
     model = tok.get("model") or {}
     kind = model.get("type") or ("BPE" if "merges" in model else None)
     if kind != "BPE":
         raise ValueError(f"tokenizer model {kind or 'unknown'!r} is not supported yet (only byte-level BPE)")
     if model.get("byte_fallback"):
         raise ValueError("tokenizer model 'BPE' with byte_fallback (SentencePiece-style) is not supported yet")
-    if tok.get("normalizer") is not None:
-        raise ValueError(f"tokenizer normalizer {tok['normalizer'].get('type')!r} is not supported yet")
+    normalizer = (tok.get("normalizer") or {}).get("type")
+    if normalizer not in (None, "NFC"):
+        raise ValueError(f"tokenizer normalizer {normalizer!r} is not supported yet")
     if (tok.get("decoder") or {}).get("type") != "ByteLevel":
         raise ValueError("tokenizer decoder is not ByteLevel: only byte-level BPE is supported yet")
     pre = tok.get("pre_tokenizer") or {}
@@ -76,12 +79,19 @@ def _check_supported(tok: dict) -> None:
         if s.get("type") == "Split"
     ]
     byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
+    # (normalizer, split regex) -> llama.cpp's name: Llama-3's, and Qwen2's (NFC, single digits).
+    known = {(None, LLAMA3_SPLIT_REGEX): "llama-bpe", ("NFC", QWEN2_SPLIT_REGEX): "qwen2"}
+    pre_name = known.get((normalizer, regexes[0][0])) if len(regexes) == 1 else None
     if (
-        regexes != [(LLAMA3_SPLIT_REGEX, "Isolated", False)]
+        pre_name is None
+        or regexes[0][1:] != ("Isolated", False)
         or len(byte_level) != 1
         or byte_level[0].get("use_regex", True)
     ):
-        raise ValueError("tokenizer pre-tokenizer is not Llama-3's (Split regex + ByteLevel): not supported yet")
+        raise ValueError(
+            "tokenizer pre-tokenizer is not Llama-3's or Qwen2's (Split regex + ByteLevel): not supported yet"
+        )
+    return pre_name
 
 
 def _parse_merges(raw: list) -> list[str]:
@@ -184,11 +194,11 @@ def _bpe_vocab(root: Path, n_vocab: int | None) -> Vocab:
             )
         raise ValueError(f"{root}: no tokenizer.json found")
     tok = _read_json(tok_path)
-    _check_supported(tok)
+    pre_name = _check_supported(tok)
     tokens, types = _build_vocab(tok, n_vocab)
     fields: list[Field] = [
         ("tokenizer.ggml.model", "gpt2", "string"),
-        ("tokenizer.ggml.pre", "llama-bpe", "string"),
+        ("tokenizer.ggml.pre", pre_name, "string"),
         ("tokenizer.ggml.tokens", tokens, "string_array"),
         ("tokenizer.ggml.token_type", types, "i32_array"),
         ("tokenizer.ggml.merges", _parse_merges(tok["model"].get("merges", [])), "string_array"),

@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from bitnet import __version__
-from bitnet.server import llama_routes, routes
+from bitnet.server import embeddings, llama_routes, routes
 from bitnet.server.auth import ApiKeyAuth
 from bitnet.server.errors import install_error_handlers
 from bitnet.server.hardening import JsonContentType, RequestHardening
@@ -62,4 +62,5 @@ def create_app(settings: ServerSettings, on_loaded: Callable[[str | None], None]
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(llama_routes.router)
+    app.include_router(embeddings.router)  # POST /v1/embeddings
     return app
