@@ -3,10 +3,11 @@ DIR [--outtype f32|f16|i2_s] [--outfile F]. One-line errors: exit 2 for usage, 1
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from bitnet.convert.cli import _error, _human_size, _Parser, _UsageError
-from bitnet.convert.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
+from bitnet.convert.cli import EXIT_FAILURE, EXIT_USAGE
 
 # bitnet.cpp's default output names, by outtype
 _SUFFIX = {"f32": "-f32", "f16": "-f16", "i2_s": "-f16-new-i2_s"}
@@ -38,9 +39,11 @@ def main(argv=None) -> int:
     except _UsageError as e:
         _error(e)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted; no output file was written", flush=True)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP while writing (gguf_writer.OutputInterrupted)
+        from bitnet.gguf_writer import interrupted_exit_code
+
+        print("error: interrupted; no output file was written (an existing one is unchanged)", file=sys.stderr)
+        return interrupted_exit_code(e)
     except (ValueError, OSError, KeyError) as e:
         _error(e)
         return EXIT_FAILURE
