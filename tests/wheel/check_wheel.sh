@@ -25,7 +25,7 @@ fi
 "$out/tools/bin/auditwheel" show "$wheel"
 PATH="$out/tools/bin:$PATH" "$out/tools/bin/auditwheel" repair -w "$out/wheelhouse" "$wheel"
 repaired=$(ls "$out"/wheelhouse/bitnet-*manylinux*.whl)
-echo "repaired: $(basename "$repaired")"
+echo "repaired: ${repaired##*/}"
 # What the wheel must carry (bitnet/paths.py finds them inside the package).
 listing=$("$py" -m zipfile -l "$repaired")
 for f in bitnet/libbitnet.so bitnet/bin/bitnet-bench bitnet/preset_kernels/ \
@@ -35,7 +35,7 @@ done
 
 echo "== fresh venv, no compiler on PATH"
 "$py" -m venv "$out/venv"
-"$out/venv/bin/python" -m pip install -q "$repaired"
+"$out/venv/bin/python" -m pip install -q "$repaired" 2>&1 | grep -v "^WARNING: Location" || true
 export PATH="$out/venv/bin"  # the venv's commands only: no cc, c++, g++, clang++, cmake
 for tool in cc c++ g++ clang++ cmake; do
   if command -v "$tool" >/dev/null; then echo "a compiler is still on PATH: $tool"; exit 1; fi
@@ -48,4 +48,4 @@ bitnet-bench --help >/dev/null
 bitnet-convert --help >/dev/null
 bitnet-perplexity --help >/dev/null
 bitnet-server --help >/dev/null
-echo "wheel check passed: $(basename "$repaired")"
+echo "wheel check passed: ${repaired##*/}"
