@@ -14,7 +14,7 @@ rm -rf "$out" && mkdir -p "$out/dist" "$out/wheelhouse" "$out/elsewhere"
 py="${PYTHON:-python}"
 
 echo "== pip wheel"
-"$py" -m pip wheel -q --no-deps -w "$out/dist" . 2>&1 | grep -v "Running pip as the 'root' user" || true
+"$py" -m pip wheel --no-deps -w "$out/dist" . >"$out/pip-wheel.log" 2>&1 || { tail -30 "$out/pip-wheel.log"; exit 1; }
 wheel=$(ls "$out"/dist/bitnet-*.whl)
 
 echo "== auditwheel repair"
@@ -35,7 +35,7 @@ done
 
 echo "== fresh venv, no compiler on PATH"
 "$py" -m venv "$out/venv"
-"$out/venv/bin/python" -m pip install -q "$repaired" 2>&1 | grep -v "^WARNING: Location" || true
+"$out/venv/bin/python" -m pip install "$repaired" >"$out/pip-install.log" 2>&1 || { tail -30 "$out/pip-install.log"; exit 1; }
 export PATH="$out/venv/bin"  # the venv's commands only: no cc, c++, g++, clang++, cmake
 for tool in cc c++ g++ clang++ cmake; do
   if command -v "$tool" >/dev/null; then echo "a compiler is still on PATH: $tool"; exit 1; fi
