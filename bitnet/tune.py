@@ -168,23 +168,24 @@ def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n
         if seconds is None:
             steps = tqdm(total=decode_steps(rounds, n_tokens), desc="kernel autotune", unit="step", disable=not bar,
                          file=sys.stderr, leave=False)
-            tick, prefetch_deadline, head_share = steps.update, None, None
+            tick, prefetch_deadline, search_end = steps.update, None, None
         else:
             search_s = max(seconds - (time.monotonic() - started), MIN_SEARCH_SECONDS)
             steps = tqdm(total=round(search_s), desc="kernel autotune", unit="s", disable=not bar, file=sys.stderr,
                          leave=False, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s")
             tick = _seconds_ticker(steps, time.monotonic(), search_s)
+            # Shares by number of candidates; the head search ends with the budget (a last turn of
+            # the prefetch search that ran over is taken from its share).
             share = len(PREFETCH_CANDIDATES) / (len(PREFETCH_CANDIDATES) + len(HEAD_CANDIDATES))
-            prefetch_deadline, head_share = time.monotonic() + search_s * share, search_s * (1 - share)
+            prefetch_deadline, search_end = time.monotonic() + search_s * share, time.monotonic() + search_s
         try:
             say(f"autotune: {engine.cpu_signature()}, kernels {engine.isa()}, {n_threads} threads ...", flush=True)
             prefetch, tg = tune_prefetch(ctx, rounds, n_tokens, tick=tick, deadline=prefetch_deadline)
             engine.set_tuning("prefetch_bytes", prefetch)
             preset = {"cpu": engine.cpu_signature(), "isa": engine.isa(), "n_threads": n_threads,
                       "prefetch_bytes": prefetch, "measured_tg_tokens_per_s": tg}
-            head_deadline = None if head_share is None else time.monotonic() + head_share
             head, head_tg = tune_settings(ctx, HEAD_CANDIDATES, rounds, n_tokens, logits=True, tick=tick,
-                                          deadline=head_deadline)
+                                          deadline=search_end)
             for name, value in head.items():
                 engine.set_tuning(name, value)
             preset.update(head, measured_head_tg_tokens_per_s=head_tg)
