@@ -57,12 +57,14 @@ def decode_steps(rounds: int, n_tokens: int) -> int:
 
 
 def _seconds_ticker(bar, start: float, total: float):
-    """A tick() that moves a bar counting seconds (capped at its total)."""
+    """A tick() that moves a bar counting seconds (capped at its total), a second at a time."""
+    shown = [0.0]
+
     def tick():
-        bar.n = min(total, time.monotonic() - start)
-        if bar.n - bar.last_print_n >= 1:
-            bar.refresh()
-            bar.last_print_n = bar.n
+        now = min(total, time.monotonic() - start)
+        if now - shown[0] >= 1:
+            bar.update(now - shown[0])
+            shown[0] = now
 
     return tick
 

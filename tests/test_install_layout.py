@@ -164,6 +164,19 @@ def test_a_tuning_search_stops_at_its_deadline(tiny_gguf):
         model.close()
 
 
+def test_a_budgeted_autotune_writes_its_preset(tmp_path):
+    from bitnet.tune import autotune
+
+    before = {k: engine.get_tuning(k) for k in ("prefetch_bytes", "head_gemv_rows", "head_prefetch_bytes")}
+    try:
+        path = autotune(tmp_path, n_threads=1, rounds=1, n_tokens=2, progress=False, n_layer=1, n_vocab=512,
+                        seconds=1, bar=False)
+        assert path == tmp_path / f"{engine.cpu_signature()}.json" and '"prefetch_bytes"' in path.read_text()
+    finally:
+        for k, v in before.items():
+            engine.set_tuning(k, v)
+
+
 # ---- debug dumps ----
 
 
