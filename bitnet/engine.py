@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitnet import paths
 from bitnet.errors import BitnetError
 
 _LIB_NAMES = {"linux": "libbitnet.so", "darwin": "libbitnet.dylib", "win32": "bitnet.dll"}
@@ -78,31 +79,31 @@ _SIGNATURES = {
 
 
 def _candidate_paths() -> list[Path]:
-    name = _LIB_NAMES.get(sys.platform, "libbitnet.so")
-    here = Path(__file__).resolve().parent
-    paths = []
-    if os.environ.get("BITNET_LIB"):
-        paths.append(Path(os.environ["BITNET_LIB"]))
-    paths.append(here / name)
-    paths += [Path(p) / "bitnet" / name for p in sys.path if p]
-    return paths
+    return paths.library_candidates(_LIB_NAMES.get(sys.platform, "libbitnet.so"), sys.path)
 
 
 _lib = None
 
 
 def lib() -> ctypes.CDLL:
-    """The loaded library (found next to this package, on sys.path, or at $BITNET_LIB)."""
+    """The loaded library: $BITNET_LIB, a checkout's newest build, the package folder, or bitnet/
+    on sys.path (bitnet/paths.py). One that this machine cannot load is passed over."""
     global _lib
     if _lib is None:
+        problems = []
         for path in _candidate_paths():
-            if path.is_file():
+            if not path.is_file():
+                continue
+            try:
                 _lib = ctypes.CDLL(str(path))
                 break
+            except OSError as e:
+                problems.append(f"{path}: {e}")
         else:
+            tried = f" (could not load {'; '.join(problems)})" if problems else ""
             raise BitnetError(
-                "the engine library libbitnet is not built: run `pip install -e .` or "
-                "`python setup_env.py` in the repository first"
+                "the engine library libbitnet is not built: run `python setup_env.py` in the repository, or "
+                f"install the package (`pip install .`){tried}"
             )
         for fname, (restype, argtypes) in _SIGNATURES.items():
             fn = getattr(_lib, fname)
@@ -111,21 +112,33 @@ def lib() -> ctypes.CDLL:
     return _lib
 
 
+def library_path() -> str:
+    """The file the engine was loaded from."""
+    return lib()._name
+
+
 def preset_dir() -> Path:
-    """Where presets live: $BITNET_PRESET_DIR, else the repository's preset_kernels/."""
-    env = os.environ.get("BITNET_PRESET_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "preset_kernels"
+    """Where an autotune writes: $BITNET_PRESET_DIR, else the per-user cache ($XDG_CACHE_HOME/bitnet/presets)."""
+    return paths.tuned_preset_dir()
 
 
 def preset_path() -> Path:
-    """This CPU's preset file (it may not exist)."""
-    return preset_dir() / f"{cpu_signature()}.json"
+    """This CPU's preset file: the first in paths.preset_search_dirs() that exists (this user's
+    tuned one, then the shipped one), else where a tune would write it."""
+    return _find_preset(cpu_signature())
+
+
+def _find_preset(signature: str) -> Path:
+    for folder in paths.preset_search_dirs():
+        if (folder / f"{signature}.json").is_file():
+            return folder / f"{signature}.json"
+    return preset_dir() / f"{signature}.json"
 
 
 def _apply_preset(library: ctypes.CDLL) -> None:
     """This CPU's tuning preset, if there is one. A broken preset is reported and skipped: it
     can only cost speed, never change a result."""
-    path = preset_dir() / f"{library.bitnet_cpu_signature().decode()}.json"
+    path = _find_preset(library.bitnet_cpu_signature().decode())
     if path.is_file() and library.bitnet_load_preset(os.fsencode(path)) != 0:
         print(f"bitnet: warning: {library.bitnet_last_error().decode()}; using built-in defaults", file=sys.stderr)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet import completions
+from bitnet import completions, paths
 from bitnet.chat_worker import ChatTemplate
 from bitnet.engine import NativeContext, NativeModel
 from bitnet.errors import BitnetError, ContextOverflow
@@ -31,9 +31,9 @@ PROMPT_BYTES_PER_TOKEN = 64
 PROMPT_BYTES_FLOOR = 1 << 20
 SHA256_CHUNK_BYTES = 8 << 20
 SHA256_PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar (on a terminal) from this size
-# The demo model that ships in the source tree (models/; utils/train_tiny_bitnet.py made it):
+# The demo model (utils/train_tiny_bitnet.py made it), in the wheel or the checkout's models/:
 # what Model() and run_inference.py load when no model is named.
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models/bitnet-b1.58-austen-5M/ggml-model-i2_s.gguf"
+DEFAULT_MODEL = paths.demo_model()
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 
@@ -86,8 +86,8 @@ def _count(name: str, value, lo: int, hint: str = "") -> int:
 def default_model_path() -> Path:
     """The demo model's GGUF; FileNotFoundError (saying what to do) where it is not installed."""
     if not DEFAULT_MODEL.is_file():
-        raise FileNotFoundError(f"no model given, and the demo model is not at {DEFAULT_MODEL} (it ships in the "
-                                "source tree's models/, not in a wheel): name a GGUF file")
+        raise FileNotFoundError(f"no model given, and the demo model is not at {DEFAULT_MODEL} (the package or "
+                                "checkout is incomplete): name a GGUF file")
     return DEFAULT_MODEL
 
 

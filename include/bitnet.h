@@ -100,7 +100,8 @@ BITNET_API int bitnet_context_copy_prefix(bitnet_context *dst, const bitnet_cont
 /* Debugging: write every named intermediate tensor of each batch (attn_norm, q, k, v, attn,
  * attn_sub_norm, attn_out, ffn_norm, gate, up, ffn_act, ffn_sub_norm, ffn_out per layer; then
  * output_norm and logits) as <dir>/<layer>-<name>.npy; NULL or "" turns it off. The environment
- * variable BITNET_DUMP_DIR sets it for every new context. */
+ * variable BITNET_DUMP_DIR sets it for every new context. A dir that is not an existing folder
+ * is an error (BITNET_ERR_ARGUMENT here; bitnet_context_new fails for BITNET_DUMP_DIR). */
 BITNET_API int bitnet_context_set_dump_dir(bitnet_context *ctx, const char *dir);
 
 /* Run the model over n_tokens new tokens (one batch) appended after the cached ones.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bitnet.h"
+#include "debug_dump.h"
 #include "forward.h"
 #include "kernels/tuning.h"
 #include "model.h"
@@ -229,6 +230,9 @@ int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads) {
 
 int bitnet_context_set_dump_dir(bitnet_context *ctx, const char *dir) {
     if (ctx == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
+    if (dir != nullptr && *dir != '\0') {
+        if (std::string why = bitnet::dump_dir_problem(dir); !why.empty()) return set_error(BITNET_ERR_ARGUMENT, why);
+    }
     ctx->impl->dump_dir = dir ? dir : "";
     return BITNET_OK;
 }

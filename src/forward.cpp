@@ -388,7 +388,13 @@ std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_thread
         return nullptr;
     }
     ctx->dk = dense_kernels_active();
-    if (const char *dir = std::getenv("BITNET_DUMP_DIR")) ctx->dump_dir = dir;
+    if (const char *dir = std::getenv("BITNET_DUMP_DIR"); dir != nullptr && *dir != '\0') {
+        if (std::string why = dump_dir_problem(dir); !why.empty()) {
+            *error = "BITNET_DUMP_DIR: " + why;
+            return nullptr;
+        }
+        ctx->dump_dir = dir;
+    }
     ctx->pool = std::make_unique<thread_pool>(n_threads);
 
     const int64_t B = kMaxBatch, E = hp.n_embd, Q = hp.n_head * hp.head_dim;

@@ -224,8 +224,9 @@ def run_main(fn: Callable[[], int | None]) -> int:
         return EXIT_BROKEN_PIPE
     except ModuleNotFoundError as exc:  # a dependency missing: say how to get it
         _quiet_stdout_flush()
-        print(f"error: the Python package {exc.name!r} is missing: run `python setup_env.py` (it installs "
-              "what is missing) or `pip install -e .`", file=sys.stderr)
+        from bitnet.cli.python_deps import install_hint
+
+        print(f"error: the Python package {exc.name!r} is missing: {install_hint(exc.name)}", file=sys.stderr)
         return EXIT_FAILURE
     except (BitnetError, FileNotFoundError, ValueError, OSError) as exc:
         _quiet_stdout_flush()

@@ -248,11 +248,14 @@ def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeou
 
     def on_loaded(error: str | None) -> None:
         if error is None:
+            from bitnet import engine
+
             m = app.state.scheduler.model
             m.special_in_messages = special_in_messages  # set before /health says ready
             m._chat.warm_up()  # the chat template's worker process, before the first chat needs it
-            print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; {settings.n_parallel} "
-                  f"slot(s) of {m.n_ctx} tokens, {m.n_threads} thread(s))", file=sys.stderr, flush=True)
+            print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; kernels {engine.isa()}; "
+                  f"{settings.n_parallel} slot(s) of {m.n_ctx} tokens, {m.n_threads} thread(s))",
+                  file=sys.stderr, flush=True)
         else:
             failure.append(error)
             server.should_exit = True
