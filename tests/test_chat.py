@@ -241,7 +241,9 @@ def test_worker_deadline_and_memory_wall():
     try:
         slow = {"template": HOSTILE_TEMPLATES["macro fan-out"], "messages": chat, "limit": 1 << 20, "context": {}}
         t0 = time.perf_counter()
-        outcome, message = worker.render(slow, deadline_s=0.2)
+        # 2^16 macro calls (the hooks' step budget) take well over 20 ms, so the deadline comes first
+        # whatever the machine's speed; at 0.2 s a fast, idle machine reached the budget first.
+        outcome, message = worker.render(slow, deadline_s=0.02)
         assert (outcome, time.perf_counter() - t0 < 1.5) == ("limit", True) and "did not render within" in message
         hungry = {"template": "{% set x = ('a' * 1000000)|list * 16 %}{% set y = x + x %}{{ y|length }}",
                   "messages": chat, "limit": 1 << 26, "context": {}}  # 32M pointers: 256 MB
