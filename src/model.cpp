@@ -146,10 +146,6 @@ struct loader {
     bool load_ternary(const std::string &name, int64_t n_in, int64_t n_out, ternary_matrix *out) {
         const gguf_tensor *t = find_tensor(name + ".weight", n_in, n_out);
         if (t == nullptr) return false;
-        const int64_t block = (t->type == GGML_TQ2_0 || t->type == GGML_TQ1_0) ? kTQBlock : kI2SBlock;
-        if (n_in % block != 0)
-            return fail("tensor '" + name + ".weight' has rows of " + std::to_string(n_in) +
-                        " elements; ternary rows must be a multiple of " + std::to_string(block));
         const std::string why = bind_ternary(*t, n_in, n_out, layout, out);
         if (!why.empty()) return fail("tensor '" + name + ".weight' " + why);
         if (file.tensor(name + ".scale") == nullptr) return true;

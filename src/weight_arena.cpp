@@ -40,7 +40,7 @@ void for_each_ternary(model &m, Fn fn) {
         for (ternary_matrix *t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) fn(*t);
 }
 
-size_t code_bytes(const ternary_matrix &t) { return static_cast<size_t>(t.n_out * t.n_in / 4); }
+size_t code_bytes(const ternary_matrix &t) { return static_cast<size_t>(t.n_out * t.k_pad / 4); }
 
 size_t head_bytes(const dense_matrix &d) { return static_cast<size_t>(d.n_out * dense_row_bytes(d.type, d.n_in)); }
 

@@ -117,8 +117,6 @@ def make_bitnet_checkpoint(out_dir, *, layout: str = "packed", linear_class: str
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
-    if hidden_size % 128 or intermediate_size % 128:
-        raise ValueError("hidden_size and intermediate_size must be multiples of 128 (I2_S blocks)")
     float_dtype = float_dtype or ("f32" if layout == "f32" else "bf16")
     out = Path(out_dir)
     vocab = n_tokens = write_test_tokenizer(out)

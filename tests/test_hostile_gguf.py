@@ -325,8 +325,9 @@ CASES = [
     ("type id 39 not MXFP4-sized",
      both(kv("general.architecture", "gpt-oss", "string"), add_tensor("x.weight", (128, 4), 39, 160)),
      r"tensor 'x\.weight' has ggml type 39, .*; its data is not MXFP4-sized, and TL2 is not supported"),
-    ("I2_S rows not a multiple of 128", set_tensor(Q, ne=(96, 128)),
-     r"tensor 'blk\.0\.attn_q\.weight' of type I2_S has ne0 = 96, not a multiple of its block size 128"),
+    ("I2_S elements not a multiple of 128", set_tensor(Q, ne=(96, 3)),
+     r"tensor 'blk\.0\.attn_q\.weight' of type I2_S has 288 elements, not a multiple of its block size 128 "
+     r"\(the layout has no room for a partial last block\)"),
     ("Q8_0 rows not a multiple of 32", set_tensor("output_norm.weight", type=8, ne=(100,)),
      r"tensor 'output_norm\.weight' of type Q8_0 has ne0 = 100, not a multiple of its block size 32"),
     # -- tensor data placement

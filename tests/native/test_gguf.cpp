@@ -472,8 +472,8 @@ static void test_tensor_errors() {
     expect_refused("unknown type id 2^32-1", tensor0([](tensor_spec &t) { t.type = 0xffffffffu; }),
                    "unknown ggml type id 4294967295");
     expect_refused(
-        "I2_S ne0 64", [](file_spec &s) { s.tensors[1].ne = {64, 4}; },
-        "tensor 'b' of type I2_S has ne0 = 64, not a multiple of its block size 128");
+        "I2_S 192 elements", [](file_spec &s) { s.tensors[1].ne = {64, 3}; },
+        "tensor 'b' of type I2_S has 192 elements, not a multiple of its block size 128");
     expect_refused("Q4_0 ne0 33", tensor0([](tensor_spec &t) {
                        t.type = GGML_Q4_0;
                        t.ne = {33};
