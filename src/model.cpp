@@ -10,6 +10,7 @@
 #include <set>
 
 #include "dequant.h"
+#include "finite_check.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
 #include "kernels/tq.h"
@@ -131,7 +132,12 @@ struct loader {
         const gguf_tensor *t = find_tensor(name, n_in, n_out);
         if (t == nullptr) return false;
         *out = dense_matrix{t->data, t->type, n_in, n_out};
-        if (is_float_type(t->type)) return true;
+        if (is_float_type(t->type)) {
+            const int64_t bad = first_non_finite(t->type, t->data, n_in * n_out);
+            if (bad < 0) return true;
+            return fail("tensor '" + name + "' contains NaN or Inf (row " + std::to_string(bad / n_in) + ", column " +
+                        std::to_string(bad % n_in) + "); the file is corrupt");
+        }
         if (!is_widened_type(t->type))
             return fail("tensor '" + name + "' has type " + type_name(t->type) +
                         "; this engine reads F32, F16, BF16, Q8_0 or Q6_K embeddings and output heads");

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "finite_check.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
 #include "kernels/tq.h"
@@ -124,6 +125,8 @@ std::string bind_float(const gguf_tensor &t, int64_t k, int64_t rows, ternary_ma
     for (int64_t r = 0; r < rows; ++r) {
         row_to_f32(t.type, t.data + r * k * elem, k, row.data());
         for (float v : row) scale = std::max(scale, std::fabs(v));
+        if (first_non_finite(GGML_F32, row.data(), k) >= 0)
+            return "contains NaN or Inf (row " + std::to_string(r) + "); the file is corrupt";
     }
     out->owned.resize(static_cast<size_t>(out->k_pad * rows / 4));
     for (int64_t r = 0; r < rows; ++r) {

@@ -1,8 +1,9 @@
 """One answer on every CPU (DESIGN section 3): a 520-token prompt's logits are bit for bit the same
 whatever the kernel set this machine has, the thread count (1, 2, 3) and how the prompt is split
 into batches; on the demo model and on random models whose shapes the kernels must pad (rows not a
-multiple of 128, head size 100, grouped-query attention). NEON is checked under qemu by
-tests/native/test_same_bits.cpp (tests/cross/run_neon_qemu.sh)."""
+multiple of 128, head size 100, grouped-query attention). The demo model is checked the same way by
+tests/native/test_same_bits.cpp (run by test_native.py, and for NEON under qemu by
+tests/cross/run_neon_qemu.sh)."""
 
 from pathlib import Path
 
@@ -12,8 +13,6 @@ import pytest
 from bitnet import engine
 from bitnet.convert.dummy import ModelShape, generate
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "models" / "bitnet-b1.58-austen-5M" / "ggml-model-i2_s.gguf"
 N_PROMPT = 520
 # (hidden, FFN, layers, heads, kv heads, vocab, ctx, activation, theta)
 ODD_SHAPES = {
@@ -23,10 +22,8 @@ ODD_SHAPES = {
 ISAS = [i for i in ("scalar", "avx2", "avx512bw", "avx512", "amx", "neon") if i in engine.available_isas()]
 
 
-@pytest.fixture(scope="module", params=["demo", *ODD_SHAPES])
+@pytest.fixture(scope="module", params=list(ODD_SHAPES))
 def model_path(request, tmp_path_factory) -> Path:
-    if request.param == "demo":
-        return DEMO
     out = tmp_path_factory.mktemp("odd") / f"{request.param}.gguf"
     return generate(out, ODD_SHAPES[request.param], "i2_s", seed=3, progress=False)
 
