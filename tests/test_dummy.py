@@ -56,8 +56,8 @@ def tiny_files(tmp_path_factory) -> dict[str, Path]:
 def test_size_table_has_bitnet_cpp_sizes_and_2b4t():
     assert list(dummy.MODEL_SIZES) == ["125M", "350M", "1B", "1.5B", "2.7B", "3.8B", "7B", "13B", "30B", "70B",
                                        "100B", "2B-4T", "large", "3B"]  # fmt: skip
-    three_b = dummy.MODEL_SIZES["3B"]
-    assert (three_b.n_embd, three_b.n_ff, three_b.n_layer, three_b.n_head, three_b.n_vocab) == (3200, 8640, 26, 32, 32002)
+    b3 = dummy.MODEL_SIZES["3B"]
+    assert (b3.n_embd, b3.n_ff, b3.n_layer, b3.n_head, b3.n_vocab) == (3200, 8640, 26, 32, 32002)
     large = dummy.MODEL_SIZES["large"]
     assert (large.n_embd, large.n_ff, large.n_layer, large.n_head, large.n_vocab) == (1536, 4096, 24, 16, 32002)
     for name, s in dummy.MODEL_SIZES.items():
