@@ -1,6 +1,6 @@
 #include "finite_check.h"
 
-#include <cstring>
+#include <algorithm>
 
 #include "quant_types.h"
 
@@ -18,8 +18,8 @@ int64_t first_with_exponent(const void *data, int64_t n, Bits mask) {
     const auto *p = static_cast<const Bits *>(data);
     for (int64_t b = 0; b < n; b += kBlock) {
         const int64_t end = b + kBlock < n ? b + kBlock : n;
-        Bits any = 0;
-        for (int64_t i = b; i < end; ++i) any |= static_cast<Bits>(((p[i] & mask) == mask) ? 1 : 0);
+        Bits any = 0;  // packed compares and ORs (SSE2 has no unsigned 16-bit min)
+        for (int64_t i = b; i < end; ++i) any |= static_cast<Bits>((p[i] & mask) == mask);
         if (any == 0) continue;
         for (int64_t i = b; i < end; ++i)
             if ((p[i] & mask) == mask) return i;
