@@ -279,14 +279,17 @@ void ffn_block(context &ctx, const layer_weights &l, int64_t il, int64_t m) {
     name_tensor(ctx, "up", il, ctx.up.data(), m, F);
     float *g = ctx.gate.data();
     const float *u = ctx.up.data();
-    if (hp.act == activation::relu2) {
-        for (int64_t j = 0; j < m * F; ++j) {
-            const float r = std::max(g[j], 0.0f);
-            g[j] = r * r * u[j];
+    // In parallel over rows: SiLU's exp is ~10 ns an element (1bitLLM-3B: 29 M per 128-token prompt).
+    ctx.pool->parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
+        if (hp.act == activation::relu2) {
+            for (int64_t j = i0 * F; j < i1 * F; ++j) {
+                const float r = std::max(g[j], 0.0f);
+                g[j] = r * r * u[j];
+            }
+        } else {
+            for (int64_t j = i0 * F; j < i1 * F; ++j) g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
         }
-    } else {
-        for (int64_t j = 0; j < m * F; ++j) g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
-    }
+    });
     name_tensor(ctx, "ffn_act", il, g, m, F);
     const float *h = g;
     if (hp.has_sub_norms) {
