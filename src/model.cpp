@@ -10,6 +10,7 @@
 #include <set>
 
 #include "dequant.h"
+#include "finite_check.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
 #include "kernels/tq.h"
@@ -135,12 +136,22 @@ struct loader {
         return true;
     }
 
-    // F32 / F16 / BF16, and Q8_0 / Q6_K (llama.cpp's usual head types), all read in place.
-    bool load_dense(const std::string &name, int64_t n_in, int64_t n_out, dense_matrix *out) {
+    bool non_finite(const std::string &name, int64_t bad, int64_t n_in) {
+        return fail("tensor '" + name + "' contains NaN or Inf (row " + std::to_string(bad / n_in) + ", column " +
+                    std::to_string(bad % n_in) + "); the file is corrupt");
+    }
+
+    // F32 / F16 / BF16, and Q8_0 / Q6_K (llama.cpp's usual head types), all read in place. A float
+    // tensor is checked finite here unless the caller checks it later (check_floats false: the
+    // head, checked as it is copied to huge pages).
+    bool load_dense(const std::string &name, int64_t n_in, int64_t n_out, dense_matrix *out, bool check_floats = true) {
         const gguf_tensor *t = find_tensor(name, n_in, n_out);
         if (t == nullptr) return false;
         *out = dense_matrix{t->data, t->type, n_in, n_out};
-        if (is_float_type(t->type)) return true;
+        if (is_float_type(t->type)) {
+            const int64_t bad = check_floats ? first_non_finite(t->type, t->data, n_in * n_out) : -1;
+            return bad < 0 || non_finite(name, bad, n_in);
+        }
         if (!is_widened_type(t->type))
             return fail("tensor '" + name + "' has type " + type_name(t->type) +
                         "; this engine reads F32, F16, BF16, Q8_0 or Q6_K embeddings and output heads");
@@ -155,10 +166,6 @@ struct loader {
     bool load_ternary(const std::string &name, int64_t n_in, int64_t n_out, ternary_matrix *out) {
         const gguf_tensor *t = find_tensor(name + ".weight", n_in, n_out);
         if (t == nullptr) return false;
-        const int64_t block = (t->type == GGML_TQ2_0 || t->type == GGML_TQ1_0) ? kTQBlock : kI2SBlock;
-        if (n_in % block != 0)
-            return fail("tensor '" + name + ".weight' has rows of " + std::to_string(n_in) +
-                        " elements; ternary rows must be a multiple of " + std::to_string(block));
         const std::string why = bind_ternary(*t, n_in, n_out, layout, out);
         if (!why.empty()) return fail("tensor '" + name + ".weight' " + why);
         if (file.tensor(name + ".scale") == nullptr) return true;
@@ -438,9 +445,16 @@ std::unique_ptr<model> model_load(const std::string &path, std::string *error) {
         return nullptr;
     }
 
-    if (!ld.load_dense("token_embd.weight", hp.n_embd, hp.n_vocab, &m->token_embd)) return nullptr;
-    if (f.tensor("output.weight") != nullptr) {
-        if (!ld.load_dense("output.weight", hp.n_embd, hp.n_vocab, &m->output)) return nullptr;
+    // Streamed weights go to huge pages (weight_arena.h); BITNET_WEIGHTS=mapped keeps them in the
+    // file mapping (less load time, slower decode). Failing to allocate is not an error. A moved
+    // float head is checked for NaN / Inf during the copy, not before it.
+    const char *where = std::getenv("BITNET_WEIGHTS");
+    const bool relocate = where == nullptr || std::strcmp(where, "mapped") != 0;
+    const bool tied = f.tensor("output.weight") == nullptr;
+    const char *head_name = tied ? "token_embd.weight" : "output.weight";
+    if (!ld.load_dense("token_embd.weight", hp.n_embd, hp.n_vocab, &m->token_embd, !(tied && relocate))) return nullptr;
+    if (!tied) {
+        if (!ld.load_dense("output.weight", hp.n_embd, hp.n_vocab, &m->output, !relocate)) return nullptr;
     } else {
         m->output = m->token_embd;
     }
@@ -451,10 +465,12 @@ std::unique_ptr<model> model_load(const std::string &path, std::string *error) {
     if (!ld.check_no_stray_tensors(arch_name)) return nullptr;
     for (const gguf_tensor &t : f.tensors()) m->n_weight_bytes += t.n_bytes;
     m->desc = describe(*m, note);
-    // Streamed weights go to huge pages (weight_arena.h); BITNET_WEIGHTS=mapped keeps them in the
-    // file mapping (less load time, slower decode). Failing to allocate is not an error.
-    const char *where = std::getenv("BITNET_WEIGHTS");
-    if (where == nullptr || std::strcmp(where, "mapped") != 0) relocate_streamed_weights(*m);
+    if (!relocate) return m;
+    const void *head_in_file = m->output.data;
+    int64_t bad = -1;
+    if (!relocate_streamed_weights(*m, &bad) || m->output.data == head_in_file)  // not moved: check in place
+        bad = first_non_finite(m->output.type, m->output.data, hp.n_embd * hp.n_vocab);
+    if (bad >= 0 && !ld.non_finite(head_name, bad, hp.n_embd)) return nullptr;
     return m;
 }
 

@@ -60,9 +60,12 @@ struct hparams {
 // A ternary matrix of n_out rows by n_in columns, in I2_S codes (DESIGN section 2) with one
 // f32 scale. Points into the mapped file, or into `owned` when it had to be repacked (TQ1_0 /
 // TQ2_0, bitnet.cpp's ARM I2_S layout, float tensors).
+// Rows are stored k_pad >= n_in codes long (k_pad a multiple of 128, the kernels' block): a row
+// whose length is not a multiple of 128 ends in zero weights, and the quantized activations in
+// zeros (forward.cpp), which add nothing. The padding exists only in memory, never in a file.
 struct ternary_matrix {
     const uint8_t *codes = nullptr;
-    int64_t n_in = 0, n_out = 0;
+    int64_t n_in = 0, n_out = 0, k_pad = 0;
     float scale = 0;
     std::vector<uint8_t> owned;
     // A TQ tensor whose non-zero blocks have different scales: one per 256 weights of each row

@@ -44,12 +44,24 @@ def test_i2s_bytes_match_hand_made_example():
     assert data == expected + struct.pack("<f", 0.25) + bytes(28)
 
 
+def test_i2s_packs_the_flattened_tensor():
+    # bitnet.cpp's quantize_i2_s: blocks of 128 over the flattened tensor, across row ends.
+    rng = np.random.default_rng(2)
+    t = rng.integers(-1, 2, size=(4, 96), dtype=np.int8)
+    data = pack_i2s(t, 0.5)
+    flat = t.reshape(-1, 4, 32) + 1
+    expected = (flat[:, 0] << 6) | (flat[:, 1] << 4) | (flat[:, 2] << 2) | flat[:, 3]
+    assert data[:96] == expected.astype(np.uint8).tobytes()
+    codes, scale = unpack_i2s(data, 4, 96)
+    assert (codes == t).all() and scale == 0.5
+
+
 def test_i2s_round_trip_and_errors():
     rng = np.random.default_rng(1)
     t = rng.integers(-1, 2, size=(5, 384), dtype=np.int8)
     codes, scale = unpack_i2s(pack_i2s(t, 0.3), 5, 384)
     assert codes.dtype == np.int8 and (codes == t).all() and scale == np.float32(0.3)
-    with pytest.raises(ValueError, match="multiple of 128"):
+    with pytest.raises(ValueError, match="I2_S cannot hold a 2x96 tensor"):
         pack_i2s(np.zeros((2, 96), np.int8), 1.0)
     with pytest.raises(ValueError, match="-1, 0 or 1"):
         pack_i2s(np.full((1, 128), 2, np.int8), 1.0)

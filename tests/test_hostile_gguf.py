@@ -233,6 +233,21 @@ def f32_value(name, index, value):
     return set_tensor(name, data=data)
 
 
+def stored_value(name, index, value):
+    """Element `index` of an F32 / F16 / BF16 tensor set to value, in the tensor's own type."""
+
+    def data(t: Tensor) -> bytes:
+        if t.type == gw.GGML_TYPE_BF16:  # the top half of the f32
+            values = np.frombuffer(t.data, np.uint16).copy()
+            values[index] = np.array([value], np.float32).view(np.uint32)[0] >> 16
+            return values.tobytes()
+        values = np.frombuffer(t.data, {gw.GGML_TYPE_F32: np.float32, gw.GGML_TYPE_F16: np.float16}[t.type]).copy()
+        values[index] = value
+        return values.tobytes()
+
+    return set_tensor(name, data=data)
+
+
 def i2s_scale(name, value):
     """The f32 scale: the first 4 bytes of the 32-byte tail."""
     return set_tensor(name, data=lambda t: t.data[:-32] + struct.pack("<f", value) + t.data[-28:])
@@ -325,8 +340,9 @@ CASES = [
     ("type id 39 not MXFP4-sized",
      both(kv("general.architecture", "gpt-oss", "string"), add_tensor("x.weight", (128, 4), 39, 160)),
      r"tensor 'x\.weight' has ggml type 39, .*; its data is not MXFP4-sized, and TL2 is not supported"),
-    ("I2_S rows not a multiple of 128", set_tensor(Q, ne=(96, 128)),
-     r"tensor 'blk\.0\.attn_q\.weight' of type I2_S has ne0 = 96, not a multiple of its block size 128"),
+    ("I2_S elements not a multiple of 128", set_tensor(Q, ne=(96, 3)),
+     r"tensor 'blk\.0\.attn_q\.weight' of type I2_S has 288 elements, not a multiple of its block size 128 "
+     r"\(the layout has no room for a partial last block\)"),
     ("Q8_0 rows not a multiple of 32", set_tensor("output_norm.weight", type=8, ne=(100,)),
      r"tensor 'output_norm\.weight' of type Q8_0 has ne0 = 100, not a multiple of its block size 32"),
     # -- tensor data placement
@@ -385,6 +401,12 @@ CASES = [
     # -- weights (NaN in a norm: tests/test_model_validation.py)
     ("Inf in a norm weight", f32_value("output_norm.weight", 7, np.inf),
      r"tensor 'output_norm\.weight' contains NaN or Inf; the file is corrupt"),
+    ("NaN in the embedding", stored_value("token_embd.weight", 300, np.nan),
+     r"tensor 'token_embd\.weight' contains NaN or Inf \(row 2, column 44\); the file is corrupt"),
+    ("Inf in the embedding, last value", stored_value("token_embd.weight", N_VOCAB * 128 - 1, -np.inf),
+     r"tensor 'token_embd\.weight' contains NaN or Inf \(row 521, column 127\); the file is corrupt"),
+    ("Inf I2_S scale", i2s_scale(Q, float("inf")),
+     r"tensor 'blk\.0\.attn_q\.weight' has scale inf \(must be finite and >= 0\); the file is corrupt"),
     ("NaN I2_S scale", i2s_scale(Q, float("nan")),
      r"tensor 'blk\.0\.attn_q\.weight' has scale -?nan \(must be finite and >= 0\); the file is corrupt"),
 ]

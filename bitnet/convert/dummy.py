@@ -84,6 +84,10 @@ MODEL_SIZES: dict[str, ModelShape] = {
     "70B": _bitnet_cpp(8192, 24576, 80, 64),
     "100B": _bitnet_cpp(8192, 45568, 72, 64),
     "2B-4T": ModelShape(2560, 6912, 30, 20, 5, 128256, 4096, "relu2", 500000.0),
+    # 1bitLLM/bitnet_b1_58-large and -3B's config.json (bitnet.cpp's codegen_tl*.py lists the same
+    # [hidden, FFN] pairs). The 3B's FFN of 8640 is 67.5 I2_S blocks: rows start inside blocks.
+    "large": _bitnet_cpp(1536, 4096, 24, 16),
+    "3B": _bitnet_cpp(3200, 8640, 26, 32),
 }
 
 
@@ -136,15 +140,15 @@ class Outtype:
     arch: str  # general.architecture
     file_type: int  # general.file_type (llama_ftype)
     ggml_type: int  # of the linear weights
-    block: int  # required multiple of a linear layer's row length
+    block: int  # required multiple of a linear layer's row length (I2_S: of the whole tensor, see i2s.py)
     n_bytes: Callable[[int, int], int]  # (rows, k) -> tensor bytes
     encode: Callable[[np.ndarray, int, int, float], np.ndarray]  # (I2_S codes, rows, k, scale) -> bytes
     tail: Callable[[float], bytes]  # bytes after the last chunk
 
 
 OUTTYPES = {
-    "i2_s": Outtype(ARCH, 40, GGML_TYPE_I2_S, i2s.BLOCK, i2s.i2s_n_bytes, lambda c, r, k, s: c, _i2s_tail),
-    "f16": Outtype(ARCH, 1, GGML_TYPE_F16, i2s.BLOCK, lambda r, k: 2 * r * k, _as_f16, lambda s: b""),
+    "i2_s": Outtype(ARCH, 40, GGML_TYPE_I2_S, 1, i2s.i2s_n_bytes, lambda c, r, k, s: c, _i2s_tail),
+    "f16": Outtype(ARCH, 1, GGML_TYPE_F16, 1, lambda r, k: 2 * r * k, _as_f16, lambda s: b""),
     "tq2_0": Outtype("bitnet", 37, tq_packing.GGML_TYPE_TQ2_0, tq_packing.QK, tq_packing.tq2_0_n_bytes,
                      lambda c, r, k, s: tq_packing.pack_tq2_0(_ternary(c, r, k), s), lambda s: b""),
     "tq1_0": Outtype("bitnet", 36, tq_packing.GGML_TYPE_TQ1_0, tq_packing.QK, tq_packing.tq1_0_n_bytes,
@@ -155,7 +159,10 @@ OUTTYPES = {
 # -- tensors ---------------------------------------------------------------------------------------
 def _row_chunks(n_rows: int, k: int) -> Iterator[tuple[int, int]]:
     """(chunk index, rows) covering n_rows; depends only on the shape, so every outtype draws alike."""
-    step = max(1, CHUNK_WEIGHTS // k)
+    # Whole I2_S blocks per chunk (the flattened tensor's blocks may straddle rows), so that a
+    # chunk decodes on its own: rows a multiple of 128 / gcd(k, 128).
+    align = i2s.BLOCK // math.gcd(k, i2s.BLOCK)
+    step = max(align, CHUNK_WEIGHTS // k // align * align)
     for i, start in enumerate(range(0, n_rows, step)):
         yield i, min(step, n_rows - start)
 
@@ -176,6 +183,10 @@ def _normal_table(std: float, float_type: str) -> np.ndarray:
 def _linear(name: str, n_out: int, n_in: int, outtype: Outtype, seed: int) -> TensorJob:
     if n_in % outtype.block:
         raise ValueError(f"{name}: rows of {n_in} weights are not a multiple of {outtype.block}, as this type needs")
+    try:
+        n_bytes = outtype.n_bytes(n_out, n_in)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
     scale = ternary_scale(seed, name, n_in)
 
     def produce():
@@ -184,7 +195,7 @@ def _linear(name: str, n_out: int, n_in: int, outtype: Outtype, seed: int) -> Te
             yield outtype.encode(codes, rows, n_in, scale)
         yield outtype.tail(scale)
 
-    return TensorJob(name, (n_in, n_out), outtype.ggml_type, outtype.n_bytes(n_out, n_in), produce)
+    return TensorJob(name, (n_in, n_out), outtype.ggml_type, n_bytes, produce)
 
 
 def _norm(name: str, n: int, seed: int) -> TensorJob:

@@ -45,7 +45,7 @@ class TernaryEncoding:
 
 # llama.cpp's quantizer gives each 256-block d = max|w|: the scale, or 0 for an all-zero block.
 TERNARY_ENCODINGS = {
-    "i2_s": TernaryEncoding(GGML_TYPE_I2_S, i2s.BLOCK, i2s.i2s_n_bytes, i2s.pack_i2s),
+    "i2_s": TernaryEncoding(GGML_TYPE_I2_S, 1, i2s.i2s_n_bytes, i2s.pack_i2s),  # whole tensor % 128: i2s.py
     "tq2_0": TernaryEncoding(tq.GGML_TYPE_TQ2_0, tq.QK, tq.tq2_0_n_bytes,
                              lambda t, s: tq.pack_tq2_0(t, tq.llama_cpp_block_scales(t, s))),
     "tq1_0": TernaryEncoding(tq.GGML_TYPE_TQ1_0, tq.QK, tq.tq1_0_n_bytes,
@@ -174,10 +174,14 @@ class _Planner:
         if enc is not None:
             if in_f % enc.block:
                 raise ValueError(
-                    f"{hf}: {self.outtype.upper()} needs input features that are a multiple of {enc.block}, this "
-                    f"tensor has {in_f}; use --outtype f16 (or bf16/f32)"
+                    f"{hf}: {self.outtype.upper()} packs each row in blocks of {enc.block} and cannot hold rows of "
+                    f"{in_f} input features; use --outtype i2_s or f16 (or bf16/f32)"
                 )
-            return TensorJob(gguf_name, ne, enc.ggml_type, enc.n_bytes(out_f, in_f), lambda: [enc.pack(*load())])
+            try:
+                n_bytes = enc.n_bytes(out_f, in_f)
+            except ValueError as e:
+                raise ValueError(f"{hf}: {e}") from None
+            return TensorJob(gguf_name, ne, enc.ggml_type, n_bytes, lambda: [enc.pack(*load())])
         ggml_type, _, elem_bytes = FLOAT_TYPES[self.outtype]
 
         def produce():

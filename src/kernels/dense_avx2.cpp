@@ -1,22 +1,20 @@
 // AVX2 + FMA + F16C dense kernels (see dense.h for the layout). Each weight row is converted
-// 8 elements at a time and reused for up to 4 activation rows, so a batched lm_head reads the
-// (large) embedding matrix once per 4 tokens.
+// 8 elements at a time and reused for up to 2 activation rows, so a batched lm_head reads the
+// (large) embedding matrix once per 2 tokens. Sums follow float_order.h: an output's 16 lanes in
+// two chains of alternating 16-element chunks are four registers (chain c, half h).
 #include "kernels/simd_x86.h"
 
+#include <cmath>
+
 #include "kernels/dense.h"
+#include "kernels/float_order.h"
+#include "kernels/float_order_x86.h"
 #include "kernels/tuning.h"
 #include "quant_types.h"
 
 namespace bitnet {
 
 namespace {
-
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 struct load_f32 {
     static constexpr int64_t kBytes = 4;  // per element
@@ -43,33 +41,41 @@ struct load_bf16 {
 };
 
 // R weight rows starting at row r times MR activation rows starting at x (k floats each):
-// y[i * ldy + r + t]. Every row has its own accumulators, summed in the same order whatever R
-// and MR are; R > 1 (decode) runs R FMA chains side by side, which hides the FMA latency (one
-// chain caps a core at 8 floats per 4 cycles). Prefetched tuning().head_prefetch_bytes past the
-// tile's last row, once per 64-byte line.
+// y[i * ldy + r + t]. Every output has its own four accumulators, summed in the reference's order
+// whatever R and MR are: 32 elements per step (chunk 0 -> chain 0, chunk 1 -> chain 1), the rest
+// lane by lane in scalar fma, then the chains and the lanes folded (float_order.h). Prefetched
+// tuning().head_prefetch_bytes past the tile's last row, once per 64-byte line.
 template <int R, int MR, typename Load>
 void tile(const Load &row0, int64_t k, int64_t r, const float *x, float *y, int64_t ldy) {
     const int64_t row_bytes = k * Load::kBytes, ahead = tuning().head_prefetch_bytes + (R - 1) * row_bytes;
     Load rows[R];
-    __m256 acc[R][MR];
+    __m256 acc[R][MR][4];  // [chain 0 lanes 0-7, chain 0 lanes 8-15, chain 1 lanes 0-7, chain 1 lanes 8-15]
     for (int t = 0; t < R; ++t) {
         rows[t] = Load{row0.w + (r + t) * k};
-        for (int i = 0; i < MR; ++i) acc[t][i] = _mm256_setzero_ps();
+        for (int i = 0; i < MR; ++i)
+            for (int c = 0; c < 4; ++c) acc[t][i][c] = _mm256_setzero_ps();
     }
     int64_t j = 0;
-    for (; j + 8 <= k; j += 8) {
+    for (; j + 32 <= k; j += 32) {
         const bool new_line = (j * Load::kBytes) % 64 == 0;
         for (int t = 0; t < R; ++t) {
             if (new_line) _mm_prefetch(reinterpret_cast<const char *>(rows[t].w + j) + ahead, _MM_HINT_T1);
-            const __m256 wv = rows[t].vec(j);
-            for (int i = 0; i < MR; ++i) acc[t][i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j), acc[t][i]);
+            for (int c = 0; c < 4; ++c) {
+                const __m256 wv = rows[t].vec(j + 8 * c);
+                for (int i = 0; i < MR; ++i)
+                    acc[t][i][c] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j + 8 * c), acc[t][i][c]);
+            }
         }
     }
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < MR; ++i) {
-            float s = hsum(acc[t][i]);
-            for (int64_t u = j; u < k; ++u) s += rows[t].one(u) * x[i * k + u];
-            y[i * ldy + r + t] = s;
+            float chain[2][kSumLanes];
+            for (int c = 0; c < 4; ++c) _mm256_storeu_ps(&chain[c / 2][8 * (c % 2)], acc[t][i][c]);
+            for (int64_t u = j; u < k; ++u) {
+                float &l = chain[(u / kSumLanes) & 1][u % kSumLanes];
+                l = std::fma(rows[t].one(u), x[i * k + u], l);
+            }
+            y[i * ldy + r + t] = sum_two_chains(chain);
         }
 }
 
@@ -81,14 +87,14 @@ void rows_times(const Load &w, int64_t k, int64_t r0, int64_t r1, const float *x
     for (; r < r1; ++r) tile<1, MR>(w, k, r, x, y, ldy);
 }
 
-// One activation row (decode): 4 weight rows per tile. Batches: each weight row once per 4
-// activation rows.
+// One activation row (decode): 2 weight rows per tile (8 accumulators of the 16 registers).
+// Batches: each weight row once per 2 activation rows.
 template <typename Load>
 void matmul_tiled(const Load &w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
                   float *y, int64_t ldy) {
-    if (m == 1) return rows_times<4, 1>(w, k, r0, r1, x, y, ldy);
+    if (m == 1) return rows_times<2, 1>(w, k, r0, r1, x, y, ldy);
     int64_t i = 0;
-    for (; i + 4 <= m; i += 4) rows_times<1, 4>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+    for (; i + 2 <= m; i += 2) rows_times<1, 2>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
     for (; i < m; ++i) rows_times<1, 1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
 }
 
@@ -110,7 +116,7 @@ float dot_f32(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
-    float s = hsum(acc);
+    float s = sum_lanes8_folded(acc);
     for (; j < n; ++j) s += a[j] * b[j];
     return s;
 }
@@ -131,14 +137,10 @@ void matmul_q6_k(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const floa
     matmul_quant_by_rows(GGML_Q6_K, matmul_f32, w, k, r0, r1, x, m, y, ldy);
 }
 
+// One query: the prompt path (attention_avx2.cpp) with one row of one head, so the same bits.
 void attend(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
-            float *scores, float *out) {
-    attend_with(dot_f32, axpy_f32, q, k, v, stride, n_keys, hd, scale, scores, out);
-}
-
-void attend_rows(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
-                 int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out) {
-    attend_rows_with(attend, q, k, v, stride, hd, scale, n_rows, row_stride, group, n_keys, out);
+            float *, float *out) {
+    attend_rows_avx2(q, k, v, stride, hd, scale, 1, hd, 1, &n_keys, out);
 }
 
 // 8 lanes at a time with the scalar operations (division, then multiply): the same bits.
@@ -153,7 +155,7 @@ void scale_sums(const int32_t *acc, int64_t n, float s, float w_scale, float *y)
 }
 
 const dense_kernel_set kAvx2 = {"avx2",      matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0,
-                                matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows,
+                                matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows_avx2,
                                 scale_sums};
 
 }  // namespace
