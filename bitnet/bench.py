@@ -248,11 +248,17 @@ def build_parser():
                    help="timed runs per test, after one warm-up (default 5)")
     p.add_argument("--isa", default=None, metavar="NAME", help="force a kernel set (scalar, avx2, ...)")
     p.add_argument("--json", action="store_true", help="one JSON object per run configuration")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="cpu (the engine, default) or cuda[:N] (bitnet.gpu, see gpu/README.md; -t is then ignored)")
     p.add_argument("--compare", nargs="+", metavar="ENGINE [PATH] GGUF",
                    help="also time a peer on GGUF (e.g. the TQ2_0 file) in this run: llama-cpp-python GGUF, "
                         "or llama-bench PATH GGUF (PATH: a llama-bench binary)")
     p.add_argument("--rounds", type=int_at_least(1, 100), default=1, metavar="N",
                    help="repeat everything N times, ours and the peer taking turns (default 1)")
+    p.add_argument("--embedding", action="store_true", help="time Model.embed instead (bench_embedding.py)")
+    p.add_argument("--embd-batch", type=int_at_least(1, 4096), default=32, metavar="B", help="texts per call (32)")
+    p.add_argument("--embd-tokens", type=int_at_least(1, 1 << 16), default=128, metavar="L",
+                   help="tokens per text (128)")
     return p
 
 
@@ -264,16 +270,26 @@ def run(args) -> int:
         check_peer(peer_name, peer_path, peer_binary)
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"model file not found: {args.model}")
+    if args.embedding:
+        from bitnet.bench_embedding import run_embedding
+
+        return run_embedding(args)
     if args.isa:
         engine.set_isa(args.isa)
     model = engine.NativeModel(args.model)
     isa = engine.isa()
+    gpu = None
+    if args.device != "cpu":
+        from bitnet.gpu.bench import GpuTimer
+
+        gpu = GpuTimer(args.model, args.device, model)
+        isa, args.threads = gpu.device_name, args.threads[:1]
     if not args.json:
         print_table_header(args.model, model, isa, args)
     for round_ in range(args.rounds):
         for n_threads in args.threads:
             cfg = Config(args.n_prompt, args.n_gen, n_threads, args.repetitions)
-            ours = time_bitnet(model, cfg)
+            ours = time_bitnet(model, cfg) if gpu is None else gpu.time(cfg)
             peer = run_peer(peer_name, peer_path, cfg, peer_binary) if peer_name else None
             rec = record(args.model, model, isa, cfg, ours, peer, peer_name, peer_path)
             if args.rounds > 1:

@@ -4,7 +4,9 @@ Templates are Jinja, rendered the way transformers' `apply_chat_template` does (
 trim_blocks + lstrip_blocks, `raise_exception`, `strftime_now`, a non-escaping `tojson`), so
 that a model's own template gives the same prompt here as there. A template comes from the
 model file, so it is untrusted: it runs in the immutable sandbox, its loops and its output are
-bounded, and when it is missing or broken we fall back to BitNet's own format with a warning.
+bounded (chat_sandbox.py), and when it is missing or broken we fall back to BitNet's own format
+with a warning. `Model` renders a model's template through chat_worker.ChatTemplate, which adds
+the hard wall of a worker process.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import functools
 import json
 import warnings
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -23,6 +24,15 @@ import jinja2.nodes
 import jinja2.sandbox
 import jinja2.utils
 
+from bitnet.chat_sandbox import (
+    MAX_STEPS,
+    STEPS_PER_MESSAGE,
+    BoundedSandbox,
+    ChatTemplateLimitError,
+    _step,
+    bounded_filter,
+    bounded_render,
+)
 from bitnet.errors import BitnetError
 
 # microsoft/bitnet-b1.58-2B-4T's template: "<bos>System: ...<|eot_id|>User: ...<|eot_id|>Assistant: "
@@ -35,25 +45,16 @@ BITNET_CHAT_TEMPLATE = (
 
 # Output allowed beyond twice the messages' own text: no real prompt comes near it.
 MAX_RENDERED_CHARS = 1 << 20
-# Items all `range()` calls of one render may produce together: bounds nested loops that
-# print nothing, which the output cap alone would not stop.
-MAX_RANGE_ITEMS = 1 << 22
-
-_range_budget: ContextVar[list[int] | None] = ContextVar("chat_range_budget", default=None)
-
-
-class ChatTemplateLimitError(BitnetError):
-    """A template tried to render more output, or loop more, than any real prompt needs."""
+MAX_RANGE_ITEMS = MAX_STEPS  # kept for callers of the old name
 
 
 def _bounded_range(*args: int) -> range:
     items = jinja2.sandbox.safe_range(*args)  # also refuses a single range over 100k items
-    budget = _range_budget.get()
-    if budget is not None:
-        budget[0] -= len(items)
-        if budget[0] < 0:
-            raise ChatTemplateLimitError(f"chat template loops over more than {MAX_RANGE_ITEMS} items; refusing it")
+    _step(len(items))
     return items
+
+
+_bounded_range.checks_own_arguments = True  # a range over 100k items is safe_range's error
 
 
 def _raise_exception(message: str) -> None:
@@ -102,10 +103,10 @@ class _GenerationTag(jinja2.ext.Extension):
 
 @functools.lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+    env = BoundedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
-    env.filters["tojson"] = _tojson
+    env.filters["tojson"] = bounded_filter("tojson", _tojson)
     env.globals.update(
         raise_exception=_raise_exception, strftime_now=_strftime_now, namespace=_Namespace, range=_bounded_range
     )
@@ -131,8 +132,7 @@ def _check_messages(messages: Any) -> list[dict[str, str]]:
 
 def _render(template: str, messages: list[dict[str, str]], limit: int, **context: Any) -> str:
     compiled = _compile(template)
-    token = _range_budget.set([MAX_RANGE_ITEMS])
-    try:
+    with bounded_render(limit, MAX_STEPS + STEPS_PER_MESSAGE * len(messages)):
         pieces, n_chars = [], 0
         for piece in compiled.generate(messages=messages, tools=None, documents=None, **context):
             n_chars += len(piece)
@@ -140,8 +140,6 @@ def _render(template: str, messages: list[dict[str, str]], limit: int, **context
                 raise ChatTemplateLimitError(f"chat template renders more than {limit} characters; refusing it")
             pieces.append(piece)
         return "".join(pieces)
-    finally:
-        _range_budget.reset(token)
 
 
 def render_chat(
@@ -161,15 +159,45 @@ def render_chat(
     Raises BitnetError for malformed messages and ChatTemplateLimitError (a BitnetError) for
     a template that renders more than max_chars beyond twice the messages' text.
     """
-    checked = _check_messages(messages)
-    limit = max_chars + 2 * sum(len(m["content"]) + len(m["role"]) for m in checked)
+    checked, limit = prepare_messages(messages, max_chars)
     context = {"bos_token": bos_token, "eos_token": eos_token, "add_generation_prompt": add_generation_prompt}
     if template:
-        try:
-            return _render(template, checked, limit, **context)
-        except ChatTemplateLimitError:
-            raise
-        except Exception as e:  # noqa: BLE001 (any parse or render failure of an untrusted template)
-            reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
-            warnings.warn(f"chat template failed ({reason}); using the built-in BitNet template", stacklevel=2)
+        outcome, value = render_untrusted(template, checked, limit, context)
+        if outcome == "text":
+            return value
+        if outcome == "limit":
+            raise ChatTemplateLimitError(value)
+        warn_fallback(value)
     return _render(BITNET_CHAT_TEMPLATE, checked, limit, **context)
+
+
+def prepare_messages(messages: Any, max_chars: int = MAX_RENDERED_CHARS) -> tuple[list[dict[str, str]], int]:
+    """Checked plain copies of the messages, and the render's output cap in characters."""
+    checked = _check_messages(messages)
+    return checked, max_chars + 2 * sum(len(m["content"]) + len(m["role"]) for m in checked)
+
+
+def render_untrusted(template: str, checked: list[dict[str, str]], limit: int, context: dict) -> tuple[str, str]:
+    """Render a model's template in this process: ("text", prompt), ("limit", why it was
+    stopped) or ("failed", why it does not work); never raises for the template's sake."""
+    try:
+        return "text", _render(template, checked, limit, **context)
+    except ChatTemplateLimitError as e:
+        return "limit", str(e)
+    except MemoryError:
+        return "limit", "chat template needs more memory than a prompt may; refusing it"
+    except Exception as e:  # noqa: BLE001 (any parse or render failure of an untrusted template)
+        return "failed", " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+def check_template(template: str) -> str | None:
+    """None if the template compiles, else why not (one line)."""
+    try:
+        _compile(template)
+    except Exception as e:  # noqa: BLE001 (any parse failure of an untrusted template)
+        return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+    return None
+
+
+def warn_fallback(reason: str) -> None:
+    warnings.warn(f"chat template failed ({reason}); using the built-in BitNet template", stacklevel=3)

@@ -8,8 +8,27 @@ import uuid
 from bitnet.generation import Emission, TokenLogprob
 
 
-def _usage(n_prompt: int, n_gen: int) -> dict:
-    return {"prompt_tokens": n_prompt, "completion_tokens": n_gen, "total_tokens": n_prompt + n_gen}
+def _usage(n_prompt: int, n_gen: int, n_cached: int | None = None) -> dict:
+    usage = {"prompt_tokens": n_prompt, "completion_tokens": n_gen, "total_tokens": n_prompt + n_gen}
+    if n_cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": n_cached}
+    return usage
+
+
+def merge_results(results: list[dict], n_prompt: int, n_gen: int, n_cached: int | None = None) -> dict:
+    """One response holding the choices of several results (n > 1, a batch of prompts), their
+    indices kept, with the usage of them all."""
+    merged = dict(results[0])
+    merged["choices"] = sorted((c for r in results for c in r["choices"]), key=lambda c: c["index"])
+    merged["usage"] = _usage(n_prompt, n_gen, n_cached)
+    return merged
+
+
+def fingerprint() -> str:
+    """OpenAI's system_fingerprint: the backend that produced the output (this package's version)."""
+    from bitnet import __version__
+
+    return f"fp_bitnet_{__version__}"
 
 
 def completion(model: str, text: str, finish_reason: str, n_prompt: int, n_gen: int, logprobs: dict | None = None,
@@ -99,9 +118,14 @@ class ResultBuilder:
     `result` is the whole response once the generation has finished.
     """
 
-    def __init__(self, chat: bool, model: str, n_prompt: int, logprobs: bool = False):
+    def __init__(self, chat: bool, model: str, n_prompt: int, logprobs: bool = False, index: int = 0,
+                 stream_id: tuple[str, int] | None = None, null_usage: bool = False):  # fmt: skip
+        """index: the choice's place (n > 1, batches); stream_id: the (id, created) its siblings
+        share; null_usage: chunks carry "usage": null (a stream whose last chunk has the usage)."""
         self.chat, self.model, self.n_prompt, self.want_logprobs = chat, model, n_prompt, logprobs
-        self.id, self.created = new_stream_id("chatcmpl-" if chat else "cmpl-")
+        self.index, self.null_usage = index, null_usage
+        self.id, self.created = stream_id or new_stream_id("chatcmpl-" if chat else "cmpl-")
+        self.fingerprint = fingerprint()
         self.n_gen = 0
         self.finish_reason: str | None = None
         self._texts: list[str] = []
@@ -112,7 +136,16 @@ class ResultBuilder:
     def opening_chunks(self) -> list[dict]:
         if not self.chat:
             return []
-        return [chat_chunk(self.id, self.created, self.model, {"role": "assistant", "content": ""}, None)]
+        return [self._shaped(chat_chunk(self.id, self.created, self.model, {"role": "assistant", "content": ""}, None))]
+
+    def _shaped(self, chunk: dict) -> dict:
+        """A chunk or result with this choice's index and the fields every response carries."""
+        for choice in chunk["choices"]:
+            choice["index"] = self.index
+        chunk["system_fingerprint"] = self.fingerprint
+        if self.null_usage and "usage" not in chunk:
+            chunk["usage"] = None
+        return chunk
 
     def push(self, emission: Emission) -> list[dict]:
         if emission.token is not None:
@@ -124,21 +157,31 @@ class ResultBuilder:
         self.finish_reason = emission.finish_reason or self.finish_reason
         if not emission.text and not emission.finish_reason:
             return []
-        return self._chat_chunks(emission) if self.chat else [self._text_chunk(emission)]
+        chunks = self._chat_chunks(emission) if self.chat else [self._text_chunk(emission)]
+        return [self._shaped(c) for c in chunks]
 
-    def usage_chunk(self) -> dict:
-        """The stream's last chunk when the client asked for stream_options.include_usage."""
+    def usage_chunk(self, n_prompt: int | None = None, n_gen: int | None = None, n_cached: int | None = None) -> dict:
+        """The stream's last chunk when the client asked for stream_options.include_usage
+        (the counts of all choices when given, else this one's)."""
+        n_prompt = self.n_prompt if n_prompt is None else n_prompt
         return {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": [],
-                "usage": _usage(self.n_prompt, self.n_gen)}
+                "created": self.created, "model": self.model, "system_fingerprint": self.fingerprint,
+                "choices": [], "usage": _usage(n_prompt, self.n_gen if n_gen is None else n_gen, n_cached)}
 
-    def result(self) -> dict:
-        text, reason = "".join(self._texts), self.finish_reason or "length"
+    @property
+    def text(self) -> str:
+        return "".join(self._texts)
+
+    def result(self, n_cached: int | None = None) -> dict:
+        text, reason = self.text, self.finish_reason or "length"
         if self.chat:
             lp = chat_logprobs(self._logprobs) if self.want_logprobs else None
-            return chat_completion(self.model, text, reason, self.n_prompt, self.n_gen, lp, self.id, self.created)
-        lp = completion_logprobs(self._logprobs) if self.want_logprobs else None
-        return completion(self.model, text, reason, self.n_prompt, self.n_gen, lp, self.id, self.created)
+            out = chat_completion(self.model, text, reason, self.n_prompt, self.n_gen, lp, self.id, self.created)
+        else:
+            lp = completion_logprobs(self._logprobs) if self.want_logprobs else None
+            out = completion(self.model, text, reason, self.n_prompt, self.n_gen, lp, self.id, self.created)
+        out["usage"] = _usage(self.n_prompt, self.n_gen, n_cached)
+        return self._shaped(out)
 
     def _unsent_logprobs(self) -> list[TokenLogprob]:
         entries = self._logprobs[self._sent_logprobs :]

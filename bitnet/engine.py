@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitnet import paths
 from bitnet.errors import BitnetError
 
 _LIB_NAMES = {"linux": "libbitnet.so", "darwin": "libbitnet.dylib", "win32": "bitnet.dll"}
@@ -61,9 +62,11 @@ _SIGNATURES = {
     "bitnet_context_n_past": (_I32, [_P]),
     "bitnet_context_truncate": (ctypes.c_int, [_P, _I32]),
     "bitnet_context_set_threads": (ctypes.c_int, [_P, _I32]),
+    "bitnet_context_copy_prefix": (ctypes.c_int, [_P, _P, _I32]),
     "bitnet_context_set_dump_dir": (ctypes.c_int, [_P, _S]),
     "bitnet_decode": (ctypes.c_int, [_P, _P, _I32, _P, ctypes.c_int]),
     "bitnet_decode_multi": (ctypes.c_int, [_P, _P, _I32, _P]),
+    "bitnet_hidden_multi": (ctypes.c_int, [_P, _I32, _P, _P, _P]),
     "bitnet_sampler_default_params": (SamplerParams, []),
     "bitnet_sampler_new": (_P, [ctypes.POINTER(SamplerParams)]),
     "bitnet_sampler_free": (None, [_P]),
@@ -76,31 +79,31 @@ _SIGNATURES = {
 
 
 def _candidate_paths() -> list[Path]:
-    name = _LIB_NAMES.get(sys.platform, "libbitnet.so")
-    here = Path(__file__).resolve().parent
-    paths = []
-    if os.environ.get("BITNET_LIB"):
-        paths.append(Path(os.environ["BITNET_LIB"]))
-    paths.append(here / name)
-    paths += [Path(p) / "bitnet" / name for p in sys.path if p]
-    return paths
+    return paths.library_candidates(_LIB_NAMES.get(sys.platform, "libbitnet.so"), sys.path)
 
 
 _lib = None
 
 
 def lib() -> ctypes.CDLL:
-    """The loaded library (found next to this package, on sys.path, or at $BITNET_LIB)."""
+    """The loaded library: $BITNET_LIB, a checkout's newest build, the package folder, or bitnet/
+    on sys.path (bitnet/paths.py). One that this machine cannot load is passed over."""
     global _lib
     if _lib is None:
+        problems = []
         for path in _candidate_paths():
-            if path.is_file():
+            if not path.is_file():
+                continue
+            try:
                 _lib = ctypes.CDLL(str(path))
                 break
+            except OSError as e:
+                problems.append(f"{path}: {e}")
         else:
+            tried = f" (could not load {'; '.join(problems)})" if problems else ""
             raise BitnetError(
-                "the engine library libbitnet is not built: run `pip install -e .` or "
-                "`python setup_env.py` in the repository first"
+                "the engine library libbitnet is not built: run `python setup_env.py` in the repository, or "
+                f"install the package (`pip install .`){tried}"
             )
         for fname, (restype, argtypes) in _SIGNATURES.items():
             fn = getattr(_lib, fname)
@@ -109,21 +112,33 @@ def lib() -> ctypes.CDLL:
     return _lib
 
 
+def library_path() -> str:
+    """The file the engine was loaded from."""
+    return lib()._name
+
+
 def preset_dir() -> Path:
-    """Where presets live: $BITNET_PRESET_DIR, else the repository's preset_kernels/."""
-    env = os.environ.get("BITNET_PRESET_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "preset_kernels"
+    """Where an autotune writes: $BITNET_PRESET_DIR, else the per-user cache ($XDG_CACHE_HOME/bitnet/presets)."""
+    return paths.tuned_preset_dir()
 
 
 def preset_path() -> Path:
-    """This CPU's preset file (it may not exist)."""
-    return preset_dir() / f"{cpu_signature()}.json"
+    """This CPU's preset file: the first in paths.preset_search_dirs() that exists (this user's
+    tuned one, then the shipped one), else where a tune would write it."""
+    return _find_preset(cpu_signature())
+
+
+def _find_preset(signature: str) -> Path:
+    for folder in paths.preset_search_dirs():
+        if (folder / f"{signature}.json").is_file():
+            return folder / f"{signature}.json"
+    return preset_dir() / f"{signature}.json"
 
 
 def _apply_preset(library: ctypes.CDLL) -> None:
     """This CPU's tuning preset, if there is one. A broken preset is reported and skipped: it
     can only cost speed, never change a result."""
-    path = preset_dir() / f"{library.bitnet_cpu_signature().decode()}.json"
+    path = _find_preset(library.bitnet_cpu_signature().decode())
     if path.is_file() and library.bitnet_load_preset(os.fsencode(path)) != 0:
         print(f"bitnet: warning: {library.bitnet_last_error().decode()}; using built-in defaults", file=sys.stderr)
 
@@ -222,6 +237,10 @@ class NativeContext:
     def truncate(self, n_past: int):
         check(lib().bitnet_context_truncate(self._handle, int(n_past)))
 
+    def copy_prefix_from(self, source: NativeContext, n_past: int):
+        """Hold the first n_past cached positions of source (same model) and nothing after them."""
+        check(lib().bitnet_context_copy_prefix(self._handle, source._handle, int(n_past)))
+
     def set_dump_dir(self, path: str | os.PathLike | None):
         """Write every named intermediate tensor of each batch to path as .npy (None: off)."""
         check(lib().bitnet_context_set_dump_dir(self._handle, os.fsencode(path) if path else None))
@@ -260,6 +279,19 @@ def decode_multi(contexts: list[NativeContext], tokens) -> np.ndarray:
     handles = (ctypes.c_void_p * len(contexts))(*[c._handle for c in contexts])
     out = np.empty((ids.size, contexts[0].model.n_vocab), dtype=np.float32)
     check(lib().bitnet_decode_multi(handles, _ptr(ids), ids.size, _ptr(out)))
+    return out
+
+
+def hidden_multi(contexts: list[NativeContext], token_lists: list) -> np.ndarray:
+    """Each token list appended to its own context (all of one model), in shared batches; the
+    final hidden state after the output norm of every token, [sum of lengths, n_embd] in order."""
+    if not contexts or len(contexts) != len(token_lists):
+        raise BitnetError("hidden_multi needs one token list per context")
+    counts = np.array([len(t) for t in token_lists], dtype=np.int32)
+    ids = np.ascontiguousarray(np.concatenate([np.asarray(t, dtype=np.int32) for t in token_lists]), dtype=np.int32)
+    handles = (ctypes.c_void_p * len(contexts))(*[c._handle for c in contexts])
+    out = np.empty((ids.size, contexts[0].model.n_embd), dtype=np.float32)
+    check(lib().bitnet_hidden_multi(handles, len(contexts), _ptr(ids), _ptr(counts), _ptr(out)))
     return out
 
 

@@ -30,6 +30,8 @@ class SamplingOptions:
     logprobs: int | None = None  # None: off; k >= 0: each token's log-probability and its k best rivals
     # Greedy only: verify prompt-lookup drafts in batches (bitnet.speculation); None = where it pays.
     lookup_decoding: bool | None = None
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling
+    grammar: str | None = None  # an llguidance grammar (bitnet.constraints): only text it accepts
 
     def sampler_params(self, seed: int) -> dict:
         return dict(
@@ -95,6 +97,13 @@ class TextStream:
         return held
 
 
+def _bias_arrays(bias: dict[int, float] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    if not bias:
+        return None
+    ids = np.fromiter((int(t) for t in bias), dtype=np.int64, count=len(bias))
+    return ids, np.fromiter((float(v) for v in bias.values()), dtype=np.float32, count=len(bias))
+
+
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
 
 
@@ -147,6 +156,12 @@ class Generation:
         self.n_gen = 0
         self.finish_reason: str | None = None
         self._text = TextStream(opts.stop)
+        self._bias = _bias_arrays(opts.logit_bias)
+        self._constraint = None
+        if opts.grammar is not None:
+            from bitnet.constraints import TokenConstraint
+
+            self._constraint = TokenConstraint(opts.grammar, tokenizer)
         self._sampler = NativeSampler(**opts.sampler_params(request.seed))
         for t in request.prompt_ids:
             self._sampler.accept(t)
@@ -155,16 +170,18 @@ class Generation:
         """Sample the next token from the logits of the last position."""
         if self.max_tokens is not None and self.n_gen >= self.max_tokens:  # max_tokens=0
             return self.finish("length")
-        token = self._sampler.sample(logits)
+        token = self._sampler.sample(self._steered(logits))
         if self.tokenizer.is_eog(token):
             return self.finish("stop")
         self._sampler.accept(token)
+        if self._constraint is not None:
+            self._constraint.accept(token)
         self.n_gen += 1
         logprob = self._logprob(logits, token) if self.n_logprobs is not None else None
         text = self._text.push(self.tokenizer.token_to_bytes(token))
-        if self._text.stopped:
-            self.finish_reason = "stop"
-            return Emission(text, token, logprob, "stop")
+        if self._text.stopped or (self._constraint is not None and self._constraint.finished):
+            self.finish_reason = "stop"  # a stop string, or the grammar's text is complete
+            return Emission(text + self._text.flush(), token, logprob, "stop")
         if self.max_tokens is not None and self.n_gen >= self.max_tokens:
             self.finish_reason = "length"
             return Emission(text + self._text.flush(), token, logprob, "length")
@@ -177,6 +194,24 @@ class Generation:
 
     def close(self):
         self._sampler.close()
+        if self._constraint is not None:
+            self._constraint.close()
+
+    @property
+    def mask_seconds(self) -> float:
+        """Time step() waited for grammar masks (what the overlap with decoding did not hide)."""
+        return self._constraint.mask_seconds if self._constraint is not None else 0.0
+
+    def _steered(self, logits: np.ndarray) -> np.ndarray:
+        """The logits the sampler sees: logit_bias added, then the grammar's forbidden tokens at -inf."""
+        if self._bias is not None:
+            ids, values = self._bias
+            logits = np.array(logits, dtype=np.float32, copy=True)
+            ok = ids < logits.size
+            logits[ids[ok]] += values[ok]
+        if self._constraint is not None:
+            logits = self._constraint.apply(logits)
+        return logits
 
     def _logprob(self, logits: np.ndarray, token: int) -> TokenLogprob:
         row = np.asarray(logits, dtype=np.float64)

@@ -14,9 +14,14 @@ Usage:
         w.write_header()
         w.write_tensor_data("token_embd.weight", array_or_bytes_or_chunks)
 
-The file is written to `<path>.tmp-<pid>` and renamed onto `path` only when the block exits
-cleanly with every declared tensor written; otherwise the temporary file is removed and an
-existing file at `path` is left as it was. Tests that craft corrupt files can go around every
+The file is written to a temporary file made with O_EXCL and an unpredictable name next to
+`path` (tempfile.mkstemp: a planted symlink cannot redirect it), and renamed onto `path` only
+when the block exits cleanly with every declared tensor written (and, given `verify`, after
+verify(temporary path) accepted it: the converters load it with our own loader, so a file we
+cannot read is never put in place). Otherwise the temporary file is removed, also on SIGTERM,
+SIGHUP and SIGINT (raised as OutputInterrupted), and an existing file at `path` is left as it
+was. A `path` that exists and is not a regular file (a device such as /dev/null, a FIFO, a
+socket, a directory or a symbolic link) is refused, never replaced. Tests that craft corrupt files can go around every
 check: add_kv_raw() writes any type id and payload, add_tensor(offset=...) any offset,
 write_header(n_tensors=..., n_kv=...) any counts, write_raw() any bytes; strict=False allows
 duplicate tensor names and skips the "all tensors written" rule; magic, version and the
@@ -26,8 +31,12 @@ padding alignment are constructor arguments.
 from __future__ import annotations
 
 import os
+import signal
+import stat
 import struct
 import sys
+import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -112,6 +121,41 @@ def _pad(n: int, alignment: int) -> int:
     return (alignment - n % alignment) % alignment
 
 
+class OutputInterrupted(KeyboardInterrupt):
+    """SIGTERM, SIGHUP or SIGINT arrived while an output file was being written (it was removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+
+def interrupted_exit_code(exc: KeyboardInterrupt) -> int:
+    """128 + the signal that stopped a write (130 for Ctrl+C), as a shell reports it."""
+    return 128 + getattr(exc, "signum", 2)
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
+
+
+def check_output_path(path) -> None:
+    """ValueError unless path is absent or a regular file (never a device, FIFO, socket,
+    directory or symbolic link: replacing one of those would destroy it, not update it)."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"output directory {path.parent} does not exist") from None
+        return
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"output {path} is a directory; give a file name")
+    if stat.S_ISLNK(mode):
+        raise ValueError(f"output {path} is a symbolic link; refusing to replace it (give the real file's path)")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"output {path} exists and is not a regular file (a device, FIFO or socket); "
+                         "refusing to replace it")
+
+
 class GGUFWriter:
     def __init__(
         self,
@@ -121,9 +165,13 @@ class GGUFWriter:
         version: int = GGUF_VERSION,
         alignment: int = DEFAULT_ALIGNMENT,
         strict: bool = True,
+        verify=None,
     ):
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        check_output_path(self.path)
+        self.tmp_path: Path | None = None  # made on entering the block
+        self.verify = verify  # verify(tmp_path) raises if the finished file must not be put in place
+        self._old_handlers: dict = {}
         self.magic, self.version, self.strict = magic, version, strict
         self.alignment = alignment  # padding actually written; add_kv("general.alignment") sets it too
         self._kvs: list[bytes] = []
@@ -137,8 +185,29 @@ class GGUFWriter:
 
     # -- context manager: temp file, rename on success, cleanup on any exception ----------------
     def __enter__(self):
-        self._file = open(self.tmp_path, "wb")
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.tmp_path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._catch_signals()
         return self
+
+    def _catch_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers; its own handlers then apply
+
+        def stop(signum, frame):
+            raise OutputInterrupted(signum)
+
+        for signum in _STOP_SIGNALS:
+            try:
+                self._old_handlers[signum] = signal.signal(signum, stop)
+            except (ValueError, OSError):
+                pass
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._old_handlers.clear()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
@@ -147,6 +216,8 @@ class GGUFWriter:
         except BaseException:
             self._discard()
             raise
+        finally:
+            self._restore_signals()
         if exc_type is not None:
             self._discard()
         return False
@@ -160,11 +231,19 @@ class GGUFWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp_path, 0o666 & ~umask)  # mkstemp's 0600, as open() would have made it
+        if self.verify is not None:
+            self.verify(self.tmp_path)
+        check_output_path(self.path)  # again: it may have been swapped for something else meanwhile
         os.replace(self.tmp_path, self.path)
 
     def _discard(self) -> None:
         if self._file is not None:
             self._file.close()
+        if self.tmp_path is None:
+            return
         try:
             os.unlink(self.tmp_path)
         except FileNotFoundError:

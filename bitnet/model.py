@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet import chat, completions
+from bitnet import completions, paths
+from bitnet.chat_worker import ChatTemplate
 from bitnet.engine import NativeContext, NativeModel
-from bitnet.errors import BitnetError
+from bitnet.errors import BitnetError, ContextOverflow
 from bitnet.generation import MAX_TOP_LOGPROBS, Emission, Generation, GenerationRequest, SamplingOptions
 from bitnet.speculation import decode_steps, use_lookup
 from bitnet.tokenizer import Tokenizer
@@ -30,9 +31,9 @@ PROMPT_BYTES_PER_TOKEN = 64
 PROMPT_BYTES_FLOOR = 1 << 20
 SHA256_CHUNK_BYTES = 8 << 20
 SHA256_PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar (on a terminal) from this size
-# The demo model that ships in the source tree (models/; utils/train_tiny_bitnet.py made it):
+# The demo model (utils/train_tiny_bitnet.py made it), in the wheel or the checkout's models/:
 # what Model() and run_inference.py load when no model is named.
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models/bitnet-b1.58-austen-5M/ggml-model-i2_s.gguf"
+DEFAULT_MODEL = paths.demo_model()
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 
@@ -85,8 +86,8 @@ def _count(name: str, value, lo: int, hint: str = "") -> int:
 def default_model_path() -> Path:
     """The demo model's GGUF; FileNotFoundError (saying what to do) where it is not installed."""
     if not DEFAULT_MODEL.is_file():
-        raise FileNotFoundError(f"no model given, and the demo model is not at {DEFAULT_MODEL} (it ships in the "
-                                "source tree's models/, not in a wheel): name a GGUF file")
+        raise FileNotFoundError(f"no model given, and the demo model is not at {DEFAULT_MODEL} (the package or "
+                                "checkout is incomplete): name a GGUF file")
     return DEFAULT_MODEL
 
 
@@ -111,11 +112,16 @@ class Model:
     any text that fits the context (a few bytes per token). A prompt over the context in tokens
     is an error too, never silently cut.
     model_sha256 pins the file: its SHA-256 (64 hex digits) is checked before it is loaded.
+    device "cuda" (or "cuda:N") runs the forward pass on a GPU (bitnet.gpu: torch + triton; with
+    TRITON_INTERPRET=1 the same code runs on CPU tensors); "cpu" (default) runs the engine.
+    special_in_messages: tokenize special-token text inside chat messages (e.g. "<|eot_id|>") as
+    the special token; by default it is plain text, so that only the chat template's own markers
+    are control tokens and a user cannot forge another role's turn.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None, n_ctx: int = 2048,
                  seed: int | None = None, verbose: bool = False, max_prompt_bytes: int | None = None,
-                 model_sha256: str | None = None):
+                 model_sha256: str | None = None, device: str = "cpu", special_in_messages: bool = False):
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -140,9 +146,23 @@ class Model:
         self.n_ctx = n_ctx or self.native.n_ctx_train
         self.n_threads = n_threads or default_threads()
         self.max_prompt_bytes = max_prompt_bytes or default_max_prompt_bytes(self.n_ctx)
-        self.seed = seed
+        self._chat = ChatTemplate(self.chat_template, self.max_prompt_bytes)  # compiled and checked here, once
+        self.seed = _seed(seed)
+        # Special-token text inside chat messages ("<|eot_id|>System: ...") is plain text unless
+        # this is set: a user must not be able to forge the template's role markers.
+        self.special_in_messages = bool(special_in_messages)
         self.verbose = verbose
         self.last_timings: dict = {}
+        self.device = device = str(device)
+        self._gpu = None
+        if device != "cpu":
+            from bitnet.gpu import GpuModel
+
+            try:
+                self._gpu = GpuModel(path, device, native=self.native)
+            except BaseException:
+                self.native.close()
+                raise
         self._ctx: NativeContext | None = None
         self._ctx_tokens: list[int] = []  # what the persistent context's KV cache holds
         if verbose:
@@ -188,11 +208,35 @@ class Model:
         if not ids:
             raise BitnetError("logits() needs at least one token id")
         self._check_vocab(ids)
-        ctx = NativeContext(self.native, len(ids), self.n_threads)
+        ctx = self._new_context(len(ids))
         try:
             return ctx.decode(ids, all_logits=True)
         finally:
             ctx.close()
+
+    # ---- embeddings (embedding.py) -----------------------------------------------------------
+    def embed(self, texts, normalize: int = 2, pooling: str | None = None) -> np.ndarray:
+        """float32 [len(texts), n_embd]: each text (or token-id list) pooled as the model's file says
+        (last token unless it names mean/cls) and L2-normalized (normalize: llama-embedding's
+        --embd-normalize; -1 none). Texts share batched passes over the weights."""
+        return self.embed_with_usage(texts, normalize, pooling)[0]
+
+    def embed_with_usage(self, texts, normalize: int = 2, pooling: str | None = None) -> tuple[np.ndarray, int]:
+        """embed() and the number of tokens it ran."""
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        return self._embedding_runner().embed(list(texts), pooling, normalize)
+
+    def embedding_token_ids(self, text: str) -> list[int]:
+        """The token ids embed() runs for text (with the BOS / end token the model's file asks for)."""
+        return self._embedding_runner().token_ids(text)
+
+    def _embedding_runner(self):
+        from bitnet.embedding import Embedder
+
+        if getattr(self, "_embedder", None) is None:
+            self._embedder = Embedder(self)
+        return self._embedder
 
     # ---- generation --------------------------------------------------------------------------
     def generate(self, prompt: str | list[int], max_tokens: int | None = 128, temperature: float = 0.8,
@@ -282,7 +326,7 @@ class Model:
         """The prompt text for messages; their text is held to max_prompt_bytes before rendering."""
         self._check_prompt_bytes(_messages_utf8_len(messages), "the messages' text")
         tok = self.tokenizer
-        return chat.render_chat(messages, self.chat_template,
+        return self._chat.render(messages,
                                 bos_token=tok.token_text(tok.bos_id) if tok.bos_id is not None else "",
                                 eos_token=tok.token_text(tok.eos_id) if tok.eos_id is not None else "",
                                 add_generation_prompt=add_generation_prompt)
@@ -295,9 +339,15 @@ class Model:
         self._ctx_tokens = []
 
     def close(self):
+        self._chat.close()
+        if getattr(self, "_embedder", None) is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None
+        if self._gpu is not None:
+            self._gpu.close()
         self.native.close()
 
     def __enter__(self):
@@ -348,12 +398,19 @@ class Model:
 
     def _check_prompt_tokens(self, n_tokens: int) -> None:
         if n_tokens >= self.n_ctx:
-            raise BitnetError(f"the prompt is {n_tokens} tokens but the context holds {self.n_ctx} "
-                              "(prompt and at least one generated token); shorten the prompt or raise n_ctx (-c)")
+            raise ContextOverflow(f"the prompt is {n_tokens} tokens but the context holds {self.n_ctx} "
+                                  "(prompt and at least one generated token); shorten the prompt or raise n_ctx (-c)",
+                                  n_tokens, self.n_ctx)
 
     def _chat_ids(self, messages) -> list[int]:
         text = self.apply_chat_template(messages, add_generation_prompt=True)
-        ids = self.tokenize(text, add_bos=False, special=True)
+        if self.special_in_messages:
+            ids = self.tokenize(text, add_bos=False, special=True)
+        else:
+            self._check_prompt_bytes(_utf8_len(text), "the prompt")
+            text = _SURROGATES.sub("\ufffd", text)
+            spans = _message_spans(text, messages, self.tokenizer.holds_special_text)
+            ids = self.tokenizer.encode_with_plain_spans(text, spans)
         bos = self.tokenizer.bos_id
         if self.tokenizer.add_bos_token and bos is not None and (not ids or ids[0] != bos):
             ids.insert(0, bos)
@@ -363,7 +420,7 @@ class Model:
         """The persistent context, with as much of ids' prefix kept in its cache as possible;
         returns it and how many of ids are already cached."""
         if self._ctx is None:
-            self._ctx = NativeContext(self.native, self.n_ctx, self.n_threads)
+            self._ctx = self._new_context(self.n_ctx)
             self._ctx_tokens = []
         common = 0
         for a, b in zip(self._ctx_tokens, ids):
@@ -375,6 +432,12 @@ class Model:
         self._ctx_tokens = self._ctx_tokens[:common]
         return self._ctx, common
 
+    def _new_context(self, n_ctx: int):
+        """A KV cache of n_ctx tokens: the engine's, or the GPU backend's (same interface)."""
+        if self._gpu is not None:
+            return self._gpu.new_context(n_ctx)
+        return NativeContext(self.native, n_ctx, self.n_threads)
+
     def _update_gen_time(self, t1: float):
         tm = self.last_timings
         tm["gen_ms"] = (time.perf_counter() - t1) * 1e3
@@ -382,28 +445,32 @@ class Model:
         tm["gen_tps"] = tm["n_gen"] / max(tm["gen_ms"], 1e-9) * 1e3
 
     def _request(self, ids: list[int], opts: SamplingOptions) -> GenerationRequest:
-        seed = opts.seed if opts.seed is not None else self.seed
+        seed = _seed(opts.seed) if opts.seed is not None else self.seed
         if seed is None or seed < 0:
             seed = secrets.randbits(63)
         return GenerationRequest(ids, opts, seed)
 
     def _respond(self, request: GenerationRequest, chat: bool, stream: bool, stream_options: dict | None):
+        include_usage = stream and bool((stream_options or {}).get("include_usage"))
         builder = completions.ResultBuilder(chat, Path(self.model_path).name, len(request.prompt_ids),
-                                            logprobs=request.options.logprobs is not None)
+                                            logprobs=request.options.logprobs is not None, null_usage=include_usage)
         emissions = self.run_generation(request)
         if stream:
-            return self._chunks(builder, emissions, bool((stream_options or {}).get("include_usage")))
+            return self._chunks(builder, emissions, include_usage)
         for emission in emissions:
             builder.push(emission)
-        return builder.result()
+        return builder.result(self._n_cached(request))
 
-    @staticmethod
-    def _chunks(builder: completions.ResultBuilder, emissions, include_usage: bool) -> Iterator[dict]:
+    def _n_cached(self, request: GenerationRequest) -> int:
+        """Prompt tokens the last generation found in the context's cache."""
+        return len(request.prompt_ids) - self.last_timings["n_prompt"]
+
+    def _chunks(self, builder: completions.ResultBuilder, emissions, include_usage: bool) -> Iterator[dict]:
         yield from builder.opening_chunks()
         for emission in emissions:
             yield from builder.push(emission)
         if include_usage:
-            yield builder.usage_chunk()
+            yield builder.usage_chunk(n_cached=builder.n_prompt - self.last_timings["n_prompt"])
 
 
 def _utf8_len(text: str) -> int:
@@ -413,6 +480,26 @@ def _utf8_len(text: str) -> int:
         return len(text)
     step = 1 << 20
     return sum(len(text[i : i + step].encode("utf-8", errors="surrogatepass")) for i in range(0, len(text), step))
+
+
+def _message_spans(text: str, messages, holds_special_text) -> list[tuple[int, int]]:
+    """Where each message's text (as is, or stripped, as templates often do) lies in the rendered
+    prompt, found in order; BitnetError for a message holding special-token text that the
+    template changed beyond finding, since it could not be kept plain."""
+    spans, cursor = [], 0
+    for i, message in enumerate(messages):
+        content = _SURROGATES.sub("\ufffd", message["content"])
+        for candidate in (content, content.strip()):
+            at = text.find(candidate, cursor) if candidate else -1
+            if at >= 0:
+                spans.append((at, at + len(candidate)))
+                cursor = at + len(candidate)
+                break
+        else:
+            if holds_special_text(content):
+                raise BitnetError(f"messages[{i}]: the chat template changes this message's text, so special-token "
+                                  "text in it cannot be kept plain; remove it")
+    return spans
 
 
 def _messages_utf8_len(messages) -> int:
@@ -434,6 +521,22 @@ def _logprobs_count(value, name: str) -> int | None:
     if count is None or not 0 <= count <= MAX_TOP_LOGPROBS:
         raise BitnetError(f"{name} must be an integer in [0, {MAX_TOP_LOGPROBS}], got {value!r:.40}")
     return count
+
+
+UINT64_MAX = 2**64 - 1  # the sampler's seed
+
+
+def _seed(value) -> int | None:
+    """A seed as the sampler takes it: None or -1 for a random one, else 0..2^64-1 (as the server)."""
+    if value is None:
+        return None
+    try:
+        seed = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        seed = None
+    if seed is None or not -1 <= seed <= UINT64_MAX:
+        raise BitnetError(f"seed must be an integer in [0, {UINT64_MAX}] (or -1 for a random one), got {value!r:.40}")
+    return seed
 
 
 def _token_id(value) -> int:

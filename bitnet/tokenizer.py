@@ -22,11 +22,11 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from bitnet.errors import BitnetError
-from bitnet.tokenizer_spm import build_spm_tokenizer, spm_token_bytes
+from bitnet.tokenizer_spm import build_spm_tokenizer, check_split_work, spm_token_bytes
 
 TOKEN_TYPE_NORMAL = 1
 TOKEN_TYPE_UNKNOWN = 2
@@ -39,6 +39,9 @@ LLAMA3_SPLIT_REGEX = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# Qwen2's: Llama-3's with single digits (\p{N}, not \p{N}{1,3}).
+QWEN2_SPLIT_REGEX = LLAMA3_SPLIT_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
+
 # tokenizer.ggml.pre -> (split regex, ignore_merges). Every name here is Llama-3's pre-tokenizer
 # in llama.cpp; "default" (files written before the key existed) is taken as Llama-3's too,
 # since the only byte-level BPE ternary models are Llama-3 derived.
@@ -49,7 +52,14 @@ PRE_TOKENIZERS = {
     "falcon3": (LLAMA3_SPLIT_REGEX, True),
     "falcon_e": (LLAMA3_SPLIT_REGEX, True),  # bitnet.cpp / ik_llama.cpp's name for Falcon-E
     "default": (LLAMA3_SPLIT_REGEX, True),
+    "qwen2": (QWEN2_SPLIT_REGEX, False),  # Qwen2 / Qwen3 (bitnet-embedding-0.6b); NFC first (below)
 }
+# Pre-tokenizers whose tokenizer.json normalizes text to Unicode NFC before splitting.
+NFC_PRE_TOKENIZERS = frozenset({"qwen2"})
+
+# Longest token text accepted, in characters: real vocabularies stay under a few hundred; this
+# keeps every per-token step of building a tokenizer bounded.
+MAX_TOKEN_CHARS = 1024
 
 EOG_TOKEN_NAMES = frozenset({"<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"})
 
@@ -72,7 +82,7 @@ BYTE_OF_CHAR = _gpt2_byte_alphabet()
 
 def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:
     value = meta.get(key, default)
-    if value is not default and not isinstance(value, kind):
+    if value is not default and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
         raise BitnetError(f"GGUF key {key} has type {type(value).__name__}, expected {kind.__name__}")
     return value
 
@@ -120,8 +130,11 @@ def _build_hf(tokens: list[str], types: list[int], merges: list[str], pre: str,
     ]
     vocab = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1)))  # first id of a text wins
     if any(vocab[tokens[i]] != i for i in others) or _added_tokens_reachable(pre_tokenizer, tokens, others):
-        return HFTokenizer.from_str(_tokenizer_json(tokens, types, pairs, regex, ignore_merges))
+        nfc = pre in NFC_PRE_TOKENIZERS
+        return HFTokenizer.from_str(_tokenizer_json(tokens, types, pairs, regex, ignore_merges, nfc))
     hf = HFTokenizer(models.BPE(vocab, pairs, ignore_merges=ignore_merges, byte_fallback=False))
+    if pre in NFC_PRE_TOKENIZERS:
+        hf.normalizer = normalizers.NFC()
     hf.pre_tokenizer = pre_tokenizer
     hf.decoder = decoders.ByteLevel()
     hf.add_special_tokens(
@@ -147,7 +160,7 @@ def _added_tokens_reachable(pre_tokenizer, tokens: list[str], ids: list[int]) ->
     return False
 
 
-def _tokenizer_json(tokens, types, pairs, regex: str, ignore_merges: bool) -> str:
+def _tokenizer_json(tokens, types, pairs, regex: str, ignore_merges: bool, nfc: bool = False) -> str:
     """tokenizer.json text with the exact layout of the original: added tokens outside the BPE vocab."""
     vocab, added = {}, []
     for i, (text, kind) in enumerate(zip(tokens, types)):
@@ -169,7 +182,7 @@ def _tokenizer_json(tokens, types, pairs, regex: str, ignore_merges: bool) -> st
     spec = {
         "version": "1.0",
         "added_tokens": added,
-        "normalizer": None,
+        "normalizer": {"type": "NFC"} if nfc else None,
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
@@ -231,6 +244,10 @@ class Tokenizer:
         tokens = _get(meta, "tokenizer.ggml.tokens", list)
         if not tokens or set(map(type, tokens)) != {str}:
             raise BitnetError("GGUF key tokenizer.ggml.tokens is missing or not a list of strings")
+        longest = max(range(len(tokens)), key=lambda i: len(tokens[i]))
+        if len(tokens[longest]) > MAX_TOKEN_CHARS:
+            raise BitnetError(f"GGUF tokenizer token {longest} is {len(tokens[longest])} characters long, over the "
+                              f"limit of {MAX_TOKEN_CHARS}")
         types = _get(meta, "tokenizer.ggml.token_type", list) or [TOKEN_TYPE_NORMAL] * len(tokens)
         if len(types) != len(tokens) or not set(map(type, types)) <= {int}:
             raise BitnetError(f"GGUF key tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
@@ -246,8 +263,10 @@ class Tokenizer:
         build, spm_prefix = _BUILDERS[model](meta, tokens, types)
         try:
             hf = build()
-        except Exception as e:  # noqa: BLE001 (tokenizers raises plain Exception on a bad vocab/merge)
-            raise BitnetError(f"GGUF tokenizer metadata is inconsistent: {e}") from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 (tokenizers raises Exception, or a Rust panic, on a bad vocab/merge)
+            raise BitnetError(f"GGUF tokenizer metadata is inconsistent: {str(e)[:200]}") from None
         return cls(hf, tokens, types, special_ids, spm_prefix)
 
     def encode(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -264,6 +283,43 @@ class Tokenizer:
         if add_bos and self.add_bos_token:
             ids.insert(0, self.bos_id)
         return ids
+
+    def holds_special_text(self, text: str) -> bool:
+        """True if text contains the text of a special (control) token."""
+        with self._lock:
+            ids = self._hf.encode(text, add_special_tokens=False).ids
+        return any(self._types[i] in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN) for i in ids)
+
+    def encode_with_plain_spans(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
+        """encode(text, add_bos=False, special=True), except that special-token text lying inside
+        one of spans (character ranges: the messages' own text) is tokenized as plain text.
+
+        The text is cut at the genuine special tokens only and each piece between them tokenized
+        without special-token matching, which is what Hugging Face does to the pieces between
+        special tokens anyway; so a text whose spans hold no special-token text gives exactly
+        the ids of encode()."""
+        if not isinstance(text, str):
+            raise BitnetError(f"can only tokenize str, not {type(text).__name__}")
+        with self._lock:
+            encoding = self._hf.encode(text, add_special_tokens=False)
+        ids, offsets = encoding.ids, encoding.offsets
+        special = (TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN)
+
+        def inside(a: int, b: int) -> bool:
+            return any(start <= a and b <= end for start, end in spans)
+
+        genuine = [(i, a, b) for i, (a, b) in zip(ids, offsets) if self._types[i] in special and not inside(a, b)]
+        if len(genuine) == sum(self._types[i] in special for i in ids):
+            return ids  # no special-token text in the spans
+        out, pos = [], 0
+        for i, a, b in genuine:
+            if a > pos:
+                out += self.encode(text[pos:a], add_bos=False, special=False)
+            out.append(i)
+            pos = b
+        if pos < len(text):
+            out += self.encode(text[pos:], add_bos=False, special=False)
+        return out
 
     def token_to_bytes(self, token_id: int) -> bytes:
         """Raw bytes of one token (may be a partial UTF-8 sequence); b"" for unused ids."""
@@ -346,6 +402,7 @@ def _spm_builder(meta: Mapping[str, Any], tokens: list[str], types: list[int]):
     if _get(meta, "tokenizer.ggml.remove_extra_whitespaces", bool, False):
         raise BitnetError("SentencePiece with remove_extra_whitespaces is not supported (only Llama's settings)")
     prefix = _get(meta, "tokenizer.ggml.add_space_prefix", bool, True)
+    check_split_work(tokens, types)
     return (lambda: build_spm_tokenizer(tokens, types, [float(x) for x in scores], prefix)), prefix
 
 

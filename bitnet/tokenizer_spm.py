@@ -16,13 +16,32 @@ from __future__ import annotations
 from tokenizers import AddedToken, decoders, models, normalizers
 from tokenizers import Tokenizer as HFTokenizer
 
+from bitnet.errors import BitnetError
+
 TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL = 1, 2, 3
 TOKEN_TYPE_USER_DEFINED, TOKEN_TYPE_UNUSED, TOKEN_TYPE_BYTE = 4, 5, 6
 SPACE = "▁"
+# Building the merges tries every cut of every normal piece: work (and merge text) grows with
+# the square of a piece's length. A vocabulary trained with SentencePiece's default
+# max_piece_length (16) needs at most 16 x its total length; a crafted one of "a", "aa",
+# "aaa", ... would need the cube of its piece count. Allowed: 16 x the total plus a floor that
+# leaves room for a few long pieces, so building stays linear in the vocabulary's size.
+SPLIT_WORK_PER_CHAR = 16
+SPLIT_WORK_FLOOR = 1 << 24
+
+
+def check_split_work(tokens: list[str], types: list[int]) -> None:
+    """BitnetError if building the merges would cost more than the vocabulary's size allows."""
+    lengths = [len(t) for t, kind in zip(tokens, types) if kind in (TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED)]
+    work, budget = sum(n * n for n in lengths), SPLIT_WORK_PER_CHAR * sum(lengths) + SPLIT_WORK_FLOOR
+    if work > budget:
+        raise BitnetError(f"SentencePiece vocabulary has too many long pieces (building it would take {work} steps, "
+                          f"the limit for its size is {budget}); refusing it")
 
 
 def spm_merges(tokens: list[str], types: list[int], scores: list[float]) -> list[tuple[str, str]]:
-    """Every split of every normal piece into two normal pieces, best merged score first."""
+    """Every split of every normal piece into two normal pieces, best merged score first
+    (call check_split_work first: the cost grows with the square of a piece's length)."""
     normal = {t: i for i, t in enumerate(tokens) if types[i] in (TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED)}
     ranked = []
     for piece, i in normal.items():

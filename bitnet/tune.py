@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ PREFETCH_CANDIDATES = (2048, 4096, 8192, 16384)
 HEAD_ROWS_CANDIDATES = (1, 2)
 HEAD_PREFETCH_CANDIDATES = (4096, 8192, 16384)
 BATCH_CANDIDATES = (4, 8, 12, 16, 24, 32)
+MIN_SEARCH_SECONDS = 10  # the searches' share of a time budget, however long making the model took
+BLOCK, SETTLE = 12, 3  # tokens per turn of a candidate, and how many of them are not counted
 MIN_GAIN = 0.03  # what a candidate must gain over the built-in default to replace it
 NEVER = 1 << 20  # an amx_min_batch that no batch reaches: VNNI only
 TUNE_SIZE = "2B-4T"
@@ -44,21 +47,52 @@ def _batch_seconds(ctx: engine.NativeContext, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def tune_settings(ctx, candidates: list[dict], rounds: int, n_tokens: int, logits: bool = False) -> tuple[dict, dict]:
+def _blocks(n_candidates: int, n_tokens: int) -> int:
+    return max(1, n_tokens // (BLOCK - SETTLE)) * n_candidates
+
+
+def decode_steps(rounds: int, n_tokens: int) -> int:
+    """How many decode steps autotune's searches take (what its progress bar counts)."""
+    per_round = sum(_blocks(n, n_tokens) * BLOCK for n in (len(PREFETCH_CANDIDATES), len(HEAD_CANDIDATES)))
+    return rounds * per_round
+
+
+def _seconds_ticker(bar, start: float, total: float):
+    """A tick() that moves a bar counting seconds (capped at its total), a second at a time."""
+    shown = [0.0]
+
+    def tick():
+        now = min(total, time.monotonic() - start)
+        if now - shown[0] >= 1:
+            bar.update(now - shown[0])
+            shown[0] = now
+
+    return tick
+
+
+def tune_settings(ctx, candidates: list[dict], rounds: int, n_tokens: int, logits: bool = False,
+                  tick=lambda: None, deadline: float | None = None) -> tuple[dict, dict]:
     """The candidate settings ({parameter: value}) with the best decode speed. The candidates take
     turns in blocks of tokens, and each is judged by its median token time: a shared machine's
     bandwidth moves from second to second, so whole runs of one candidate each picked 4096 or
     16384 bytes of prefetch at random; but a setting also takes a few tokens to show its speed
     (switching the prefetch distance every token, or every 6 tokens, hid the 5-19% by which 8192
     beat 4096 in blocks of 16), so the first tokens of each block are not counted. Returns the
-    winner and tokens/s per candidate."""
-    block, settle = 12, 3
+    winner and tokens/s per candidate.
+
+    deadline (time.monotonic()): stop at the first full turn of the candidates after it (at least
+    one turn: every candidate measured in BLOCK - SETTLE tokens), even within the rounds."""
+    block, settle = BLOCK, SETTLE
     times = [[] for _ in candidates]
-    for _ in range(rounds):
+    for r in range(rounds):
+        if r > 0 and deadline is not None and time.monotonic() >= deadline:
+            break
         ctx.truncate(0)
         ctx.decode([1], want_logits=False)
-        for b in range(max(1, n_tokens // (block - settle)) * len(candidates)):
+        for b in range(_blocks(len(candidates), n_tokens)):
             j = b % len(candidates)
+            if j == 0 and b > 0 and deadline is not None and time.monotonic() >= deadline:
+                break
             for name, value in candidates[j].items():
                 engine.set_tuning(name, value)
             for t in range(block):
@@ -68,6 +102,7 @@ def tune_settings(ctx, candidates: list[dict], rounds: int, n_tokens: int, logit
                 ctx.decode([2 + (b * block + t) % 50], want_logits=logits)
                 if t >= settle:
                     times[j].append(time.perf_counter() - t0)
+                tick()
     speed = [1.0 / statistics.median(t) for t in times]
     best = max(range(len(candidates)), key=speed.__getitem__)
     # The built-in defaults stay unless beaten by more than this machine's noise between rounds.
@@ -79,9 +114,10 @@ def tune_settings(ctx, candidates: list[dict], rounds: int, n_tokens: int, logit
     return candidates[best], {label(c): round(v, 2) for c, v in zip(candidates, speed)}
 
 
-def tune_prefetch(ctx, rounds: int, n_tokens: int) -> tuple[int, dict]:
+def tune_prefetch(ctx, rounds: int, n_tokens: int, tick=lambda: None,
+                  deadline: float | None = None) -> tuple[int, dict]:
     best, table = tune_settings(ctx, [{"prefetch_bytes": c} for c in PREFETCH_CANDIDATES], rounds, n_tokens,
-                                logits=True)
+                                logits=True, tick=tick, deadline=deadline)
     return best["prefetch_bytes"], table
 
 
@@ -110,24 +146,49 @@ HEAD_CANDIDATES = [{"head_gemv_rows": r, "head_prefetch_bytes": p} for r in HEAD
 
 
 def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n_tokens: int = 24,
-             progress: bool = True, n_layer: int | None = None, n_vocab: int | None = None) -> Path:
+             progress: bool = True, n_layer: int | None = None, n_vocab: int | None = None,
+             bar: bool = False, seconds: float | None = None) -> Path:
     """Tune, write the preset, apply it to this process; returns the preset's path. n_layer and
-    n_vocab shrink the tuning model (tests); by default it has the 2B-4T shape."""
+    n_vocab shrink the tuning model (tests); by default it has the 2B-4T shape. bar: a tqdm
+    progress bar on stderr. seconds: a time budget for the whole tune (making the tuning model
+    included): the searches take turns until their share of it is spent (at most `rounds`
+    rounds; at least one turn of every candidate), so a slow machine measures fewer tokens
+    instead of taking longer; the bar then counts seconds. None: exactly `rounds` rounds."""
+    started = time.monotonic()
+    from tqdm import tqdm
+
     from bitnet.convert.dummy import generate
 
     out_dir = Path(out_dir) if out_dir is not None else engine.preset_dir()
     say = print if progress else (lambda *a, **k: None)
     with tempfile.TemporaryDirectory() as tmp:
-        gguf = generate(Path(tmp) / "tune.gguf", TUNE_SIZE, "i2_s", n_layer=n_layer, n_vocab=n_vocab, progress=False)
+        if bar:
+            print("kernel autotune: making a model of the 2B-4T shape (random weights) ...", file=sys.stderr,
+                  flush=True)
+        gguf = generate(Path(tmp) / "tune.gguf", TUNE_SIZE, "i2_s", n_layer=n_layer, n_vocab=n_vocab, progress=bar)
         model = engine.NativeModel(gguf)
         ctx = engine.NativeContext(model, 64, n_threads)
+        if seconds is None:
+            steps = tqdm(total=decode_steps(rounds, n_tokens), desc="kernel autotune", unit="step", disable=not bar,
+                         file=sys.stderr, leave=False)
+            tick, prefetch_deadline, search_end = steps.update, None, None
+        else:
+            search_s = max(seconds - (time.monotonic() - started), MIN_SEARCH_SECONDS)
+            steps = tqdm(total=round(search_s), desc="kernel autotune", unit="s", disable=not bar, file=sys.stderr,
+                         leave=False, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s")
+            tick = _seconds_ticker(steps, time.monotonic(), search_s)
+            # Shares by number of candidates; the head search ends with the budget (a last turn of
+            # the prefetch search that ran over is taken from its share).
+            share = len(PREFETCH_CANDIDATES) / (len(PREFETCH_CANDIDATES) + len(HEAD_CANDIDATES))
+            prefetch_deadline, search_end = time.monotonic() + search_s * share, time.monotonic() + search_s
         try:
             say(f"autotune: {engine.cpu_signature()}, kernels {engine.isa()}, {n_threads} threads ...", flush=True)
-            prefetch, tg = tune_prefetch(ctx, rounds, n_tokens)
+            prefetch, tg = tune_prefetch(ctx, rounds, n_tokens, tick=tick, deadline=prefetch_deadline)
             engine.set_tuning("prefetch_bytes", prefetch)
             preset = {"cpu": engine.cpu_signature(), "isa": engine.isa(), "n_threads": n_threads,
                       "prefetch_bytes": prefetch, "measured_tg_tokens_per_s": tg}
-            head, head_tg = tune_settings(ctx, HEAD_CANDIDATES, rounds, n_tokens, logits=True)
+            head, head_tg = tune_settings(ctx, HEAD_CANDIDATES, rounds, n_tokens, logits=True, tick=tick,
+                                          deadline=search_end)
             for name, value in head.items():
                 engine.set_tuning(name, value)
             preset.update(head, measured_head_tg_tokens_per_s=head_tg)
@@ -142,6 +203,7 @@ def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n
             else:
                 preset["amx_min_batch"] = engine.get_tuning("amx_min_batch")
         finally:
+            steps.close()
             ctx.close()
             model.close()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -93,11 +93,15 @@ BITNET_API int32_t bitnet_context_n_past(const bitnet_context *ctx);
 /* Drop cached positions >= n_past (0 clears the cache). */
 BITNET_API int bitnet_context_truncate(bitnet_context *ctx, int32_t n_past);
 BITNET_API int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads);
+/* Make dst hold the first n_past cached positions of src (same model): one prompt computed once
+ * serves several continuations. dst's positions past n_past are dropped. */
+BITNET_API int bitnet_context_copy_prefix(bitnet_context *dst, const bitnet_context *src, int32_t n_past);
 
 /* Debugging: write every named intermediate tensor of each batch (attn_norm, q, k, v, attn,
  * attn_sub_norm, attn_out, ffn_norm, gate, up, ffn_act, ffn_sub_norm, ffn_out per layer; then
  * output_norm and logits) as <dir>/<layer>-<name>.npy; NULL or "" turns it off. The environment
- * variable BITNET_DUMP_DIR sets it for every new context. */
+ * variable BITNET_DUMP_DIR sets it for every new context. A dir that is not an existing folder
+ * is an error (BITNET_ERR_ARGUMENT here; bitnet_context_new fails for BITNET_DUMP_DIR). */
 BITNET_API int bitnet_context_set_dump_dir(bitnet_context *ctx, const char *dir);
 
 /* Run the model over n_tokens new tokens (one batch) appended after the cached ones.
@@ -112,6 +116,13 @@ BITNET_API int bitnet_decode(bitnet_context *ctx, const int32_t *tokens, int32_t
  * Each row's result equals what bitnet_decode of that token alone would give. */
 BITNET_API int bitnet_decode_multi(bitnet_context *const *ctxs, const int32_t *tokens, int32_t n,
                                    float *logits);
+
+/* Run n_tokens[s] tokens appended to each of n_seq different contexts of the same model (their
+ * ids concatenated in `tokens`) in shared batches on ctxs[0]'s threads, and write every token's
+ * final hidden state after the output norm to hidden (sum(n_tokens) * n_embd floats, in the
+ * order of `tokens`): what embedding models pool. */
+BITNET_API int bitnet_hidden_multi(bitnet_context *const *ctxs, int32_t n_seq, const int32_t *tokens,
+                                   const int32_t *n_tokens, float *hidden);
 
 /* ---- Sampling ---------------------------------------------------------------------------- */
 typedef struct bitnet_sampler_params {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bitnet.h"
+#include "debug_dump.h"
 #include "forward.h"
 #include "kernels/tuning.h"
 #include "model.h"
@@ -192,6 +193,29 @@ int bitnet_context_truncate(bitnet_context *ctx, int32_t n_past) {
     return BITNET_OK;
 }
 
+// The KV cache is [n_layer][n_ctx][kv_dim] per context, so each layer's first n_past rows are
+// one contiguous block in both; n_ctx may differ between the two contexts.
+int bitnet_context_copy_prefix(bitnet_context *dst, const bitnet_context *src, int32_t n_past) {
+    if (dst == nullptr || src == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
+    bitnet::context &d = *dst->impl;
+    const bitnet::context &s = *src->impl;
+    if (d.m != s.m) return set_error(BITNET_ERR_ARGUMENT, "the contexts belong to different models");
+    if (n_past < 0 || n_past > s.n_past || n_past > d.n_ctx)
+        return set_error(BITNET_ERR_ARGUMENT, "cannot copy " + std::to_string(n_past) + " tokens (" +
+                                                  std::to_string(s.n_past) + " cached, room for " +
+                                                  std::to_string(d.n_ctx) + ")");
+    if (dst == src) return BITNET_OK;
+    const auto &hp = d.m->hp;
+    const size_t kv = static_cast<size_t>(hp.n_head_kv * hp.head_dim);
+    const size_t rows = static_cast<size_t>(n_past) * kv * sizeof(float);
+    for (int64_t il = 0; il < hp.n_layer; ++il) {
+        std::memcpy(d.k_cache.get() + il * d.n_ctx * kv, s.k_cache.get() + il * s.n_ctx * kv, rows);
+        std::memcpy(d.v_cache.get() + il * d.n_ctx * kv, s.v_cache.get() + il * s.n_ctx * kv, rows);
+    }
+    d.n_past = n_past;
+    return BITNET_OK;
+}
+
 int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads) {
     if (ctx == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
     if (n_threads < 1 || n_threads > 1024)
@@ -206,6 +230,9 @@ int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads) {
 
 int bitnet_context_set_dump_dir(bitnet_context *ctx, const char *dir) {
     if (ctx == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
+    if (dir != nullptr && *dir != '\0') {
+        if (std::string why = bitnet::dump_dir_problem(dir); !why.empty()) return set_error(BITNET_ERR_ARGUMENT, why);
+    }
     ctx->impl->dump_dir = dir ? dir : "";
     return BITNET_OK;
 }
@@ -230,6 +257,26 @@ int bitnet_decode_multi(bitnet_context *const *ctxs, const int32_t *tokens, int3
             for (int32_t i = 0; i < n; ++i) seqs[static_cast<size_t>(i)] = ctxs[i] ? ctxs[i]->impl.get() : nullptr;
             std::string error;
             int status = bitnet::forward_decode_multi(seqs.data(), tokens, n, logits, &error);
+            return status == BITNET_OK ? status : set_error(status, error);
+        },
+        BITNET_ERR_MEMORY);
+}
+
+int bitnet_hidden_multi(bitnet_context *const *ctxs, int32_t n_seq, const int32_t *tokens, const int32_t *n_tokens,
+                        float *hidden) {
+    if (ctxs == nullptr || tokens == nullptr || n_tokens == nullptr || hidden == nullptr)
+        return set_error(BITNET_ERR_ARGUMENT, "contexts, tokens, counts or output is null");
+    if (n_seq <= 0) return set_error(BITNET_ERR_ARGUMENT, "no sequences to run");
+    return guarded(
+        [&]() -> int {
+            std::vector<bitnet::context *> seqs(static_cast<size_t>(n_seq));
+            std::vector<int64_t> counts(static_cast<size_t>(n_seq));
+            for (int32_t i = 0; i < n_seq; ++i) {
+                seqs[static_cast<size_t>(i)] = ctxs[i] ? ctxs[i]->impl.get() : nullptr;
+                counts[static_cast<size_t>(i)] = n_tokens[i];
+            }
+            std::string error;
+            int status = bitnet::forward_hidden_multi(seqs.data(), n_seq, tokens, counts.data(), hidden, &error);
             return status == BITNET_OK ? status : set_error(status, error);
         },
         BITNET_ERR_MEMORY);

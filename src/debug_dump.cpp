@@ -1,8 +1,17 @@
 #include "debug_dump.h"
 
+#include <sys/stat.h>
+
 #include <cstdio>
 
 namespace bitnet {
+
+std::string dump_dir_problem(const std::string &dir) {
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0) return "dump folder " + dir + " does not exist (create it first)";
+    if (!S_ISDIR(st.st_mode)) return "dump folder " + dir + " is not a folder";
+    return "";
+}
 
 void dump_tensor(const std::string &dir, const char *name, int64_t layer, const float *data, int64_t rows,
                  int64_t cols) {

@@ -10,6 +10,9 @@
 //   x  += BitLinear_down(RMSNorm(act(BitLinear_gate(h)) * BitLinear_up(h)) * ffn_sub_norm)
 // logits = (RMSNorm(x) * output_norm) E^T      (E: token embedding when the head is tied)
 // BitLinear(x) = (sum_k t_k * q_k) / s * w_scale with q = int8 absmax(x), s its scale.
+// Variants chosen by the architecture row (model.h): an RMSNorm on every linear's own input,
+// per-head q/k norms before RoPE, post-norms on each block's output before the residual add,
+// GELU-tanh, a sliding attention window, scaled embeddings (the Qwen3 / Gemma3 embedding models).
 #include "forward.h"
 
 #include <algorithm>
@@ -23,6 +26,7 @@
 
 #include "bitnet.h"
 #include "debug_dump.h"
+#include "forward_features.h"
 #include "kernels/tq.h"
 #include "quant_types.h"
 
@@ -58,18 +62,23 @@ void rms_norm(const float *x, const float *w, int64_t n, float eps, float *y) {
     for (int64_t j = 0; j < n; ++j) y[j] = w[j] * (x[j] * inv);
 }
 
-// Quantize m rows of width k (parallel over rows), ready for a ternary matmul.
-void quantize_rows(context &ctx, const float *x, int64_t m, int64_t k) {
+// Quantize m rows of width k (parallel over rows), ready for a ternary matmul whose rows are
+// k_pad long (model.h): row i at act_q + i * k_pad, quantized over its k true values and padded
+// with zeros (zero codes add nothing, and the scale is that of the true row).
+void quantize_rows(context &ctx, const float *x, int64_t m, int64_t k, int64_t k_pad) {
     ctx.pool->parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i)
-            ctx.tk->quantize_row_int8(x + i * k, k, ctx.act_q.data() + i * k, &ctx.act_scale[i], &ctx.act_sum[i]);
+        for (int64_t i = i0; i < i1; ++i) {
+            int8_t *q = ctx.act_q.data() + i * k_pad;
+            ctx.tk->quantize_row_int8(x + i * k, k, q, &ctx.act_scale[i], &ctx.act_sum[i]);
+            std::fill(q + k, q + k_pad, int8_t{0});
+        }
     });
 }
 
 // A TQ tensor whose blocks carry different scales (kernels/tq.h): y = sum_b d_b * dot_b / s_i.
 void blocked_ternary_linear(context &ctx, const ternary_matrix &w, int64_t m, float *y) {
     ctx.pool->parallel_for(w.n_out, 16, [&](int64_t r0, int64_t r1) {
-        ternary_blocked_matmul_ref(w.codes, w.block_scales.data(), w.n_in, r0, r1, ctx.act_q.data(),
+        ternary_blocked_matmul_ref(w.codes, w.block_scales.data(), w.k_pad, r0, r1, ctx.act_q.data(),
                                    ctx.act_scale.data(), m, y, w.n_out);
     });
 }
@@ -87,7 +96,7 @@ void ternary_linears(context &ctx, std::initializer_list<linear_output> layers, 
             continue;
         }
         n_total += w->n_out;
-        k = w->n_in;
+        k = w->k_pad;
     }
     if (n_total == 0) return;
     // Chunks of at least kMinChunkBytes of weights: a tiny model's layers run on one thread,
@@ -97,7 +106,7 @@ void ternary_linears(context &ctx, std::initializer_list<linear_output> layers, 
         const int64_t rows = r1 - r0;
         thread_local std::vector<int32_t> acc;
         if (acc.size() < static_cast<size_t>(m * rows)) acc.resize(static_cast<size_t>(m * rows));
-        ctx.tk->i2s_matmul(w.codes + r0 * (w.n_in / 4), w.n_in, 0, rows, ctx.act_q.data(), ctx.act_sum.data(), m,
+        ctx.tk->i2s_matmul(w.codes + r0 * (w.k_pad / 4), w.k_pad, 0, rows, ctx.act_q.data(), ctx.act_sum.data(), m,
                            acc.data(), rows);
         for (int64_t i = 0; i < m; ++i)
             ctx.dk->scale_sums(acc.data() + i * rows, rows, ctx.act_scale[i], w.scale, y + i * w.n_out + r0);
@@ -116,13 +125,16 @@ void ternary_linears(context &ctx, std::initializer_list<linear_output> layers, 
 // RoPE on every head of m rows (n_heads heads of head_dim), row i at rows[i].pos. Rotation j
 // (frequency j) turns the pair (j, j + half) in NeoX style (rotate-half), or (2j, 2j + 1) in the
 // "normal" style of files whose attn_q/attn_k rows were permuted for it.
-void rope(const context &ctx, const batch_row *rows, float *x, int64_t m, int64_t n_heads) {
+// Sliding-window layers with their own RoPE base (Gemma3) read the context's second table.
+void rope(const context &ctx, const batch_row *rows, float *x, int64_t m, int64_t n_heads, int64_t il) {
     const int64_t hd = ctx.m->hp.head_dim, half = hd / 2;
     const bool neox = ctx.m->hp.rope == rope_style::neox;
     const int64_t pair = neox ? half : 1, step = neox ? 1 : 2;
+    const bool swa = ctx.m->hp.layer_is_swa(il) && !ctx.rope_cos_swa.empty();
     for (int64_t i = 0; i < m; ++i) {
-        const float *cs = rows[i].seq->rope_cos.data() + rows[i].pos * half;
-        const float *sn = rows[i].seq->rope_sin.data() + rows[i].pos * half;
+        const context &seq = *rows[i].seq;
+        const float *cs = (swa ? seq.rope_cos_swa : seq.rope_cos).data() + rows[i].pos * half;
+        const float *sn = (swa ? seq.rope_sin_swa : seq.rope_sin).data() + rows[i].pos * half;
         for (int64_t h = 0; h < n_heads; ++h) {
             float *v = x + (i * n_heads + h) * hd;
             for (int64_t j = 0; j < half; ++j) {
@@ -167,12 +179,15 @@ constexpr int64_t kAttentionRowBlock = 16;
 void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
     const hparams &hp = ctx.m->hp;
     const int64_t hd = hp.head_dim, kv_dim = hp.n_head_kv * hd, group = hp.n_head / hp.n_head_kv;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const float scale = hp.attn_scale;
     const int64_t q_dim = hp.n_head * hd;
+    // A sliding-window layer: each row sees its own key range, so rows go one per call.
+    const int64_t window = hp.layer_is_swa(il) ? hp.n_swa : 0;
+    const int64_t row_block = window > 0 ? 1 : kAttentionRowBlock;
     std::vector<row_run> blocks;  // the most keys first
     for (const row_run &r : runs_of(rows, m))
-        for (int64_t end = r.first + r.n; end > r.first; end -= kAttentionRowBlock)
-            blocks.push_back({std::max(r.first, end - kAttentionRowBlock), std::min(kAttentionRowBlock, end - r.first)});
+        for (int64_t end = r.first + r.n; end > r.first; end -= row_block)
+            blocks.push_back({std::max(r.first, end - row_block), std::min(row_block, end - r.first)});
     const int64_t n_items = static_cast<int64_t>(blocks.size()) * hp.n_head_kv;
     // Items are taken from a shared counter: causal rows differ in length, and a thread that
     // loses its core leaves its share to the other.
@@ -184,9 +199,10 @@ void attention(context &ctx, const batch_row *rows, int64_t il, int64_t m) {
             const row_run &b = blocks[static_cast<size_t>(item / hp.n_head_kv)];
             const int64_t g = item % hp.n_head_kv;
             const context &seq = *rows[b.first].seq;
-            const float *kc = seq.k_cache.get() + il * seq.n_ctx * kv_dim + g * hd;
-            const float *vc = seq.v_cache.get() + il * seq.n_ctx * kv_dim + g * hd;
-            for (int64_t i = 0; i < b.n; ++i) n_keys[i] = rows[b.first + i].pos + 1;
+            const int64_t first_key = window_start(rows[b.first].pos, window);
+            const float *kc = seq.k_cache.get() + (il * seq.n_ctx + first_key) * kv_dim + g * hd;
+            const float *vc = seq.v_cache.get() + (il * seq.n_ctx + first_key) * kv_dim + g * hd;
+            for (int64_t i = 0; i < b.n; ++i) n_keys[i] = rows[b.first + i].pos + 1 - first_key;
             const int64_t at = b.first * q_dim + g * group * hd;
             ctx.dk->attend_rows(ctx.q.data() + at, kc, vc, kv_dim, hd, scale, b.n, q_dim, group, n_keys,
                                 ctx.att.data() + at);
@@ -215,7 +231,7 @@ void norm_rows(context &ctx, const float *x, const std::vector<float> &w, int64_
 // The norm goes to ctx.hidden (in place when x is ctx.hidden).
 void normed_bitlinear(context &ctx, const ternary_matrix &w, const float *x, int64_t m, float *y) {
     norm_rows(ctx, x, w.input_norm, m, w.n_in, ctx.hidden.data(), ctx.m->hp.linear_norm_eps);
-    quantize_rows(ctx, ctx.hidden.data(), m, w.n_in);
+    quantize_rows(ctx, ctx.hidden.data(), m, w.n_in, w.k_pad);
     ternary_linears(ctx, {{&w, y}}, m);
 }
 
@@ -227,7 +243,7 @@ void shared_input_linears(context &ctx, std::initializer_list<linear_output> lay
         for (const auto &[w, y] : layers) normed_bitlinear(ctx, *w, x, m, y);
         return;
     }
-    quantize_rows(ctx, x, m, k);
+    quantize_rows(ctx, x, m, k, layers.begin()->first->k_pad);  // the layers share their input width
     ternary_linears(ctx, layers, m);
 }
 
@@ -242,8 +258,12 @@ void attention_block(context &ctx, const batch_row *rows, const layer_weights &l
     name_tensor(ctx, "q", il, ctx.q.data(), m, Q);
     name_tensor(ctx, "k", il, ctx.k.data(), m, KV);
     name_tensor(ctx, "v", il, ctx.v.data(), m, KV);
-    rope(ctx, rows, ctx.q.data(), m, hp.n_head);
-    rope(ctx, rows, ctx.k.data(), m, hp.n_head_kv);
+    if (hp.has_qk_norms) {  // per head, in place
+        norm_rows(ctx, ctx.q.data(), l.attn_q_norm, m * hp.n_head, hp.head_dim, ctx.q.data());
+        norm_rows(ctx, ctx.k.data(), l.attn_k_norm, m * hp.n_head_kv, hp.head_dim, ctx.k.data());
+    }
+    rope(ctx, rows, ctx.q.data(), m, hp.n_head, il);
+    rope(ctx, rows, ctx.k.data(), m, hp.n_head_kv, il);
     for (int64_t i = 0; i < m; ++i) {
         context &seq = *rows[i].seq;
         const size_t at = static_cast<size_t>((il * seq.n_ctx + rows[i].pos) * KV);
@@ -259,6 +279,7 @@ void attention_block(context &ctx, const batch_row *rows, const layer_weights &l
         name_tensor(ctx, "attn_sub_norm", il, a, m, Q);
     }
     shared_input_linears(ctx, {{&l.wo, ctx.out.data()}}, a, m, Q);
+    if (hp.has_post_norms) norm_rows(ctx, ctx.out.data(), l.post_attn_norm, m, E, ctx.out.data());
     name_tensor(ctx, "attn_out", il, ctx.out.data(), m, E);
     for (int64_t j = 0; j < m * E; ++j) ctx.x[j] += ctx.out[j];
 }
@@ -274,14 +295,19 @@ void ffn_block(context &ctx, const layer_weights &l, int64_t il, int64_t m) {
     name_tensor(ctx, "up", il, ctx.up.data(), m, F);
     float *g = ctx.gate.data();
     const float *u = ctx.up.data();
-    if (hp.act == activation::relu2) {
-        for (int64_t j = 0; j < m * F; ++j) {
-            const float r = std::max(g[j], 0.0f);
-            g[j] = r * r * u[j];
+    // In parallel over rows: SiLU's exp is ~10 ns an element (1bitLLM-3B: 29 M per 128-token prompt).
+    ctx.pool->parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
+        if (hp.act == activation::relu2) {
+            for (int64_t j = i0 * F; j < i1 * F; ++j) {
+                const float r = std::max(g[j], 0.0f);
+                g[j] = r * r * u[j];
+            }
+        } else if (hp.act == activation::silu) {
+            for (int64_t j = i0 * F; j < i1 * F; ++j) g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+        } else {
+            for (int64_t j = i0 * F; j < i1 * F; ++j) g[j] = gelu_tanh(g[j]) * u[j];
         }
-    } else {
-        for (int64_t j = 0; j < m * F; ++j) g[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
-    }
+    });
     name_tensor(ctx, "ffn_act", il, g, m, F);
     const float *h = g;
     if (hp.has_sub_norms) {
@@ -290,6 +316,7 @@ void ffn_block(context &ctx, const layer_weights &l, int64_t il, int64_t m) {
         name_tensor(ctx, "ffn_sub_norm", il, h, m, F);
     }
     shared_input_linears(ctx, {{&l.w_down, ctx.out.data()}}, h, m, F);
+    if (hp.has_post_norms) norm_rows(ctx, ctx.out.data(), l.post_ffw_norm, m, E, ctx.out.data());
     name_tensor(ctx, "ffn_out", il, ctx.out.data(), m, E);
     for (int64_t j = 0; j < m * E; ++j) ctx.x[j] += ctx.out[j];
 }
@@ -318,8 +345,9 @@ void output_head(context &ctx, int64_t first, int64_t m, float *logits) {
 // One batch of m rows through the model with ctx's scratch and threads; row i is token
 // tokens[i] at position rows[i].pos of sequence rows[i].seq (ctx itself, or other contexts of
 // the same model when several sequences are decoded together).
+// hidden_out, when given, receives every row's final hidden state after output_norm (m * n_embd).
 void forward_batch(context &ctx, const batch_row *rows, const int32_t *tokens, int64_t m, float *logits,
-                   bool all_logits) {
+                   bool all_logits, float *hidden_out = nullptr) {
     const model &md = *ctx.m;
     const int64_t E = md.hp.n_embd;
     const int64_t row_bytes = dense_row_bytes(md.token_embd.type, E);
@@ -327,6 +355,8 @@ void forward_batch(context &ctx, const batch_row *rows, const int32_t *tokens, i
         const auto *row = static_cast<const uint8_t *>(md.token_embd.data) + tokens[i] * row_bytes;
         row_to_f32(md.token_embd.type, row, E, ctx.x.data() + i * E);
     }
+    if (md.hp.embd_scale != 1.0f)
+        for (int64_t j = 0; j < m * E; ++j) ctx.x[j] *= md.hp.embd_scale;
     for (int64_t il = 0; il < md.hp.n_layer; ++il) {
         const layer_weights &l = md.layers[static_cast<size_t>(il)];
         attention_block(ctx, rows, l, il, m);
@@ -334,6 +364,7 @@ void forward_batch(context &ctx, const batch_row *rows, const int32_t *tokens, i
     }
     for (int64_t i = 0; i < m; ++i) rows[i].seq->n_past = std::max(rows[i].seq->n_past, rows[i].pos + 1);
     if (logits != nullptr) output_head(ctx, all_logits ? 0 : m - 1, m, logits);
+    if (hidden_out != nullptr) norm_rows(ctx, ctx.x.data(), md.output_norm, m, E, hidden_out);
 }
 
 template <typename T>
@@ -365,7 +396,13 @@ std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_thread
         return nullptr;
     }
     ctx->dk = dense_kernels_active();
-    if (const char *dir = std::getenv("BITNET_DUMP_DIR")) ctx->dump_dir = dir;
+    if (const char *dir = std::getenv("BITNET_DUMP_DIR"); dir != nullptr && *dir != '\0') {
+        if (std::string why = dump_dir_problem(dir); !why.empty()) {
+            *error = "BITNET_DUMP_DIR: " + why;
+            return nullptr;
+        }
+        ctx->dump_dir = dir;
+    }
     ctx->pool = std::make_unique<thread_pool>(n_threads);
 
     const int64_t B = kMaxBatch, E = hp.n_embd, Q = hp.n_head * hp.head_dim;
@@ -382,21 +419,19 @@ std::unique_ptr<context> context_new(const model &m, int64_t n_ctx, int n_thread
                     try_resize(ctx->xn, B * E) && try_resize(ctx->q, B * Q) && try_resize(ctx->k, B * KV) &&
                     try_resize(ctx->v, B * KV) && try_resize(ctx->att, B * Q) && try_resize(ctx->gate, B * F) &&
                     try_resize(ctx->up, B * F) && try_resize(ctx->hidden, B * widest) &&
-                    try_resize(ctx->out, B * E) && try_resize(ctx->act_q, B * widest) &&
+                    try_resize(ctx->out, B * E) && try_resize(ctx->act_q, B * round_up(widest, kI2SBlock)) &&
                     try_resize(ctx->act_scale, B) && try_resize(ctx->act_sum, B);
     if (!ok) {
         *error = "out of memory allocating a context of " + std::to_string(n_ctx) + " tokens";
         return nullptr;
     }
-    // inv_freq_j = 1 / theta^(2j/d), angle = pos * inv_freq_j, all in f32 like the reference.
-    for (int64_t j = 0; j < half; ++j) {
-        const float exponent = static_cast<float>(2 * j) / static_cast<float>(hp.head_dim);
-        const float inv_freq = 1.0f / std::pow(hp.rope_theta, exponent);
-        for (int64_t p = 0; p < n_ctx; ++p) {
-            const float angle = static_cast<float>(p) * inv_freq;
-            ctx->rope_cos[p * half + j] = std::cos(angle);
-            ctx->rope_sin[p * half + j] = std::sin(angle);
+    fill_rope_tables(hp.rope_theta, hp.head_dim, n_ctx, ctx->rope_cos.data(), ctx->rope_sin.data());
+    if (hp.n_swa > 0 && hp.rope_theta_swa != hp.rope_theta) {
+        if (!try_resize(ctx->rope_cos_swa, n_ctx * half) || !try_resize(ctx->rope_sin_swa, n_ctx * half)) {
+            *error = "out of memory allocating a context of " + std::to_string(n_ctx) + " tokens";
+            return nullptr;
         }
+        fill_rope_tables(hp.rope_theta_swa, hp.head_dim, n_ctx, ctx->rope_cos_swa.data(), ctx->rope_sin_swa.data());
     }
     return ctx;
 }
@@ -465,6 +500,48 @@ int forward_decode_multi(context *const *seqs, const int32_t *tokens, int64_t n,
         rows[static_cast<size_t>(i)] = {seq, seq->n_past};
     }
     forward_batch(lead, rows.data(), tokens, n, logits, true);
+    return BITNET_OK;
+}
+
+int forward_hidden_multi(context *const *seqs, int64_t n_seq, const int32_t *tokens, const int64_t *n_tokens,
+                         float *hidden, std::string *error) {
+    if (n_seq <= 0) {
+        *error = "no sequences to run";
+        return BITNET_ERR_ARGUMENT;
+    }
+    const model &md = *seqs[0]->m;
+    std::vector<batch_row> rows;  // every token of every sequence, in order
+    for (int64_t s = 0; s < n_seq; ++s) {
+        context *seq = seqs[s];
+        if (seq == nullptr || seq->m != &md || n_tokens[s] <= 0) {
+            *error = "sequence " + std::to_string(s) +
+                     (seq == nullptr ? " is null" : seq->m != &md ? " belongs to another model" : " has no tokens");
+            return BITNET_ERR_ARGUMENT;
+        }
+        for (int64_t j = 0; j < s; ++j)
+            if (seqs[j] == seq) {
+                *error = "sequence " + std::to_string(s) + " repeats sequence " + std::to_string(j);
+                return BITNET_ERR_ARGUMENT;
+            }
+        if (seq->n_past + n_tokens[s] > seq->n_ctx) {
+            *error = "sequence " + std::to_string(s) + ": " + std::to_string(n_tokens[s]) +
+                     " tokens do not fit its context of " + std::to_string(seq->n_ctx);
+            return BITNET_ERR_CONTEXT_FULL;
+        }
+        for (int64_t i = 0; i < n_tokens[s]; ++i) rows.push_back({seq, seq->n_past + i});
+    }
+    const int64_t n = static_cast<int64_t>(rows.size()), E = md.hp.n_embd;
+    for (int64_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= md.hp.n_vocab) {
+            *error = "token id " + std::to_string(tokens[i]) + " is out of range [0, " + std::to_string(md.hp.n_vocab) + ")";
+            return BITNET_ERR_ARGUMENT;
+        }
+    // Batches of up to kMaxBatch rows, in order: a sequence split between two batches has its
+    // first part cached before the second part attends to it.
+    for (int64_t done = 0; done < n; done += kMaxBatch) {
+        const int64_t m = std::min(kMaxBatch, n - done);
+        forward_batch(*seqs[0], rows.data() + done, tokens + done, m, nullptr, false, hidden + done * E);
+    }
     return BITNET_OK;
 }
 

@@ -27,6 +27,7 @@ struct context {
     std::unique_ptr<float[]> k_cache, v_cache;
     // RoPE tables: [n_ctx][head_dim / 2].
     std::vector<float> rope_cos, rope_sin;
+    std::vector<float> rope_cos_swa, rope_sin_swa;  // sliding-window layers' base, when it differs
 
     // Scratch for one batch of up to kMaxBatch tokens (named as in the model's equations).
     std::vector<float> x, xn, q, k, v, att, gate, up, hidden, out;
@@ -55,5 +56,12 @@ int forward_decode(context &ctx, const int32_t *tokens, int64_t n, float *logits
 // logits: n * n_vocab floats, row i for seqs[i]; may be null. Returns a bitnet_status value.
 int forward_decode_multi(context *const *seqs, const int32_t *tokens, int64_t n, float *logits,
                          std::string *error);
+
+// Appends n_tokens[s] tokens to each of n_seq different contexts of the same model (their tokens
+// concatenated in `tokens`), packed into shared batches on seqs[0]'s threads and scratch, and
+// writes every token's final hidden state after output_norm to hidden (sum(n_tokens) * n_embd
+// floats, in the order of `tokens`). What embedding models pool. Returns a bitnet_status value.
+int forward_hidden_multi(context *const *seqs, int64_t n_seq, const int32_t *tokens, const int64_t *n_tokens,
+                         float *hidden, std::string *error);
 
 }  // namespace bitnet

@@ -331,7 +331,12 @@ bool gguf_file::impl::parse_tensor_info(parser &ps) {
         return ps.fail(name + " has unknown ggml type id " + std::to_string(t.type) +
                        (maybe_lut ? lut_hint : ""));
     }
-    if (t.ne[0] % qt->block_size != 0) {
+    // A whole-tensor type (I2_S) packs the flattened tensor: only the element count need fill blocks.
+    if ((qt->whole_tensor ? n_elements : t.ne[0]) % qt->block_size != 0) {
+        if (qt->whole_tensor)
+            return ps.fail(name + " of type " + qt->name + " has " + std::to_string(n_elements) +
+                           " elements, not a multiple of its block size " + std::to_string(qt->block_size) +
+                           " (the layout has no room for a partial last block)");
         if (t.type == kAmbiguousTypeId) {
             return ps.fail(
                 type39_refusal(t.name, "ne0 = " + std::to_string(t.ne[0]) + " is not a multiple of 32"));

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "gguf.h"
 #include "gguf_internal.h"
@@ -260,6 +261,8 @@ void append_float(std::string &out, double v, const char *format) {
     char buf[40];
     int n = snprintf(buf, sizeof buf, format, v);
     out.append(buf, (size_t)n);
+    // "2" would read back as an integer: a float key must never pass for a count or a token id.
+    if (std::strpbrk(buf, ".eE") == nullptr) out += ".0";
 }
 
 // Appends one non-array value at p; returns the bytes it occupies.

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "dequant.h"
+#include "finite_check.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
 #include "kernels/tq.h"
@@ -33,6 +34,14 @@ const arch_info kArchitectures[] = {
     // Ternary Llama-shaped models (Llama3-8B-1.58, Falcon3-*-1.58bit, Falcon-E): SwiGLU, no
     // sub-norms; llama.cpp's converters permute attn_q/attn_k rows for its "normal" RoPE.
     {"llama",         activation::silu,  10000.0f,  false, rope_style::normal},
+    // BitNet embedding models (bitnet-embedding-0.6b / -270m; docs/embedding-models.md): a
+    // Qwen3 / Gemma3 block whose every linear layer normalizes its own input (<linear>_norm_in).
+    // Gemma3 adds sqrt(n_embd) embedding scale, (1 + w) norms, post-norms, GELU-tanh and a
+    // sliding window on five layers of six.
+    {"qwen3",         activation::silu,  1000000.0f, false, rope_style::neox,
+     "_norm_in", true, true, false, false, 0.0f, 0},
+    {"gemma3",        activation::gelu_tanh, 1000000.0f, false, rope_style::neox,
+     "_norm_in", true, true, true, true, 1.0f, 6},
 };
 // clang-format on
 
@@ -114,24 +123,35 @@ struct loader {
         return tr ? tr->name : "id " + std::to_string(type);
     }
 
-    bool load_vector(const std::string &name, int64_t n, std::vector<float> *out) {
+    bool load_vector(const std::string &name, int64_t n, std::vector<float> *out, float offset = 0) {
         const gguf_tensor *t = find_tensor(name, n, 0);
         if (t == nullptr) return false;
         if (!is_float_type(t->type))
             return fail("tensor '" + name + "' has type " + type_name(t->type) + ", expected F32, F16 or BF16");
         out->resize(static_cast<size_t>(n));
         row_to_f32(t->type, t->data, n, out->data());
+        for (float &v : *out) v += offset;
         for (float v : *out)
             if (!std::isfinite(v)) return fail("tensor '" + name + "' contains NaN or Inf; the file is corrupt");
         return true;
     }
 
-    // F32 / F16 / BF16, and Q8_0 / Q6_K (llama.cpp's usual head types), all read in place.
-    bool load_dense(const std::string &name, int64_t n_in, int64_t n_out, dense_matrix *out) {
+    bool non_finite(const std::string &name, int64_t bad, int64_t n_in) {
+        return fail("tensor '" + name + "' contains NaN or Inf (row " + std::to_string(bad / n_in) + ", column " +
+                    std::to_string(bad % n_in) + "); the file is corrupt");
+    }
+
+    // F32 / F16 / BF16, and Q8_0 / Q6_K (llama.cpp's usual head types), all read in place. A float
+    // tensor is checked finite here unless the caller checks it later (check_floats false: the
+    // head, checked as it is copied to huge pages).
+    bool load_dense(const std::string &name, int64_t n_in, int64_t n_out, dense_matrix *out, bool check_floats = true) {
         const gguf_tensor *t = find_tensor(name, n_in, n_out);
         if (t == nullptr) return false;
         *out = dense_matrix{t->data, t->type, n_in, n_out};
-        if (is_float_type(t->type)) return true;
+        if (is_float_type(t->type)) {
+            const int64_t bad = check_floats ? first_non_finite(t->type, t->data, n_in * n_out) : -1;
+            return bad < 0 || non_finite(name, bad, n_in);
+        }
         if (!is_widened_type(t->type))
             return fail("tensor '" + name + "' has type " + type_name(t->type) +
                         "; this engine reads F32, F16, BF16, Q8_0 or Q6_K embeddings and output heads");
@@ -146,10 +166,6 @@ struct loader {
     bool load_ternary(const std::string &name, int64_t n_in, int64_t n_out, ternary_matrix *out) {
         const gguf_tensor *t = find_tensor(name + ".weight", n_in, n_out);
         if (t == nullptr) return false;
-        const int64_t block = (t->type == GGML_TQ2_0 || t->type == GGML_TQ1_0) ? kTQBlock : kI2SBlock;
-        if (n_in % block != 0)
-            return fail("tensor '" + name + ".weight' has rows of " + std::to_string(n_in) +
-                        " elements; ternary rows must be a multiple of " + std::to_string(block));
         const std::string why = bind_ternary(*t, n_in, n_out, layout, out);
         if (!why.empty()) return fail("tensor '" + name + ".weight' " + why);
         if (file.tensor(name + ".scale") == nullptr) return true;
@@ -192,6 +208,9 @@ void resolve_arch_defaults(const gguf_file &file, const arch_info &arch, hparams
     hp->rope_theta = arch.default_rope_theta;
     hp->has_sub_norms = arch.has_sub_norms;
     hp->rope = arch.rope;
+    hp->has_qk_norms = arch.has_qk_norms;
+    hp->has_post_norms = arch.has_post_norms;
+    hp->swa_pattern = arch.default_swa_pattern;
     std::string tok_model, err;
     if (std::strcmp(arch.name, "bitnet") == 0 && file.get_string("tokenizer.ggml.model", &tok_model, &err) &&
         tok_model == "gpt2") {
@@ -227,10 +246,29 @@ bool read_activation(loader &ld, hparams *hp) {
         }
         if (act == "relu2") hp->act = activation::relu2;
         else if (act == "silu") hp->act = activation::silu;
-        else return ld.fail("unsupported hidden_act " + quoted(act) + " (supported: relu2, silu)");
+        else if (act == "gelu_pytorch_tanh" || act == "gelu_tanh") hp->act = activation::gelu_tanh;
+        else return ld.fail("unsupported hidden_act " + quoted(act) + " (supported: relu2, silu, gelu_pytorch_tanh)");
         return true;
     }
     return true;
+}
+
+// The BitNet embedding families' extras (Gemma3): embedding scale, attention scale, sliding
+// window (upstream llama.cpp's key names); causal attention only.
+bool read_embedding_features(loader &ld, const arch_info &arch, hparams *hp) {
+    hp->embd_scale = arch.scale_embeddings ? std::sqrt(static_cast<float>(hp->n_embd)) : 1.0f;
+    hp->attn_scale = 1.0f / std::sqrt(static_cast<float>(hp->head_dim));
+    hp->rope_theta_swa = hp->rope_theta;
+    if (!ld.get_optional_float("attention.scale", &hp->attn_scale) ||
+        !ld.get_optional_int("attention.sliding_window", 1, 1 << 24, &hp->n_swa) ||
+        !ld.get_optional_int("attention.sliding_window_pattern", 1, kMaxLayers, &hp->swa_pattern) ||
+        !ld.get_optional_float("rope.freq_base_swa", &hp->rope_theta_swa))
+        return false;
+    bool causal = true;
+    std::string err;
+    if (ld.file.get_bool(ld.prefix + "attention.causal", &causal, &err) && !causal)
+        return ld.fail("bidirectional attention (attention.causal = false) is not supported");
+    return err.empty() || ld.fail(err);
 }
 
 bool read_hparams(loader &ld, const arch_info &arch, hparams *hp) {
@@ -249,7 +287,7 @@ bool read_hparams(loader &ld, const arch_info &arch, hparams *hp) {
         !ld.get_optional_float("rope.freq_base", &hp->rope_theta) ||
         !ld.get_optional_float("attention.layer_norm_rms_epsilon", &hp->rms_eps))
         return false;
-    if (hp->n_embd % hp->n_head != 0)
+    if (hp->n_embd % hp->n_head != 0 && f.find(ld.prefix + "attention.key_length") == nullptr)
         return ld.fail("embedding_length " + std::to_string(hp->n_embd) + " is not divisible by head_count " +
                        std::to_string(hp->n_head));
     if (hp->n_head % hp->n_head_kv != 0)
@@ -258,9 +296,16 @@ bool read_hparams(loader &ld, const arch_info &arch, hparams *hp) {
     hp->head_dim = hp->n_embd / hp->n_head;
     if (!ld.get_optional_int("attention.key_length", 2, 1 << 12, &hp->head_dim)) return false;
     if (hp->head_dim % 2 != 0) return ld.fail("head dimension " + std::to_string(hp->head_dim) + " is odd");
-    if (!read_rope(ld, hp) || !read_activation(ld, hp)) return false;
-    // Falcon-E's use_rms_norm (hparams::has_linear_norms): a norm weight on each linear's input.
-    hp->has_linear_norms = f.tensor("blk.0.attn_q.input_norm.weight") != nullptr;
+    int64_t value_length = hp->head_dim;
+    if (!ld.get_optional_int("attention.value_length", 2, 1 << 12, &value_length)) return false;
+    if (value_length != hp->head_dim)
+        return ld.fail("attention.value_length " + std::to_string(value_length) + " != key_length " +
+                       std::to_string(hp->head_dim) + " is not supported");
+    if (!read_rope(ld, hp) || !read_activation(ld, hp) || !read_embedding_features(ld, arch, hp)) return false;
+    // Per-linear input norms (hparams::has_linear_norms): Falcon-E's use_rms_norm, or the BitNet
+    // embedding models' <linear>_norm_in.
+    hp->has_linear_norms = f.tensor("blk.0.attn_q" + std::string(arch.linear_norm_suffix) + ".weight") != nullptr;
+    if (arch.linear_norm_uses_rms_eps) hp->linear_norm_eps = hp->rms_eps;
     if (!ld.get_optional_float("linear_norm_rms_epsilon", &hp->linear_norm_eps)) return false;
 
     const gguf_tensor *embd = f.tensor("token_embd.weight");
@@ -311,16 +356,24 @@ int64_t width_of(const hparams &hp, width w) {
     return sizes[w];
 }
 
-bool load_layer(loader &ld, const hparams &hp, int64_t il, layer_weights *l) {
+bool load_layer(loader &ld, const arch_info &arch, const hparams &hp, int64_t il, layer_weights *l) {
     const std::string p = "blk." + std::to_string(il) + ".";
-    if (!ld.load_vector(p + "attn_norm.weight", hp.n_embd, &l->attn_norm) ||
-        !ld.load_vector(p + "ffn_norm.weight", hp.n_embd, &l->ffn_norm))
+    const float off = arch.norm_weight_offset;  // the block's own norms; linear input norms are plain
+    if (!ld.load_vector(p + "attn_norm.weight", hp.n_embd, &l->attn_norm, off) ||
+        !ld.load_vector(p + "ffn_norm.weight", hp.n_embd, &l->ffn_norm, off))
+        return false;
+    if (hp.has_qk_norms && (!ld.load_vector(p + "attn_q_norm.weight", hp.head_dim, &l->attn_q_norm, off) ||
+                            !ld.load_vector(p + "attn_k_norm.weight", hp.head_dim, &l->attn_k_norm, off)))
+        return false;
+    if (hp.has_post_norms && (!ld.load_vector(p + "post_attention_norm.weight", hp.n_embd, &l->post_attn_norm, off) ||
+                              !ld.load_vector(p + "post_ffw_norm.weight", hp.n_embd, &l->post_ffw_norm, off)))
         return false;
     for (const linear_slot &s : kLinears) {
         ternary_matrix &w = l->*s.member;
         const int64_t n_in = width_of(hp, s.in);
         if (!ld.load_ternary(p + s.name, n_in, width_of(hp, s.out), &w)) return false;
-        if (hp.has_linear_norms && !ld.load_vector(p + s.name + ".input_norm.weight", n_in, &w.input_norm))
+        if (hp.has_linear_norms &&
+            !ld.load_vector(p + s.name + arch.linear_norm_suffix + ".weight", n_in, &w.input_norm))
             return false;
     }
     if (hp.has_sub_norms) {
@@ -362,7 +415,9 @@ std::string describe(const model &m, const std::string &note) {
 
 }  // namespace
 
-const char *activation_name(activation a) { return a == activation::relu2 ? "relu2" : "silu"; }
+const char *activation_name(activation a) {
+    return a == activation::relu2 ? "relu2" : a == activation::silu ? "silu" : "gelu_pytorch_tanh";
+}
 
 std::unique_ptr<model> model_load(const std::string &path, std::string *error) {
     auto m = std::make_unique<model>();
@@ -390,23 +445,32 @@ std::unique_ptr<model> model_load(const std::string &path, std::string *error) {
         return nullptr;
     }
 
-    if (!ld.load_dense("token_embd.weight", hp.n_embd, hp.n_vocab, &m->token_embd)) return nullptr;
-    if (f.tensor("output.weight") != nullptr) {
-        if (!ld.load_dense("output.weight", hp.n_embd, hp.n_vocab, &m->output)) return nullptr;
+    // Streamed weights go to huge pages (weight_arena.h); BITNET_WEIGHTS=mapped keeps them in the
+    // file mapping (less load time, slower decode). Failing to allocate is not an error. A moved
+    // float head is checked for NaN / Inf during the copy, not before it.
+    const char *where = std::getenv("BITNET_WEIGHTS");
+    const bool relocate = where == nullptr || std::strcmp(where, "mapped") != 0;
+    const bool tied = f.tensor("output.weight") == nullptr;
+    const char *head_name = tied ? "token_embd.weight" : "output.weight";
+    if (!ld.load_dense("token_embd.weight", hp.n_embd, hp.n_vocab, &m->token_embd, !(tied && relocate))) return nullptr;
+    if (!tied) {
+        if (!ld.load_dense("output.weight", hp.n_embd, hp.n_vocab, &m->output, !relocate)) return nullptr;
     } else {
         m->output = m->token_embd;
     }
-    if (!ld.load_vector("output_norm.weight", hp.n_embd, &m->output_norm)) return nullptr;
+    if (!ld.load_vector("output_norm.weight", hp.n_embd, &m->output_norm, m->arch->norm_weight_offset)) return nullptr;
     m->layers.resize(static_cast<size_t>(hp.n_layer));
     for (int64_t il = 0; il < hp.n_layer; ++il)
-        if (!load_layer(ld, hp, il, &m->layers[static_cast<size_t>(il)])) return nullptr;
+        if (!load_layer(ld, *m->arch, hp, il, &m->layers[static_cast<size_t>(il)])) return nullptr;
     if (!ld.check_no_stray_tensors(arch_name)) return nullptr;
     for (const gguf_tensor &t : f.tensors()) m->n_weight_bytes += t.n_bytes;
     m->desc = describe(*m, note);
-    // Streamed weights go to huge pages (weight_arena.h); BITNET_WEIGHTS=mapped keeps them in the
-    // file mapping (less load time, slower decode). Failing to allocate is not an error.
-    const char *where = std::getenv("BITNET_WEIGHTS");
-    if (where == nullptr || std::strcmp(where, "mapped") != 0) relocate_streamed_weights(*m);
+    if (!relocate) return m;
+    const void *head_in_file = m->output.data;
+    int64_t bad = -1;
+    if (!relocate_streamed_weights(*m, &bad) || m->output.data == head_in_file)  // not moved: check in place
+        bad = first_non_finite(m->output.type, m->output.data, hp.n_embd * hp.n_vocab);
+    if (bad >= 0 && !ld.non_finite(head_name, bad, hp.n_embd)) return nullptr;
     return m;
 }
 

@@ -31,8 +31,8 @@ const quant_type_traits kQuantTypes[] = {
     {GGML_BF16,         "BF16",     1,     2,   false, true},
     {GGML_TQ1_0,        "TQ1_0",    256,   54,  false, false},  // qs[48] qh[4] f16 d
     {GGML_TQ2_0,        "TQ2_0",    256,   66,  false, false},  // qs[64] f16 d
-    // bitnet.cpp: 128 codes -> 32 bytes over the flattened tensor, then a 32-byte tail holding
-    // the f32 scale: n/4 + 32 bytes. Rows must start on a block, so ne0 % 128 == 0.
+    // bitnet.cpp: 128 codes -> 32 bytes over the flattened tensor (rows may start inside a
+    // block), then a 32-byte tail holding the f32 scale: n/4 + 32 bytes, n % 128 == 0.
     {GGML_I2_S,         "I2_S",     128,   32,  true,  true},
     // bitnet.cpp sizes TL1 like I2_S (n/4 + 32); its layout follows build-time tiling.
     {GGML_TL1,          "TL1",      4,     1,   true,  false},
@@ -63,6 +63,11 @@ bool quant_type_tensor_bytes(uint32_t id, const int64_t *ne, int n_dims, uint64_
     }
     const uint64_t block = (uint64_t)t->block_size;
     const uint64_t ne0 = (uint64_t)ne[0];
+    if (t->whole_tensor) {  // the flattened tensor in blocks, then the tail
+        if ((uint64_t)n_elements % block != 0) return false;
+        *n_bytes = (uint64_t)n_elements / block * (uint64_t)t->type_size + QUANT_WHOLE_TENSOR_TAIL_BYTES;
+        return true;
+    }
     if (ne0 % block != 0) return false;
 
     uint64_t n_rows = 1;

@@ -32,7 +32,7 @@ const quant_type_traits *quant_type_find(uint32_t id);
 // Bytes a tensor of this type and shape occupies in a GGUF file: ne0/block_size*type_size per
 // row times the rows, plus QUANT_WHOLE_TENSOR_TAIL_BYTES for whole-tensor types. Returns false
 // (and leaves *n_bytes alone) if the type is unknown, n_dims is outside 1..4, a dim is < 1,
-// ne0 is not a multiple of the block size (I2_S: 128, so rows start on a block), or the
+// ne0 is not a multiple of the block size (for whole-tensor types: the element count), or the
 // element count (int64) or byte count (uint64) would overflow.
 bool quant_type_tensor_bytes(uint32_t id, const int64_t *ne, int n_dims, uint64_t *n_bytes);
 

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "finite_check.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
 #include "kernels/tq.h"
@@ -37,19 +38,40 @@ void repack_arm64_i2s(const uint8_t *src, int64_t k, int64_t rows, uint8_t *dst)
     }
 }
 
+// Rows whose length is not a multiple of 128: bitnet.cpp packs the flattened tensor, so row r
+// starts at element r*k, possibly inside a block. Element e of the flat array sits in block
+// e / B (B = 128, or 64 for the ARM layout) at position p = e % B: byte e/B * B/4 + p % (B/4),
+// bits 6 - 2 * (p / (B/4)). Each row is decoded and repacked k_pad long, zero-padded.
+void repack_flat_i2s(const uint8_t *src, int64_t k, int64_t k_pad, int64_t rows, i2s_layout layout,
+                     uint8_t *dst) {
+    const int64_t block = layout == i2s_layout::canonical ? kI2SBlock : 64, quarter = block / 4;
+    std::vector<int8_t> w(static_cast<size_t>(k_pad), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < k; ++j) {
+            const int64_t e = r * k + j, p = e % block;
+            const uint8_t byte = src[e / block * quarter + p % quarter];
+            w[static_cast<size_t>(j)] = static_cast<int8_t>(((byte >> (6 - 2 * (p / quarter))) & 3) - 1);
+        }
+        i2s_pack(w.data(), 1, k_pad, dst + r * k_pad / 4);
+    }
+}
+
 std::string bind_i2s(const gguf_tensor &t, int64_t k, int64_t rows, i2s_layout layout, ternary_matrix *out) {
+    if (k * rows % kI2SBlock != 0)  // gguf.cpp refuses these already; kept for other callers
+        return "has " + std::to_string(k * rows) + " elements, not a multiple of 128: I2_S cannot hold it";
     const int64_t n_bytes = k * rows / 4;
     std::memcpy(&out->scale, t.data + n_bytes, sizeof(float));
     if (!std::isfinite(out->scale) || out->scale < 0)
         return "has scale " + std::to_string(out->scale) + " (must be finite and >= 0); the file is corrupt";
     if (has_unused_code(t.data, n_bytes))
         return "holds the unused 2-bit code 3: not a valid I2_S tensor (a corrupt file?)";
-    if (layout == i2s_layout::canonical) {
+    if (layout == i2s_layout::canonical && k == out->k_pad) {
         out->codes = t.data;
         return "";
     }
-    out->owned.resize(static_cast<size_t>(n_bytes));
-    repack_arm64_i2s(t.data, k, rows, out->owned.data());
+    out->owned.resize(static_cast<size_t>(out->k_pad * rows / 4));
+    if (k == out->k_pad) repack_arm64_i2s(t.data, k, rows, out->owned.data());
+    else repack_flat_i2s(t.data, k, out->k_pad, rows, layout, out->owned.data());
     out->codes = out->owned.data();
     return "";
 }
@@ -97,14 +119,16 @@ std::string bind_tq(const gguf_tensor &t, int64_t k, int64_t rows, ternary_matri
 // value must be 0 or +-scale.
 std::string bind_float(const gguf_tensor &t, int64_t k, int64_t rows, ternary_matrix *out) {
     std::vector<float> row(static_cast<size_t>(k));
-    std::vector<int8_t> w(static_cast<size_t>(k));
+    std::vector<int8_t> w(static_cast<size_t>(out->k_pad), 0);
     const int64_t elem = t.type == GGML_F32 ? 4 : 2;
     float scale = 0;
     for (int64_t r = 0; r < rows; ++r) {
         row_to_f32(t.type, t.data + r * k * elem, k, row.data());
         for (float v : row) scale = std::max(scale, std::fabs(v));
+        if (first_non_finite(GGML_F32, row.data(), k) >= 0)
+            return "contains NaN or Inf (row " + std::to_string(r) + "); the file is corrupt";
     }
-    out->owned.resize(static_cast<size_t>(k * rows / 4));
+    out->owned.resize(static_cast<size_t>(out->k_pad * rows / 4));
     for (int64_t r = 0; r < rows; ++r) {
         row_to_f32(t.type, t.data + r * k * elem, k, row.data());
         for (int64_t j = 0; j < k; ++j) {
@@ -115,7 +139,7 @@ std::string bind_float(const gguf_tensor &t, int64_t k, int64_t rows, ternary_ma
                        "); convert the checkpoint with --outtype i2_s";
             w[static_cast<size_t>(j)] = static_cast<int8_t>(c);
         }
-        i2s_pack(w.data(), 1, k, out->owned.data() + r * k / 4);
+        i2s_pack(w.data(), 1, out->k_pad, out->owned.data() + r * out->k_pad / 4);
     }
     out->codes = out->owned.data();
     out->scale = scale;
@@ -133,6 +157,10 @@ std::string bind_ternary(const gguf_tensor &t, int64_t n_in, int64_t n_out, i2s_
                          ternary_matrix *out) {
     out->n_in = n_in;
     out->n_out = n_out;
+    out->k_pad = (n_in + kI2SBlock - 1) / kI2SBlock * kI2SBlock;
+    if ((t.type == GGML_TQ2_0 || t.type == GGML_TQ1_0) && n_in % kTQBlock != 0)
+        return "has rows of " + std::to_string(n_in) + " elements: " + type_name(t.type) +
+               " packs each row in blocks of 256, so it cannot hold them (convert to I2_S or F16 instead)";
     if (t.type == GGML_I2_S) return bind_i2s(t, n_in, n_out, layout, out);
     if (t.type == GGML_TQ2_0 || t.type == GGML_TQ1_0) return bind_tq(t, n_in, n_out, out);
     if (is_float_type(t.type)) return bind_float(t, n_in, n_out, out);

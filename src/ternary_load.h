@@ -4,6 +4,9 @@
 //   TQ2_0 / TQ1_0 (llama.cpp): repacked; one f32 scale when every non-zero block has the same
 //     f16 scale (what llama.cpp's converter writes), else one scale per 256-weight block;
 //   F32 / F16 / BF16 holding t * scale: checked to be ternary, repacked.
+// Rows of any length: a row that is not a multiple of 128 long is repacked, padded with zero
+// weights to ternary_matrix::k_pad (I2_S then needs rows * n_in % 128 == 0, as bitnet.cpp
+// writes it; TQ1_0 / TQ2_0 rows must be a multiple of 256).
 // TL1 / TL2 are refused: their layout is the build-time kernel tiling of the bitnet.cpp that
 // wrote them, which the file does not record.
 #pragma once

@@ -11,8 +11,10 @@
 #include <utility>
 #include <vector>
 
+#include "finite_check.h"
 #include "kernels/dense.h"
 #include "model.h"
+#include "quant_types.h"
 
 namespace bitnet {
 
@@ -40,7 +42,7 @@ void for_each_ternary(model &m, Fn fn) {
         for (ternary_matrix *t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) fn(*t);
 }
 
-size_t code_bytes(const ternary_matrix &t) { return static_cast<size_t>(t.n_out * t.n_in / 4); }
+size_t code_bytes(const ternary_matrix &t) { return static_cast<size_t>(t.n_out * t.k_pad / 4); }
 
 size_t head_bytes(const dense_matrix &d) { return static_cast<size_t>(d.n_out * dense_row_bytes(d.type, d.n_in)); }
 
@@ -73,12 +75,35 @@ uint8_t *weight_arena::take(size_t n) {
 
 namespace {
 
-// One stretch of the file mapping and where it goes in the arena.
+// One stretch of the file mapping and where it goes in the arena; check_type >= 0: its values
+// (of that ggml float type) are checked finite as they are copied, the first bad index (counted
+// from the job's start) kept in *first_bad.
 struct copy_job {
     const uint8_t *src;
     uint8_t *dst;
     size_t n;
+    int64_t check_type = -1;
+    const uint8_t *job_dst = nullptr;
+    std::atomic<int64_t> *first_bad = nullptr;
 };
+
+// Bytes copied then checked at a time: the piece is still in L2 when it is read back.
+constexpr size_t kCheckPiece = size_t{256} << 10;
+
+void copy_checked(const copy_job &j) {
+    const size_t elem = j.check_type == GGML_F32 ? 4 : 2;
+    for (size_t done = 0; done < j.n; done += kCheckPiece) {
+        const size_t n = std::min(kCheckPiece, j.n - done);
+        std::memcpy(j.dst + done, j.src + done, n);
+        const int64_t bad = first_non_finite(static_cast<uint32_t>(j.check_type), j.dst + done, static_cast<int64_t>(n / elem));
+        if (bad < 0) continue;
+        const int64_t at = static_cast<int64_t>((j.dst + done - j.job_dst) / elem) + bad;
+        int64_t seen = j.first_bad->load();
+        while ((seen < 0 || at < seen) && !j.first_bad->compare_exchange_weak(seen, at)) {
+        }
+        return;
+    }
+}
 
 // Copies every job in slices of kCopySlice, each dropped from the mapping (or from a repacked heap
 // copy, freed afterwards) once copied: resident memory holds the copy and at most one slice per
@@ -89,11 +114,13 @@ void copy_in_slices(const std::vector<copy_job> &jobs) {
     std::vector<copy_job> slices;
     for (const copy_job &j : jobs)
         for (size_t done = 0; done < j.n; done += kCopySlice)
-            slices.push_back({j.src + done, j.dst + done, std::min(kCopySlice, j.n - done)});
+            slices.push_back({j.src + done, j.dst + done, std::min(kCopySlice, j.n - done), j.check_type, j.dst,
+                              j.first_bad});
     std::atomic<size_t> next{0};
     const auto work = [&] {
         for (size_t i = next.fetch_add(1); i < slices.size(); i = next.fetch_add(1)) {
-            std::memcpy(slices[i].dst, slices[i].src, slices[i].n);
+            if (slices[i].check_type >= 0) copy_checked(slices[i]);
+            else std::memcpy(slices[i].dst, slices[i].src, slices[i].n);
             release_mapped_range(slices[i].src, slices[i].n);
         }
     };
@@ -110,7 +137,7 @@ void copy_in_slices(const std::vector<copy_job> &jobs) {
 
 }  // namespace
 
-bool relocate_streamed_weights(model &m) {
+bool relocate_streamed_weights(model &m, int64_t *head_non_finite) {
     const size_t head = head_bytes(m.output);
     size_t total = round_up(head, kAlign);
     for_each_ternary(m, [&](ternary_matrix &t) { total += round_up(code_bytes(t), kAlign); });
@@ -120,7 +147,11 @@ bool relocate_streamed_weights(model &m) {
     // Places first (the pointers move once all bytes are in), then the bytes.
     std::vector<copy_job> jobs;
     uint8_t *head_copy = head > 0 ? arena->take(head) : nullptr;
-    if (head_copy != nullptr) jobs.push_back({static_cast<const uint8_t *>(m.output.data), head_copy, head});
+    std::atomic<int64_t> head_bad{-1};
+    const bool float_head = m.output.type == GGML_F32 || m.output.type == GGML_F16 || m.output.type == GGML_BF16;
+    if (head_copy != nullptr)
+        jobs.push_back({static_cast<const uint8_t *>(m.output.data), head_copy, head,
+                        float_head ? static_cast<int64_t>(m.output.type) : -1, head_copy, &head_bad});
     std::vector<std::pair<ternary_matrix *, uint8_t *>> moved;
     // Repacked matrices (TQ1_0 / TQ2_0, the ARM I2_S layout, float files) move too: their heap
     // copies sit in 4 KiB pages (a TQ2_0 file decoded 1.5x slower than the same I2_S one).
@@ -131,6 +162,7 @@ bool relocate_streamed_weights(model &m) {
         moved.emplace_back(&t, copy);
     });
     copy_in_slices(jobs);
+    *head_non_finite = head_bad.load();
     if (head_copy != nullptr) {
         // A tied head is the embedding itself: both keep pointing at the same (moved) bytes.
         if (m.token_embd.data == m.output.data) m.token_embd.data = head_copy;

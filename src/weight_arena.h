@@ -34,7 +34,10 @@ class weight_arena {
 
 // Moves every ternary matrix (from the file mapping, or from its repacked copy, which is freed)
 // and the lm_head (the embedding too, when tied) into m.arena. Returns false, leaving the model
-// reading from where it is (slower, still correct), when the arena cannot be allocated.
-bool relocate_streamed_weights(model &m);
+// reading from where it is (slower, still correct), when the arena cannot be allocated. An F32 /
+// F16 / BF16 head is checked for NaN and Inf as it is copied, piece by piece while the piece is in
+// cache (finite_check.h), which costs next to nothing beside the copy: *head_non_finite gets the
+// first such element's index, or -1 (left alone when the arena cannot be allocated).
+bool relocate_streamed_weights(model &m, int64_t *head_non_finite);
 
 }  // namespace bitnet

@@ -9,6 +9,10 @@ import pytest
 
 # transformers' BitNet unpack_weights is torch.compile'd; compiling costs more than it saves here.
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+# The GPU backend's tests run in Triton's interpreter on CPU tensors unless TRITON_INTERPRET=0 is
+# set (gpu/device_check.sh, on a GPU). Set before any test module imports triton: triton reads it
+# once, so a later setdefault in tests/test_gpu_*.py would come too late in a whole-suite run.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

@@ -15,7 +15,8 @@ Stable API (other test files import it):
         float_dtype ("bf16" / "f32") sets the embedding, norms, lm_head and weight_scale dtype;
         default bf16 for "packed" and "bf16" (as the hub repos), f32 for "f32".
         vocab_size: the tokenizer's token count by default; a larger one pads the embedding
-        (as the hub's 128256-row 2B-4T does past its tokens). Hidden sizes: multiples of 128 (I2_S).
+        (as the hub's 128256-row 2B-4T does past its tokens). Any widths (I2_S packs the flattened
+        tensor: rows x width must be a multiple of 128 for an i2_s conversion).
     load_reference(model_dir) -> transformers BitNetForCausalLM, float32, eval mode, eager
         attention, computing the exact ternary math (masters: autobitlinear online); for a
         LlamaForCausalLM checkpoint with a bitnet quantization_config (hf_families.py), that class.
@@ -117,8 +118,6 @@ def make_bitnet_checkpoint(out_dir, *, layout: str = "packed", linear_class: str
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
-    if hidden_size % 128 or intermediate_size % 128:
-        raise ValueError("hidden_size and intermediate_size must be multiples of 128 (I2_S blocks)")
     float_dtype = float_dtype or ("f32" if layout == "f32" else "bf16")
     out = Path(out_dir)
     vocab = n_tokens = write_test_tokenizer(out)

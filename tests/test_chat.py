@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from bitnet.chat import BITNET_CHAT_TEMPLATE, ChatTemplateLimitError, render_chat
+from bitnet.chat_worker import ChatTemplate, TemplateWorker
 from bitnet.errors import BitnetError
 from tests.tokenizer_fixture import BITNET_2B4T_CHAT_TEMPLATE, write_test_tokenizer
 
@@ -169,3 +170,115 @@ def test_template_cannot_change_callers_messages():
     with pytest.warns(UserWarning):
         render_chat(chat, "{% set _ = messages[0].update({'content': 'changed'}) %}x")
     assert chat == [{"role": "user", "content": "hi", "extra": {"k": 1}}]
+
+
+# ---- hostile templates (issue: a chat template could freeze the server) ---------------------------
+HOSTILE_TEMPLATES = {
+    "huge power": "{% set x = 2**(2**33) %}",
+    "nested loops over long strings": "{% for a in 'a'*10**4 %}{% for b in 'a'*10**4 %}{% endfor %}{% endfor %}",
+    "repeated messages": "{% for m in messages*10**8 %}{% endfor %}",
+    "format then repeat": "{{ '%s'|format('a') * 10**9 }}",
+    "lipsum": "{{ lipsum(10**6) }}",
+    "replace with a huge replacement": "{% set s = 'a'*100000 %}{{ s|replace('a', 'b'*100000) }}",
+    "doubling with +": "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
+                       "{% endfor %}",
+    "doubling with ~": "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+                       "{% endfor %}",
+    "doubling with join": "{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
+                          "{% set ns.s = [ns.s, ns.s]|join %}{% endfor %}",
+    "doubling a list": "{% set ns = namespace(s=[1]) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
+                       "{% endfor %}",
+    "squaring an integer": "{% set ns = namespace(n=3) %}{% for i in range(40) %}{% set ns.n = ns.n * ns.n %}"
+                           "{% endfor %}",
+    "printf width": "{{ '%0999999999d' % 1 }}",
+    "format filter width": "{{ '%0999999999d'|format(1) }}",
+    "str.format width": "{{ '{:>999999999}'.format(1) }}",
+    "str.center": "{{ 'a'.center(999999999) }}",
+    "slice count": "{{ [1]|slice(10**8)|list|length }}",
+    "indent width": "{{ 'a\nb'|indent(10**8) }}",
+    "tojson indent": "{{ messages|tojson(indent=10**8) }}",
+    "macro fan-out": "{% macro f(n) %}{% if n < 60 %}{{ f(n+1) }}{{ f(n+1) }}{% endif %}{% endmacro %}{{ f(0) }}",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_TEMPLATES)
+def test_hostile_template_is_refused_quickly_in_process(name):
+    t0 = time.perf_counter()
+    with pytest.raises(ChatTemplateLimitError, match="refusing it"):
+        render_chat(CHATS[0], HOSTILE_TEMPLATES[name])
+    assert time.perf_counter() - t0 < 2
+
+
+@pytest.mark.parametrize("name", ["huge power", "doubling with ~", "macro fan-out"])
+def test_hostile_template_is_refused_by_the_worker(name):
+    template = ChatTemplate(HOSTILE_TEMPLATES[name])
+    try:
+        t0 = time.perf_counter()
+        template.render(CHATS[0])  # starts the worker
+        pytest.fail("the hostile template rendered")
+    except ChatTemplateLimitError:
+        pass
+    finally:
+        template.close()
+    assert time.perf_counter() - t0 < 5  # includes starting the worker on a loaded machine
+
+
+def test_model_template_renders_in_the_worker_as_in_process():
+    template = ChatTemplate(RICH_TEMPLATE)
+    try:
+        for chat in CHATS:
+            assert template.render(chat, bos_token="<s>") == render_chat(chat, RICH_TEMPLATE, bos_token="<s>")
+        assert template._worker._proc is not None  # it did go through the worker
+    finally:
+        template.close()
+
+
+def test_worker_deadline_and_memory_wall():
+    """What the hooks miss, the worker's deadline and address-space limit stop; the next render
+    gets a fresh worker."""
+    worker = TemplateWorker(memory_bytes=200 << 20)
+    chat = [{"role": "user", "content": "hi"}]
+    try:
+        slow = {"template": HOSTILE_TEMPLATES["macro fan-out"], "messages": chat, "limit": 1 << 20, "context": {}}
+        t0 = time.perf_counter()
+        # 2^16 macro calls (the hooks' step budget) take well over 20 ms, so the deadline comes first
+        # whatever the machine's speed; at 0.2 s a fast, idle machine reached the budget first.
+        outcome, message = worker.render(slow, deadline_s=0.02)
+        assert (outcome, time.perf_counter() - t0 < 1.5) == ("limit", True) and "did not render within" in message
+        hungry = {"template": "{% set x = ('a' * 1000000)|list * 16 %}{% set y = x + x %}{{ y|length }}",
+                  "messages": chat, "limit": 1 << 26, "context": {}}  # 32M pointers: 256 MB
+        assert worker.render(hungry) == ("limit", "chat template needs more memory than a prompt may; refusing it")
+        fine = {"template": "{{ messages[0].content }}!", "messages": chat, "limit": 1 << 20, "context": {}}
+        assert worker.render(fine) == ("text", "hi!")
+    finally:
+        worker.close()
+
+
+def test_broken_template_is_found_at_load():
+    with pytest.warns(UserWarning, match="does not compile"):
+        template = ChatTemplate(BROKEN_TEMPLATES["syntax error"])
+    assert template._worker is None
+    assert template.render(CHATS[0]) == "User: Hello!<|eot_id|>Assistant: "
+
+
+def test_template_over_the_size_limit_falls_back_at_load():
+    from bitnet.chat_worker import MAX_TEMPLATE_CHARS
+
+    with pytest.warns(UserWarning, match=f"over the limit of {MAX_TEMPLATE_CHARS}"):
+        template = ChatTemplate("{{ messages[0]['content'] }}" + " " * MAX_TEMPLATE_CHARS)
+    assert template._worker is None
+
+
+def test_large_real_sized_template_compiles_outside_the_render_deadline():
+    """A big template (tool-calling ones run to ~20k characters) compiles in the worker under its
+    own, longer deadline; the renders after it are fast."""
+    big = "".join(f"{{% if messages[0]['role'] == 'r{i}' %}}{{{{ 'x{i}' }}}}{{% endif %}}" for i in range(600))
+    big += "{{ messages[0]['content'] }}"
+    template = ChatTemplate(big)
+    try:
+        assert template.render(CHATS[0]) == "Hello!"
+        t0 = time.perf_counter()
+        assert template.render(CHATS[0]) == "Hello!"
+        assert time.perf_counter() - t0 < 0.5
+    finally:
+        template.close()

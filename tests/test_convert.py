@@ -44,12 +44,24 @@ def test_i2s_bytes_match_hand_made_example():
     assert data == expected + struct.pack("<f", 0.25) + bytes(28)
 
 
+def test_i2s_packs_the_flattened_tensor():
+    # bitnet.cpp's quantize_i2_s: blocks of 128 over the flattened tensor, across row ends.
+    rng = np.random.default_rng(2)
+    t = rng.integers(-1, 2, size=(4, 96), dtype=np.int8)
+    data = pack_i2s(t, 0.5)
+    flat = t.reshape(-1, 4, 32) + 1
+    expected = (flat[:, 0] << 6) | (flat[:, 1] << 4) | (flat[:, 2] << 2) | flat[:, 3]
+    assert data[:96] == expected.astype(np.uint8).tobytes()
+    codes, scale = unpack_i2s(data, 4, 96)
+    assert (codes == t).all() and scale == 0.5
+
+
 def test_i2s_round_trip_and_errors():
     rng = np.random.default_rng(1)
     t = rng.integers(-1, 2, size=(5, 384), dtype=np.int8)
     codes, scale = unpack_i2s(pack_i2s(t, 0.3), 5, 384)
     assert codes.dtype == np.int8 and (codes == t).all() and scale == np.float32(0.3)
-    with pytest.raises(ValueError, match="multiple of 128"):
+    with pytest.raises(ValueError, match="I2_S cannot hold a 2x96 tensor"):
         pack_i2s(np.zeros((2, 96), np.int8), 1.0)
     with pytest.raises(ValueError, match="-1, 0 or 1"):
         pack_i2s(np.full((1, 128), 2, np.int8), 1.0)
@@ -254,6 +266,11 @@ def _copy_checkpoint(src: Path, dst: Path, drop: str | None = None, config_patch
         ({"rms_norm_eps": float("nan")}, "positive finite number"),
         ({"quantization_config": "bitnet"}, "must be an object"),
         ({"rope_scaling": ["linear"]}, "must be an object"),
+        ({"tie_word_embeddings": "yes"}, "tie_word_embeddings must be true or false, got 'yes'"),
+        ({"attention_bias": "no"}, "attention_bias must be true or false"),
+        ({"eos_token_id": "x"}, "eos_token_id in generation_config.json or config.json must be an integer token id"),
+        ({"bos_token_id": 10**6}, "bos token id 1000000 is outside the vocab"),
+        ({"eos_token_id": 2.0}, "must be an integer token id, got 2.0"),
         (
             {
                 "quantization_config": {
@@ -270,6 +287,23 @@ def test_bad_config_is_refused(patch, message, checkpoints, tmp_path):
     with pytest.raises(ValueError, match=message):
         convert(model_dir, tmp_path / "out.gguf", progress=False)
     assert not (tmp_path / "out.gguf").exists()
+
+
+@pytest.mark.parametrize("patch, message", [
+    (lambda tok: tok["model"].update(vocab={}), "vocab is empty"),
+    (lambda tok: tok["model"]["vocab"].update(huge=2**40), "not an integer in"),
+    (lambda tok: tok["model"]["vocab"].update(neg=-1), "not an integer in"),
+    (lambda tok: tok["model"]["vocab"].update(text="7"), "not an integer in"),
+])  # fmt: skip
+def test_tokenizer_json_the_loader_would_refuse_is_refused(patch, message, checkpoints, tmp_path):
+    """The converter never writes a file its own loader refuses (an empty vocab used to be written)."""
+    model_dir = _copy_checkpoint(checkpoints[("f32", "autobitlinear")], tmp_path / "m")
+    tok = json.loads((model_dir / "tokenizer.json").read_text())
+    patch(tok)
+    (model_dir / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ValueError, match=message):
+        convert(model_dir, tmp_path / "out.gguf", progress=False)
+    assert os.listdir(tmp_path) == ["m"]
 
 
 def test_sharded_and_truncated_safetensors(checkpoints, tmp_path):
@@ -344,7 +378,7 @@ def test_cli_failures_leave_no_file(checkpoints, tmp_path):
     _assert_one_line_error(_cli(corrupt), 1, "unused code 3")
     assert (corrupt / "ggml-model-i2_s.gguf").read_bytes() == b"previous"
     for d in (not_bitnet, missing, corrupt):
-        assert not [f for f in os.listdir(d) if ".gguf.tmp-" in f or (f.endswith(".gguf") and d is not corrupt)]
+        assert not [f for f in os.listdir(d) if f.endswith(".tmp") or (f.endswith(".gguf") and d is not corrupt)]
 
 
 def test_cli_q6_k_and_q8_0_embedding_and_head(checkpoints, tmp_path):

@@ -55,9 +55,14 @@ def tiny_files(tmp_path_factory) -> dict[str, Path]:
 # -- the size table ----------------------------------------------------------------------------------
 def test_size_table_has_bitnet_cpp_sizes_and_2b4t():
     assert list(dummy.MODEL_SIZES) == ["125M", "350M", "1B", "1.5B", "2.7B", "3.8B", "7B", "13B", "30B", "70B",
-                                       "100B", "2B-4T"]  # fmt: skip
+                                       "100B", "2B-4T", "large", "3B"]  # fmt: skip
+    b3 = dummy.MODEL_SIZES["3B"]
+    assert (b3.n_embd, b3.n_ff, b3.n_layer, b3.n_head, b3.n_vocab) == (3200, 8640, 26, 32, 32002)
+    large = dummy.MODEL_SIZES["large"]
+    assert (large.n_embd, large.n_ff, large.n_layer, large.n_head, large.n_vocab) == (1536, 4096, 24, 16, 32002)
     for name, s in dummy.MODEL_SIZES.items():
-        assert s.n_embd % 256 == 0 and s.n_ff % 256 == 0, name  # every outtype's block fits
+        if name != "3B":  # 1bitLLM's 3200 / 8640: I2_S and f16 only (TQ rows are whole 256-blocks)
+            assert s.n_embd % 256 == 0 and s.n_ff % 256 == 0, name  # every outtype's block fits
         assert s.n_embd % s.n_head == 0 and s.n_head % s.n_head_kv == 0 and (s.n_embd // s.n_head) % 2 == 0, name
     assert dummy.MODEL_SIZES["2B-4T"] == dummy.ModelShape(2560, 6912, 30, 20, 5, 128256, 4096, "relu2", 500000.0)
     assert dummy.MODEL_SIZES["125M"] == dummy.ModelShape(768, 3072, 11, 12, 12, 32002, 2048, "silu", 10000.0)

@@ -111,3 +111,23 @@ def test_float_outtypes_run_the_same_math(tiny_checkpoint, tiny_model, outtype, 
     with Model(gguf, n_threads=2) as m:
         ids = prompt_ids(m.n_vocab, 16, seed=13)
         assert_logits_close(m.logits(ids), reference_logits(tiny_checkpoint, ids))
+
+
+# Row lengths that are not whole I2_S blocks: 1bitLLM-3B's FFN of 8640 (67.5 blocks, so every
+# second ffn_down row starts inside a block) and a hidden size of 320 (5 heads of 64).
+def test_rows_of_any_length_match_transformers(tmp_path):
+    from bitnet.convert.gguf_reader import read_gguf
+    from bitnet.convert.i2s import unpack_i2s
+    from tests.hf_models import load_reference, reference_linear_weights
+
+    ckpt = make_bitnet_checkpoint(tmp_path / "odd", layout="packed", hidden_size=320, intermediate_size=8640,
+                                  num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=5, seed=5)
+    gguf = convert_checkpoint(ckpt)
+    # The file holds bitnet.cpp's layout: the flattened tensor in 128-element blocks.
+    down = read_gguf(gguf).tensors["blk.1.ffn_down.weight"]
+    codes, scale = unpack_i2s(bytes(down.data), 320, 8640)
+    want = reference_linear_weights(load_reference(ckpt))["model.layers.1.mlp.down_proj"]
+    assert np.array_equal(codes, np.sign(want).astype(np.int8)) and scale > 0
+    with Model(gguf, n_threads=2) as m:
+        ids = prompt_ids(m.n_vocab, 24)
+        assert_logits_close(m.logits(ids), reference_logits(ckpt, ids))

@@ -38,7 +38,13 @@ FAMILIES = {
                                                              head_dim=32, seed=4),  # fmt: skip
     # 1bitLLM/bitnet_b1_58-*: fp16 masters, sub-norms, SentencePiece
     "1bitllm": lambda d: make_1bitllm_checkpoint(d, seed=5),
+    # bitnet_b1_58-3B's FFN of 8640 (67.5 I2_S blocks) under a hidden size of 320 (5 heads of 64); its
+    # logits are judged against float64 (test_odd_widths_follow_the_float64_reference)
+    "1bitllm-odd-widths": lambda d: make_1bitllm_checkpoint(d, hidden_size=320, intermediate_size=8640,
+                                                            num_attention_heads=5, seed=6),  # fmt: skip
 }
+ONSET = 1e-4  # DESIGN section 3: a position whose logits part from float64 by more (x max |logit|)
+FLOAT_EXACT = 1e-5
 
 
 def prompt_ids(n_vocab: int, n: int, seed: int) -> list[int]:
@@ -73,7 +79,9 @@ def family(request, tmp_path_factory):
 
 
 def test_logits_match_the_reference(family):
-    _, model_dir, gguf = family
+    name, model_dir, gguf = family
+    if name == "1bitllm-odd-widths":
+        pytest.skip("judged against float64: test_odd_widths_follow_the_float64_reference")
     with Model(gguf, n_threads=2) as m:
         ids = prompt_ids(m.n_vocab, 24, seed=1)
         assert_logits_close(m.logits(ids), reference_logits(model_dir, ids))
@@ -87,11 +95,11 @@ def test_greedy_tokens_match_the_reference(family):
 def test_gguf_says_what_the_family_is(family):
     name, model_dir, gguf = family
     g = read_gguf(gguf)
-    arch = "bitnet" if name == "1bitllm" else "llama"
+    arch = "bitnet" if name.startswith("1bitllm") else "llama"
     assert g.kv["general.architecture"] == arch and g.kv[f"{arch}.hidden_act"] == "silu"
-    assert g.kv["tokenizer.ggml.model"] == ("llama" if name == "1bitllm" else "gpt2")
+    assert g.kv["tokenizer.ggml.model"] == ("llama" if name.startswith("1bitllm") else "gpt2")
     has_sub_norms = any(n.endswith("sub_norm.weight") for n in g.tensors)
-    assert has_sub_norms == (name == "1bitllm")
+    assert has_sub_norms == name.startswith("1bitllm")
     assert ("output.weight" in g.tensors) == (name != "falcon-e")
     assert any(n.endswith("input_norm.weight") for n in g.tensors) == (name == "falcon-e-use-rms-norm")
 
@@ -137,3 +145,36 @@ def test_a_file_whose_tensors_do_not_fit_its_architecture_is_refused(tiny_gguf, 
                        set_kv={"general.architecture": ("llama", "string")})  # fmt: skip
     with pytest.raises(BitnetError, match=r"tensor 'blk\.0\.attn_sub_norm\.weight' is not part of the 'llama'"):
         Model(out)
+
+
+def onsets(logits: np.ndarray, exact: np.ndarray) -> list[int]:
+    """Positions where the logits leave float error of `exact` after a position within it."""
+    scale = np.abs(exact).max()
+    off = np.abs(logits - exact).max(axis=1) > ONSET * scale
+    return [i for i in range(len(off)) if off[i] and (i == 0 or not off[i - 1])]
+
+
+def test_odd_widths_follow_the_float64_reference(tmp_path):
+    """DESIGN section 3 on 1bitLLM-3B's widths (FFN 8640, hidden 320): float-exact against a float64
+    run of the reference until the first onset (a value within float error of an int8 rounding
+    boundary; the KV cache may carry it on), and no more onsets than the float32 reference has."""
+    import torch
+
+    from tests import onebitllm_reference as onebit
+
+    model_dir = FAMILIES["1bitllm-odd-widths"](tmp_path / "m")
+    gguf = convert_checkpoint(model_dir)
+    ref32 = onebit.load_1bitllm(model_dir)
+    ref64 = onebit.ReferenceModel(ref32.embed.double(), ref32.head.double(), ref32.norm.double(), n_head=ref32.n_head,
+                                  n_head_kv=ref32.n_head_kv, rope_theta=ref32.rope_theta, eps=ref32.eps,
+                                  act=ref32.act)  # fmt: skip
+    ref64.layers = [{k: v.to(torch.float64) for k, v in layer.items()} for layer in ref32.layers]
+    with Model(gguf, n_threads=2) as m:
+        ids = prompt_ids(m.n_vocab, 24, seed=1)
+        ours = m.logits(ids)
+    exact = onebit.reference_logits(ref64, ids)
+    ours_onsets, ref_onsets = onsets(ours, exact), onsets(onebit.reference_logits(ref32, ids), exact)
+    first = ours_onsets[0] if ours_onsets else len(ids)
+    worst = np.abs(ours[:first] - exact[:first]).max() / np.abs(exact).max()
+    assert worst <= FLOAT_EXACT, f"not float-exact before the first onset ({first}): {worst:.3g}"
+    assert len(ours_onsets) <= len(ref_onsets) + 1, f"onsets at {ours_onsets}, float32 reference {ref_onsets}"

@@ -230,6 +230,100 @@ def test_render_chat_renders_or_raises_bitnet_error(messages, template, bos, add
     assert isinstance(out, str)
 
 
+# Hostile expressions: operands that are big or long and operators, filters and methods that
+# multiply them; nested a few deep, inside loops or a namespace that keeps doubling a value.
+HOSTILE_OPERANDS = ["2", "10**6", "2**40", "(2**33)", "'ab'", "('a'*1000)", "messages", "[1, 2]", "range(1000)",
+                    "lipsum(3)", "ns.v", "message['content']", "'%0999d'", "'{:>99}'", "-1", "0"]
+HOSTILE_BINARY = ["**", "*", "+", "%", "~", "//", "-"]
+HOSTILE_UNARY = ["|string", "|list", "|join", "|replace('a', 'bbbb')", "|center(5000)", "|format(1)",
+                 "|indent(9999)", "|tojson(indent=99)", "|slice(99)|list", "|batch(3)|list", "|reverse|list",
+                 "|wordwrap(5)", "|length", ".upper()", ".center(9999)", ".format(1)", ".join(['x', 'y'])",
+                 ".replace('a', 'aaaa')", ".split('a')", "|sum", "|unique|list"]
+
+
+@st.composite
+def hostile_expression(draw, depth=0):
+    if depth >= 3 or draw(st.integers(0, 2)) == 0:
+        return draw(st.sampled_from(HOSTILE_OPERANDS))
+    if draw(st.booleans()):
+        left, right = draw(hostile_expression(depth + 1)), draw(hostile_expression(depth + 1))
+        return f"({left} {draw(st.sampled_from(HOSTILE_BINARY))} {right})"
+    return f"({draw(hostile_expression(depth + 1))}){draw(st.sampled_from(HOSTILE_UNARY))}"
+
+
+@st.composite
+def hostile_template(draw):
+    expr = draw(hostile_expression())
+    body = draw(st.sampled_from([
+        "{{ E }}", "{% set x = E %}{{ x|length if x is sized else x }}",
+        "{% for m in messages %}{% for i in range(100) %}{{ E }}{% endfor %}{% endfor %}",
+        "{% set ns = namespace(v='ab') %}{% for i in range(40) %}{% set ns.v = E %}{% endfor %}{{ ns.v|length }}",
+        "{% macro f(n) %}{% if n < 30 %}{{ f(n + 1) }}{{ E }}{{ f(n + 1) }}{% endif %}{% endmacro %}{{ f(0) }}",
+        "{% for a in E %}{% for b in E %}{{ a }}{% endfor %}{% endfor %}",
+    ]))  # fmt: skip
+    return body.replace("E", expr)
+
+
+@settings(FUZZ, max_examples=150)
+@given(template=hostile_template())
+def test_hostile_expressions_render_or_refuse_within_two_seconds(template):
+    """The sandbox hooks (chat_sandbox.py): whatever a template computes, an answer or a
+    BitnetError comes within 2 s and without a MemoryError."""
+    import time
+
+    t0 = time.perf_counter()
+    with time_limit(2.0), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            render_chat([{"role": "user", "content": "hi"}], template)
+        except BitnetError:
+            pass
+    assert time.perf_counter() - t0 < 2.0
+
+
+# Tokenizer builder: vocabularies of random pieces (families of ever longer pieces included)
+# with random types and scores; building takes time linear in their size, or refuses them.
+piece_alphabet = st.sampled_from(["a", "b", "▁", "<", "|", ">", "é", "中", "0"])
+
+
+@st.composite
+def spm_vocabulary(draw):
+    pieces = draw(st.lists(st.text(piece_alphabet, min_size=1, max_size=12), max_size=200))
+    if draw(st.booleans()):  # a family "a", "aa", "aaa", ... up to a drawn length
+        pieces += [draw(piece_alphabet) * k for k in range(1, draw(st.integers(1, 1500)))]
+    tokens = ["<unk>", "<s>", "</s>", *pieces]
+    kinds = st.sampled_from([1, 1, 1, 2, 3, 4, 5, 6])
+    types = [2, 3, 3] + draw(st.lists(kinds, min_size=len(pieces), max_size=len(pieces)))
+    scores = draw(st.lists(st.floats(-100, 100), min_size=len(tokens), max_size=len(tokens)))
+    return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.scores": scores, "tokenizer.ggml.add_space_prefix": draw(st.booleans())}
+
+
+@st.composite
+def bpe_vocabulary(draw):
+    pieces = sorted(set(draw(st.lists(st.text(piece_alphabet, min_size=1, max_size=8), min_size=1, max_size=200))))
+    merges = draw(st.lists(st.tuples(st.sampled_from(pieces), st.sampled_from(pieces)), max_size=200))
+    types = draw(st.lists(st.sampled_from([1, 1, 1, 3, 4, 5]), min_size=len(pieces), max_size=len(pieces)))
+    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": pieces, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.merges": [f"{a} {b}" for a, b in merges]}
+
+
+@settings(FUZZ, max_examples=60)
+@given(meta=st.one_of(spm_vocabulary(), bpe_vocabulary()), text=st.text(piece_alphabet, max_size=30))
+def test_tokenizer_builder_builds_or_refuses_quickly(meta, text):
+    import time
+
+    t0 = time.perf_counter()
+    with time_limit(2.0):
+        try:
+            tok = Tokenizer.from_gguf_metadata(meta)
+        except BitnetError:
+            return
+        ids = tok.encode(text, add_bos=False)
+    assert time.perf_counter() - t0 < 2.0
+    assert all(0 <= i < tok.n_vocab for i in ids)
+
+
 # ---- GGUF bytes through the engine ------------------------------------------------------------
 
 

@@ -233,6 +233,21 @@ def f32_value(name, index, value):
     return set_tensor(name, data=data)
 
 
+def stored_value(name, index, value):
+    """Element `index` of an F32 / F16 / BF16 tensor set to value, in the tensor's own type."""
+
+    def data(t: Tensor) -> bytes:
+        if t.type == gw.GGML_TYPE_BF16:  # the top half of the f32
+            values = np.frombuffer(t.data, np.uint16).copy()
+            values[index] = np.array([value], np.float32).view(np.uint32)[0] >> 16
+            return values.tobytes()
+        values = np.frombuffer(t.data, {gw.GGML_TYPE_F32: np.float32, gw.GGML_TYPE_F16: np.float16}[t.type]).copy()
+        values[index] = value
+        return values.tobytes()
+
+    return set_tensor(name, data=data)
+
+
 def i2s_scale(name, value):
     """The f32 scale: the first 4 bytes of the 32-byte tail."""
     return set_tensor(name, data=lambda t: t.data[:-32] + struct.pack("<f", value) + t.data[-28:])
@@ -325,8 +340,9 @@ CASES = [
     ("type id 39 not MXFP4-sized",
      both(kv("general.architecture", "gpt-oss", "string"), add_tensor("x.weight", (128, 4), 39, 160)),
      r"tensor 'x\.weight' has ggml type 39, .*; its data is not MXFP4-sized, and TL2 is not supported"),
-    ("I2_S rows not a multiple of 128", set_tensor(Q, ne=(96, 128)),
-     r"tensor 'blk\.0\.attn_q\.weight' of type I2_S has ne0 = 96, not a multiple of its block size 128"),
+    ("I2_S elements not a multiple of 128", set_tensor(Q, ne=(96, 3)),
+     r"tensor 'blk\.0\.attn_q\.weight' of type I2_S has 288 elements, not a multiple of its block size 128 "
+     r"\(the layout has no room for a partial last block\)"),
     ("Q8_0 rows not a multiple of 32", set_tensor("output_norm.weight", type=8, ne=(100,)),
      r"tensor 'output_norm\.weight' of type Q8_0 has ne0 = 100, not a multiple of its block size 32"),
     # -- tensor data placement
@@ -385,6 +401,12 @@ CASES = [
     # -- weights (NaN in a norm: tests/test_model_validation.py)
     ("Inf in a norm weight", f32_value("output_norm.weight", 7, np.inf),
      r"tensor 'output_norm\.weight' contains NaN or Inf; the file is corrupt"),
+    ("NaN in the embedding", stored_value("token_embd.weight", 300, np.nan),
+     r"tensor 'token_embd\.weight' contains NaN or Inf \(row 2, column 44\); the file is corrupt"),
+    ("Inf in the embedding, last value", stored_value("token_embd.weight", N_VOCAB * 128 - 1, -np.inf),
+     r"tensor 'token_embd\.weight' contains NaN or Inf \(row 521, column 127\); the file is corrupt"),
+    ("Inf I2_S scale", i2s_scale(Q, float("inf")),
+     r"tensor 'blk\.0\.attn_q\.weight' has scale inf \(must be finite and >= 0\); the file is corrupt"),
     ("NaN I2_S scale", i2s_scale(Q, float("nan")),
      r"tensor 'blk\.0\.attn_q\.weight' has scale -?nan \(must be finite and >= 0\); the file is corrupt"),
 ]
@@ -488,9 +510,12 @@ def model_with_template(base, tmp_path, template: str) -> Model:
 
 
 def test_template_that_does_not_parse_falls_back_to_the_builtin(base, tmp_path):
-    with model_with_template(base, tmp_path, "{% for m in %}{{ m }}") as m:
-        with pytest.warns(UserWarning, match=r"chat template failed \(TemplateSyntaxError.*built-in BitNet template"):
-            reply = m.create_chat_completion(CHAT, max_tokens=2, temperature=0)
+    # found once, when the model loads
+    with pytest.warns(UserWarning, match=r"chat template does not compile \(TemplateSyntaxError.*built-in BitNet"):
+        with model_with_template(base, tmp_path, "{% for m in %}{{ m }}") as m:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                reply = m.create_chat_completion(CHAT, max_tokens=2, temperature=0)
     assert reply["object"] == "chat.completion" and reply["usage"]["prompt_tokens"] > 0
 
 
@@ -506,5 +531,50 @@ def test_template_that_renders_megabytes_is_refused(base, tmp_path):
     with model_with_template(base, tmp_path, "{{ 'x' * 2 ** 23 }}") as m:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # refused outright, not a fallback
-            with pytest.raises(BitnetError, match=r"chat template renders more than \d+ characters; refusing it"):
+            with pytest.raises(BitnetError, match=r"chat template (renders|builds a value of) more than \d+ "
+                                                  r"(characters|items); refusing it"):
                 m.create_chat_completion(CHAT, max_tokens=2)
+
+
+# ---- tokenizer vocabularies that would cost more than their size ------------------------------------
+def _spm_meta(pieces: list[str]) -> dict:
+    tokens = ["<unk>", "<s>", "</s>", *pieces]
+    return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": [2, 3, 3] + [1] * len(pieces), "tokenizer.ggml.scores": [0.0] * len(tokens)}
+
+
+@pytest.mark.parametrize("n", [1000, 2048])
+def test_spm_vocabulary_of_ever_longer_pieces_is_refused_quickly(n):
+    """"a", "aa", "aaa", ...: the merges grew with the cube of the count (2,048 pieces ran out of memory)."""
+    import resource
+    import time
+
+    from bitnet.tokenizer import Tokenizer
+
+    rss0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(BitnetError, match="too many long pieces|characters long, over the limit"):
+        Tokenizer.from_gguf_metadata(_spm_meta(["a" * k for k in range(1, n + 1)]))
+    assert time.perf_counter() - t0 < 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 << 10  # KiB
+
+
+def test_spm_vocabulary_of_real_shape_builds():
+    """Many short pieces (SentencePiece's default max_piece_length is 16) and a few long ones build."""
+    import itertools
+
+    from bitnet.tokenizer import Tokenizer
+
+    letters = "abcdefghijklmnop"
+    pieces = list(letters) + ["".join(p) for p in itertools.islice(itertools.product(letters, repeat=4), 20000)]
+    pieces += ["▁" * k for k in range(1, 17)] + ["=" * 200]
+    tok = Tokenizer.from_gguf_metadata(_spm_meta(pieces))
+    assert tok.decode(tok.encode("abcd", add_bos=False)) == "abcd"
+
+
+def test_gpt2_token_over_the_length_limit_is_refused():
+    from bitnet.tokenizer import MAX_TOKEN_CHARS, Tokenizer
+
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b" * (MAX_TOKEN_CHARS + 1)],
+            "tokenizer.ggml.merges": []}
+    with pytest.raises(BitnetError, match=r"token 1 is 1025 characters long, over the limit of 1024"):
+        Tokenizer.from_gguf_metadata(meta)

@@ -1,6 +1,7 @@
-"""Smoke tests of lut-layout-probe (tools/lut_layout_probe.cpp): the lookup-table kernels
-(src/kernels/ternary_lut*.cpp) equal the scalar I2_S reference bit for bit, and bad flags are
-one-line errors. Speed is never asserted here (DESIGN section 6)."""
+"""Smoke tests of lut-layout-probe (tools/probes/lut_layout_probe.cpp, built with
+-DBITNET_BUILD_PROBES=ON): the lookup-table kernels (tools/probes/ternary_lut*.cpp) equal the
+scalar I2_S reference bit for bit, and bad flags are one-line errors. Speed is never asserted
+here (DESIGN section 6)."""
 
 import os
 import subprocess
@@ -17,7 +18,8 @@ SMALL_RUN = ["--shapes", "96x640,40x384,130x1152", "-m", "1,2,3,5,32", "--mib", 
 def find_binary(name: str) -> Path:
     found = [p for p in REPO.glob(f"build/**/bin/{name}") if p.is_file()]
     if not found:
-        pytest.fail(f"{name} is not built: run `pip install -e .` (or `python setup_env.py`) first")
+        # The probes are research tools, outside the default build (issue 16); .ci/run builds them.
+        pytest.skip(f"{name} is not built: configure a build with -DBITNET_BUILD_PROBES=ON")
     return max(found, key=lambda p: p.stat().st_mtime)
 
 

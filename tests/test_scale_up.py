@@ -125,8 +125,8 @@ def test_2b4t_like_layer_zero_matches_to_f32_rounding(demo, like_2b4t, heldout_i
     ids = heldout_ids[:8]
     for name, model in (("src", demo), ("big", like_2b4t)):
         ctx = NativeContext(model.native, 16, 1)
-        ctx.set_dump_dir(tmp_path / name)
         (tmp_path / name).mkdir()
+        ctx.set_dump_dir(tmp_path / name)
         ctx.decode(ids, all_logits=True)
         ctx.close()
     p = place(source_hparams(read_gguf(DEMO)), LIKE_2B4T, "x", "f16")

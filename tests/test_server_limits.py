@@ -7,6 +7,8 @@ a full queue (503 + Retry-After) and /health while the model loads (503)."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 import math
 import threading
 
@@ -94,8 +96,12 @@ def test_max_tokens_is_held_to_the_server_cap(small):
     ({"prompt": "Hi", "max_tokens": True}, "max_tokens"),
     ({"prompt": "Hi", "stream": "yes"}, "stream"),
     ({"prompt": "Hi", "stop": [1, 2]}, "stop"),
-    ({"prompt": "Hi", "n": 2}, "n"),
-    ({"prompt": ["a", "b"]}, "prompt"),
+    ({"prompt": "Hi", "n": 0}, "n"),
+    ({"prompt": "Hi", "n": 9}, "n"),  # over the server's --n-max (8 by default)
+    ({"prompt": ["a", 5]}, "prompt"),
+    ({"prompt": "Hi", "logit_bias": {"the": 1}}, "logit_bias"),
+    ({"prompt": "Hi", "logit_bias": {"1": 101}}, "logit_bias"),
+    ({"prompt": "Hi", "response_format": {"type": "sound"}}, "response_format"),
     ({"prompt": [1, -5]}, "prompt"),
     ({"prompt": "Hi", "echo": True}, "echo"),
 ])  # fmt: skip
@@ -167,7 +173,7 @@ RANGES = {
     "repeat_penalty": ("float", 0.0, 100.0, True), "top_k": ("int", 0, INT32_MAX, False),
     "max_tokens": ("int", 0, INT32_MAX, False), "n_predict": ("int", -1, INT32_MAX, False),
     "seed": ("int", -1, UINT64_MAX, False), "repeat_last_n": ("int", -1, INT32_MAX, False),
-    "logprobs": ("int", 0, 20, False), "n": ("int", 1, 1, False),
+    "logprobs": ("int", 0, 20, False), "n": ("int", 1, 8, False),  # 8: the default --n-max
 }  # fmt: skip
 
 numbers = st.one_of(
@@ -246,3 +252,141 @@ def test_health_is_503_while_the_model_loads(tiny_gguf, monkeypatch):
         release.set()
         s.wait_ready()
         assert httpx.get(s.url + "/health").status_code == 200
+
+
+# ---- a hostile chat template (issue: one request froze the server) -------------------------------
+SLOW_TEMPLATE = "{% macro f(n) %}{% if n < 60 %}{{ f(n+1) }}{{ f(n+1) }}{% endif %}{% endmacro %}{{ f(0) }}"
+
+
+def test_hostile_template_neither_freezes_nor_outlives_the_server(tiny_gguf, tmp_path):
+    """While a template grinds in its worker process, /health and a completion are answered; the
+    chat request gets a 400 within seconds, and SIGTERM during such a render ends the server."""
+    from tests.gguf_edit import rewrite_gguf
+    from tests.test_server_cli import start_server
+
+    hostile = rewrite_gguf(tiny_gguf, tmp_path / "hostile.gguf",
+                           set_kv={"tokenizer.chat_template": (SLOW_TEMPLATE, "string")})
+    proc, url = start_server("-m", hostile, "-t", 1, "-c", 256)
+    try:
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        answers = {}
+
+        def post_chat(name):
+            t0 = time.monotonic()
+            answers[name] = (httpx.post(url + "/v1/chat/completions", json=chat, timeout=30), time.monotonic() - t0)
+
+        client = threading.Thread(target=post_chat, args=("first",))
+        client.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert httpx.get(url + "/health", timeout=5).status_code == 200
+        assert httpx.post(url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=5).status_code == 200
+        assert time.monotonic() - t0 < 2
+        client.join(30)
+        r, seconds = answers["first"]
+        assert_error(r, 400, "chat template")
+        assert seconds < 5  # 1.5 s at most in the worker, plus starting it on a loaded machine
+
+        client = threading.Thread(target=post_chat, args=("second",))
+        client.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        assert time.monotonic() - t0 < 10
+        client.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_errors_speak_our_words_not_the_libraries(tiny_gguf):
+    """A 5000-digit number used to answer with Python's sys.set_int_max_str_digits() advice, a
+    wrongly typed prompt with pydantic's validator names in the field path."""
+    with live_server(tiny_gguf) as s:
+        body = b'{"prompt": "Hi", "max_tokens": ' + b"9" * 5000 + b"}"
+        r = httpx.post(s.url + "/v1/completions", content=body, headers={"Content-Type": "application/json"})
+        message = assert_error(r, 400, "more than 4300 digits")
+        assert "sys." not in message
+        for prompt in (5.5, {"a": 1}, [[1.5]]):
+            r = httpx.post(s.url + "/v1/completions", json={"prompt": prompt, "max_tokens": 1})
+            message = assert_error(r, 400, "prompt")
+            assert "function-" not in message and "[" not in r.json()["error"]["param"], message
+
+
+# ---- hardening: Host/Origin of a keyless server, JSON only, read timeouts ---------------------------
+def test_keyless_server_checks_host_and_origin(tiny_gguf):
+    """DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1 sends Host:
+    evil.example; a cross-site page sends its Origin. Both are refused unless allowed."""
+    body = {"prompt": "Hi", "max_tokens": 1}
+    with live_server(tiny_gguf, allowed_hosts=("my.host",), cors_origins=("http://app.example",)) as s:
+        port = s.url.rsplit(":", 1)[1]
+        for host in ("evil.example", "evil.example:" + port, "localhost.evil.example"):
+            assert_error(httpx.post(s.url + "/v1/completions", json=body, headers={"Host": host}), 403, "not allowed")
+        assert_error(httpx.get(s.url + "/v1/models", headers={"Host": "evil.example"}), 403, "DNS rebinding")
+        assert httpx.get(s.url + "/health", headers={"Host": "bitnet-service:8080"}).status_code == 200  # probes
+        for host in ("localhost:" + port, "127.0.0.1", "[::1]:" + port, "my.host", "MY.HOST:80"):
+            assert httpx.post(s.url + "/v1/completions", json=body, headers={"Host": host}).status_code == 200, host
+        for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
+            r = httpx.post(s.url + "/v1/completions", json=body, headers={"Origin": origin})
+            assert_error(r, 403, "not allowed")
+        for origin in (s.url, "http://app.example"):  # the server's own page at /, and a --cors-origins one
+            assert httpx.post(s.url + "/v1/completions", json=body, headers={"Origin": origin}).status_code == 200
+    with live_server(tiny_gguf, api_keys=KEYS) as s:  # a key is what a web page cannot have
+        r = httpx.post(s.url + "/v1/completions", json=body,
+                       headers={"Host": "evil.example", "Authorization": f"Bearer {KEYS[0]}"})
+        assert r.status_code == 200
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonp"])
+def test_post_must_be_json(small, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = httpx.post(small.url + "/v1/completions", content=b'{"prompt": "Hi", "max_tokens": 1}', headers=headers)
+    assert_error(r, 415, "Content-Type: application/json")
+    ok = httpx.post(small.url + "/v1/completions", content=b'{"prompt": "Hi", "max_tokens": 1}',
+                    headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_slow_body_is_408(tiny_gguf):
+    import socket
+
+    with live_server(tiny_gguf, body_timeout_s=1.0) as s:
+        host, port = s.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"prompt\"")
+            t0 = time.monotonic()
+            reply = sock.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in reply, reply
+            assert time.monotonic() - t0 < 5
+
+
+def test_slowloris_connections_are_dropped(tiny_gguf):
+    """Connections that trickle their headers are closed after --header-timeout; the server
+    keeps answering meanwhile."""
+    import socket
+
+    from tests.test_server_cli import start_server
+
+    proc, url = start_server("-m", tiny_gguf, "-t", 1, "-c", 64, "--header-timeout", "1")
+    try:
+        host, port = url.split("//")[1].split(":")
+        socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(200)]
+        for sock in socks:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A")
+        assert httpx.get(url + "/health", timeout=5).status_code == 200
+        t0 = time.monotonic()
+        for sock in socks:
+            assert sock.recv(1024) == b""  # closed by the server
+            sock.close()
+        assert time.monotonic() - t0 < 5
+        assert httpx.get(url + "/health", timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -269,8 +269,8 @@ def test_unsupported_models_in_gguf(tok_dir):
     meta = meta_from_dir(tok_dir)
     with pytest.raises(BitnetError, match="tokenizer model 't5' is not supported"):
         Tokenizer.from_gguf_metadata({**meta, "tokenizer.ggml.model": "t5"})
-    with pytest.raises(BitnetError, match="'qwen2' is not supported yet"):
-        Tokenizer.from_gguf_metadata({**meta, "tokenizer.ggml.pre": "qwen2"})
+    with pytest.raises(BitnetError, match="'deepseek-llm' is not supported yet"):
+        Tokenizer.from_gguf_metadata({**meta, "tokenizer.ggml.pre": "deepseek-llm"})
     with pytest.raises(BitnetError, match="token_type"):
         Tokenizer.from_gguf_metadata({**meta, "tokenizer.ggml.token_type": [1, 1]})
     with pytest.raises(BitnetError, match="merges"):

@@ -158,5 +158,5 @@ def test_tq2_0_code_3_is_refused(files, tmp_path):
 
 
 def test_tq_rows_must_be_whole_blocks(files, tmp_path):
-    with pytest.raises(ValueError, match="TQ2_0 needs input features that are a multiple of 256"):
+    with pytest.raises(ValueError, match="TQ2_0 packs each row in blocks of 256 and cannot hold rows of 128"):
         convert_checkpoint(make_bitnet_checkpoint(tmp_path / "c", seed=1), "tq2_0", tmp_path / "x.gguf")

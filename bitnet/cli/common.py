@@ -47,6 +47,7 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "port": ("--port",),
     "parallel": ("-np", "--parallel"),
     "queue_size": ("--queue-size",),
+    "n_max": ("--n-max",),
     "batch_size": ("-b", "--batch-size"),
     "api_key": ("--api-key",),
     "api_key_file": ("--api-key-file",),
@@ -55,6 +56,13 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "max_request_bytes": ("--max-request-bytes",),
     "alias": ("-a", "--alias"),
     "log_level": ("--log-level",),
+    "no_webui": ("--no-webui",),
+    "ray": ("--ray",),
+    "replicas": ("--replicas",),
+    "ray_address": ("--ray-address",),
+    "min_replicas": ("--min-replicas",),
+    "max_replicas": ("--max-replicas",),
+    "target_ongoing_requests": ("--target-ongoing-requests",),
     # setup_env.py
     "hf_repo": ("-hr", "--hf-repo"),
     "model_dir": ("-md", "--model-dir"),
@@ -216,8 +224,9 @@ def run_main(fn: Callable[[], int | None]) -> int:
         return EXIT_BROKEN_PIPE
     except ModuleNotFoundError as exc:  # a dependency missing: say how to get it
         _quiet_stdout_flush()
-        print(f"error: the Python package {exc.name!r} is missing: run `python setup_env.py` (it installs "
-              "what is missing) or `pip install -e .`", file=sys.stderr)
+        from bitnet.cli.python_deps import install_hint
+
+        print(f"error: the Python package {exc.name!r} is missing: {install_hint(exc.name)}", file=sys.stderr)
         return EXIT_FAILURE
     except (BitnetError, FileNotFoundError, ValueError, OSError) as exc:
         _quiet_stdout_flush()

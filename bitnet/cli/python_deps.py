@@ -16,6 +16,23 @@ from pathlib import Path
 MODULE_OF = {"jinja2": "jinja2", "tokenizers": "tokenizers", "numpy": "numpy", "tqdm": "tqdm"}
 
 
+# Optional module -> the extra (pyproject.toml) that installs it, for "missing package" errors.
+EXTRA_OF = {"fastapi": "server", "uvicorn": "server", "pydantic": "server", "starlette": "server",
+            "prometheus_client": "server", "huggingface_hub": "hub", "torch": "test", "transformers": "test",
+            "safetensors": "test", "accelerate": "test", "gguf": "test", "sentencepiece": "test"}
+
+
+def install_hint(module: str | None) -> str:
+    """What to run when `module` cannot be imported: the extra that carries it, else a reinstall."""
+    top = (module or "").split(".")[0]
+    extra = EXTRA_OF.get(top)
+    if extra is not None:
+        return f'pip install "bitnet[{extra}]" (from a checkout: pip install -e ".[{extra}]")'
+    if top in MODULE_OF.values():
+        return "pip install bitnet (from a checkout: `python setup_env.py`, which installs what is missing)"
+    return f"pip install {top}" if top else "pip install bitnet"
+
+
 def runtime_requirements(pyproject: Path) -> list[str]:
     """The requirement strings of [project] dependencies (e.g. "numpy>=1.24")."""
     text = pyproject.read_text(encoding="utf-8")

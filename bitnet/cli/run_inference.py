@@ -91,6 +91,11 @@ def build_parser() -> ArgumentParser:
                help="print only the generated text, not the prompt before it")
     p.add_flag("model_sha256", metavar="HEX", type=sha256_hex, default=None,
                help="pin the model file: refuse to load it unless its SHA-256 is HEX (64 hex digits)")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="cpu (the engine, default) or cuda[:N]: the GPU backend (gpu/README.md)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say more at start-up: the library and preset files, the tuning in force, the "
+                        "model's shape")
     return p
 
 
@@ -167,12 +172,44 @@ def write(text: str) -> None:
 
 def complete(model, prompt: str, args) -> None:
     """Print the prompt, stream the continuation, then one summary line on stderr."""
+    pieces = model.generate(prompt, stream=True, **sampling_kwargs(args))
+    # The prompt is checked (and prefilled) before the first piece: a prompt the model cannot take
+    # is then one error line, with no start-up line or echoed prompt before it.
+    first = next(pieces, "")
+    print(startup_line(model, args.verbose), file=sys.stderr, flush=True)
     if not args.no_display_prompt:
         write(prompt)
-    for piece in model.generate(prompt, stream=True, **sampling_kwargs(args)):
+    write(first)
+    for piece in pieces:
         write(piece)
     write("\n")
     print(summary_line(model.last_timings, args.threads), file=sys.stderr)
+
+
+def startup_line(model, verbose: bool = False) -> str:
+    """What runs, on stderr before the text: `model austen-5M.gguf (bitnet-b1.58 5.3M) | kernels
+    avx512vnni | 2 threads | context 2048 tokens`; with -v, lines on the library, preset and model."""
+    from bitnet import engine
+
+    native = model.native
+    line = (f"model {os.path.basename(model.model_path)} ({native.desc}) | kernels {engine.isa()} | "
+            f"{model.n_threads} thread{'s' if model.n_threads != 1 else ''} | context {model.n_ctx} tokens")
+    if not verbose:
+        return line
+    preset = engine.preset_path()
+    tuning = ", ".join(f"{k} {engine.get_tuning(k)}" for k in TUNING_KEYS)
+    return "\n".join([
+        line,
+        f"  model file {model.model_path}: {native.arch}, {native.n_layer} layers, embedding {native.n_embd}, "
+        f"vocabulary {native.n_vocab}, trained context {native.n_ctx_train}",
+        f"  engine {engine.library_path()}; kernel sets here: {', '.join(engine.available_isas())} "
+        "(BITNET_ISA picks one)",
+        f"  cpu {engine.cpu_signature()}; preset {preset if preset.is_file() else 'none (built-in defaults)'}; "
+        f"tuning: {tuning}",
+    ])
+
+
+TUNING_KEYS = ("prefetch_bytes", "head_prefetch_bytes", "head_gemv_rows", "amx_min_batch")
 
 
 def summary_line(timings: dict | None, n_threads: int) -> str:
@@ -275,9 +312,10 @@ def run(argv: list[str] | None = None) -> int:
     from bitnet import Model  # after parsing: --help and flag errors need no engine
 
     model = Model(args.model, n_threads=args.threads, n_ctx=args.ctx_size,
-                  seed=None if args.seed < 0 else args.seed, model_sha256=args.model_sha256)
+                  seed=None if args.seed < 0 else args.seed, model_sha256=args.model_sha256, device=args.device)
     try:
         if args.conversation:
+            print(startup_line(model, args.verbose), file=sys.stderr, flush=True)
             chat(model, prompt, args)
         else:
             complete(model, prompt, args)

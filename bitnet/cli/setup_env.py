@@ -7,6 +7,7 @@ ternary format we produce (tl1/tl2 were bitnet.cpp's per-model LUT layouts).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,10 @@ from bitnet.cli.common import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SUBDIR = "build/release"
+# Logs go under build/ with the rest of what a build writes (bitnet.cpp's default was ./logs).
+DEFAULT_LOG_DIR = str(REPO_ROOT / "build" / "logs") if (REPO_ROOT / "CMakeLists.txt").is_file() else "logs"
+TUNE_SECONDS = 30  # what the autotune is meant to take (bitnet/tune.py); said in --help
 
 
 class HFModel(NamedTuple):
@@ -40,7 +45,7 @@ FAMILIES: dict[str, str | None] = {
     "bitnet-b1.58": None,  # BitNetForCausalLM (2B-4T): relu2, sub-norms, tied head
     "bitnet": None,  # 1bitLLM's BitnetForCausalLM: fp16 masters, SiLU, sub-norms, SentencePiece
     "llama": None,  # LlamaForCausalLM + bitnet quantization_config: Llama3-8B-1.58, Falcon3, Falcon-E
-    "embedding": "embedding models (no language-model head) are not supported",
+    "embedding": None,  # bitnet-embedding-0.6b / -270m: Qwen3 / Gemma3 backbones (embedding_models.py)
 }
 
 # bitnet.cpp's 17 Hugging Face repositories, plus the bf16 master of 2B-4T.
@@ -78,18 +83,19 @@ NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
 MAKE_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
 
 DESCRIPTION = """\
-Build the engine (CMake + Ninja, Release, clang when present) into <repo>/build, then
-optionally prepare a model:
+Build the engine (CMake + Ninja, Release, clang when present) into <repo>/build/release (the
+library in build/release/lib, bitnet-bench in build/release/bin; nothing is written outside
+build/), tune the kernels for this CPU (the preset goes to a per-user cache,
+$XDG_CACHE_HOME/bitnet/presets, or --tune-dir), then optionally prepare a model:
   -hr REPO    download a Hugging Face checkpoint into <--model-dir, default models>/<name>
               and convert it;
   -md DIR     convert the Hugging Face checkpoint already in DIR.
 The model is written to <model folder>/ggml-model-i2_s.gguf (an existing one is kept), ready
-for `python run_inference.py -m <that file>`. Without -hr / -md the script only builds.
+for `python run_inference.py -m <that file>`. Without -hr / -md the script only builds and tunes.
 
 Compatibility with bitnet.cpp: -q tl1 / tl2 are refused (exit 2): our kernels are picked at
 run time from the CPU and need no per-model lookup-table format, so I2_S is the one ternary
-format produced and it runs every model. --use-pretuned is accepted and does nothing, for the
-same reason."""
+format produced and it runs every model."""
 
 
 def build_parser() -> ArgumentParser:
@@ -111,11 +117,15 @@ def build_parser() -> ArgumentParser:
                     "q8_0 / q6_k, ggml's 8-bit and 6-bit types, are smaller and faster but no "
                     "longer lossless")
     p.add_flag("use_pretuned", action="store_true",
-               help="use the kernel preset shipped for this CPU (preset_kernels/) instead of tuning")
+               help="do not tune: use the kernel preset shipped for this CPU (preset_kernels/; built-in "
+                    "defaults where none ships), removing this user's tuned one")
     p.add_flag("skip_tune", action="store_true",
-               help="after the build, do not run the kernel autotune (about 30 s); keep any preset")
-    p.add_flag("log_dir", metavar="DIR", default="logs",
-               help="folder for the build and download logs (default: logs)")
+               help=f"after the build, do not run the kernel autotune (about {TUNE_SECONDS} s); keep any preset")
+    p.add_argument("--tune-dir", metavar="DIR", default=None,
+                   help="write the tuned preset into DIR instead of this user's cache "
+                        "($XDG_CACHE_HOME/bitnet/presets); the engine reads it with BITNET_PRESET_DIR=DIR")
+    p.add_flag("log_dir", metavar="DIR", default=DEFAULT_LOG_DIR,
+               help="folder for the build and download logs (default: %(default)s)")
     p.add_flag("skip_build", action="store_true",
                help="do not build (or tune) the engine (e.g. it was installed with pip)")
     p.add_flag("jobs", metavar="N", type=int_at_least(1), default=default_threads(),
@@ -145,8 +155,11 @@ def build_engine(log_dir: Path, jobs: int) -> int:
         return fail("cmake not found: install it (`pip install cmake ninja` or "
                     "`apt-get install cmake ninja-build`) and run setup_env.py again")
     log_dir.mkdir(parents=True, exist_ok=True)
-    build_dir = REPO_ROOT / "build"
-    configure = [cmake, "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
+    build_dir = REPO_ROOT / BUILD_SUBDIR
+    # One configuration, the engine and bitnet-bench only: the native test binaries are built by
+    # the test install (`pip install -e ".[test]"`), the layout probes on request (BITNET_BUILD_PROBES).
+    configure = [cmake, "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+                 "-DBITNET_BUILD_TESTS=OFF", "-DBITNET_BUILD_PROBES=OFF"]
     # Ninja when present; an existing build folder keeps the generator it was made with.
     if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
         configure[1:1] = ["-G", "Ninja"]
@@ -252,8 +265,24 @@ def convert(model_dir: Path, outfile: Path, embedding_type: str | None, allow_pi
     from bitnet.convert import hf_bitnet  # numpy/safetensors: only when a model is converted
 
     print(f"converting {model_dir} to {outfile} ...", file=sys.stderr)
+    if _is_embedding_model(model_dir):
+        from bitnet.convert.embedding_models import convert_embedding
+
+        convert_embedding(model_dir, outfile, "i2_s", progress=True)
+        return
     hf_bitnet.convert(model_dir, outfile, "i2_s", token_embedding_type=embedding_type, progress=True,
                       allow_pickle=allow_pickle)
+
+
+def _is_embedding_model(model_dir: Path) -> bool:
+    from bitnet.convert.embedding_models import ARCHITECTURES, FAMILIES as EMBEDDING_FAMILIES
+
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    archs = cfg.get("architectures") or [] if isinstance(cfg, dict) else []
+    return cfg.get("model_type") in EMBEDDING_FAMILIES or any(a in ARCHITECTURES for a in archs)
 
 
 def model_folder(args, parser: ArgumentParser) -> Path:
@@ -285,9 +314,9 @@ def prepare_model(model_dir: Path, args) -> int:
         print(f"{outfile} already exists: kept (delete it to convert again)", file=sys.stderr)
     else:
         convert(model_dir, outfile, args.quant_embd, args.allow_pickle)
-    print(f"model ready: {outfile}\n"
-          f"try: python run_inference.py -m {outfile} -p \"You are a helpful assistant\" -cnv",
-          file=sys.stderr)
+    try_cmd = (f"python utils/embedding.py -m {outfile} -p \"hello world\"" if _is_embedding_model(model_dir) else
+               f"python run_inference.py -m {outfile} -p \"You are a helpful assistant\" -cnv")  # fmt: skip
+    print(f"model ready: {outfile}\ntry: {try_cmd}", file=sys.stderr)
     return 0
 
 
@@ -328,11 +357,16 @@ def install_python_dependencies(log_dir: Path) -> int:
 
 def tune_kernels(args) -> None:
     """The kernel preset for this CPU: the shipped one with --use-pretuned, else a short autotune
-    (bitnet/tune.py). A failed tune is not fatal: the built-in defaults are good too."""
-    from bitnet import engine
+    (bitnet/tune.py) written to this user's cache (or --tune-dir). A failed tune is not fatal: the
+    built-in defaults are good too."""
+    from bitnet import engine, paths
 
-    preset = engine.preset_path()
     if args.use_pretuned:
+        tuned = paths.tuned_preset_dir() / f"{engine.cpu_signature()}.json"
+        if args.tune_dir is None and tuned.is_file() and "BITNET_PRESET_DIR" not in os.environ:
+            tuned.unlink()
+            print(f"removed this user's tuned preset {tuned}", file=sys.stderr)
+        preset = engine.preset_path()
         found = f"using {preset}" if preset.is_file() else "none shipped for this CPU: using built-in defaults"
         print(f"kernel preset ({engine.cpu_signature()}): {found}", file=sys.stderr)
         return
@@ -340,9 +374,12 @@ def tune_kernels(args) -> None:
         return
     from bitnet.tune import autotune
 
+    out_dir = Path(args.tune_dir) if args.tune_dir is not None else engine.preset_dir()
     try:
-        autotune(preset.parent, n_threads=args.jobs, progress=False)
-        print(f"kernel autotune: wrote {preset}", file=sys.stderr)
+        path = autotune(out_dir, n_threads=args.jobs, progress=False, bar=True, seconds=TUNE_SECONDS)
+        print(f"kernel autotune: wrote {path}", file=sys.stderr)
+        if args.tune_dir is not None:
+            print(f"note: the engine reads it with BITNET_PRESET_DIR={out_dir}", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 (any failure here only costs speed)
         print(f"warning: kernel autotune failed ({one_line(str(e))}); using built-in defaults", file=sys.stderr)
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 HEAD_CHOICES = ("f32", "f16", "bf16", "q8_0", "q6_k")  # hf_bitnet.HEAD_TYPES (not imported: --help stays fast)
 QUANTIZED_HEAD_NOTE = (
     "q8_0 / q6_k, ggml's 8-bit and 6-bit types, are smaller and faster but no longer lossless; "
@@ -123,9 +123,11 @@ def _guarded(parser_factory, argv, outtype_default=None) -> int:
     except _UsageError as e:
         _error(e)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from bitnet.gguf_writer import interrupted_exit_code
+
         print("error: interrupted; no output file was written (an existing one is unchanged)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code(e)
     except (ValueError, OSError) as e:
         _error(e)
         return EXIT_FAILURE

@@ -41,7 +41,8 @@ from bitnet.convert import i2s, synthetic_vocab, tq_packing
 from bitnet.convert.dtypes import FLOAT_TYPES, to_float_type
 from bitnet.convert.hf_bitnet import HEAD_ENCODINGS, LAYER_TENSORS, TensorJob
 from bitnet.convert.hparams import ARCH, HParams
-from bitnet.gguf_writer import GGML_TYPE_F16, GGML_TYPE_I2_S, GGUFWriter
+from bitnet.convert.output_check import check_loads
+from bitnet.gguf_writer import GGML_TYPE_F16, GGML_TYPE_I2_S, GGUFWriter, check_output_path, interrupted_exit_code
 
 CHUNK_WEIGHTS = 1 << 22  # weights per generated chunk (1 MiB of I2_S, 8 MiB of f16)
 LOGIT_STD = 2.0
@@ -83,6 +84,10 @@ MODEL_SIZES: dict[str, ModelShape] = {
     "70B": _bitnet_cpp(8192, 24576, 80, 64),
     "100B": _bitnet_cpp(8192, 45568, 72, 64),
     "2B-4T": ModelShape(2560, 6912, 30, 20, 5, 128256, 4096, "relu2", 500000.0),
+    # 1bitLLM/bitnet_b1_58-large and -3B's config.json (bitnet.cpp's codegen_tl*.py lists the same
+    # [hidden, FFN] pairs). The 3B's FFN of 8640 is 67.5 I2_S blocks: rows start inside blocks.
+    "large": _bitnet_cpp(1536, 4096, 24, 16),
+    "3B": _bitnet_cpp(3200, 8640, 26, 32),
 }
 
 
@@ -135,15 +140,15 @@ class Outtype:
     arch: str  # general.architecture
     file_type: int  # general.file_type (llama_ftype)
     ggml_type: int  # of the linear weights
-    block: int  # required multiple of a linear layer's row length
+    block: int  # required multiple of a linear layer's row length (I2_S: of the whole tensor, see i2s.py)
     n_bytes: Callable[[int, int], int]  # (rows, k) -> tensor bytes
     encode: Callable[[np.ndarray, int, int, float], np.ndarray]  # (I2_S codes, rows, k, scale) -> bytes
     tail: Callable[[float], bytes]  # bytes after the last chunk
 
 
 OUTTYPES = {
-    "i2_s": Outtype(ARCH, 40, GGML_TYPE_I2_S, i2s.BLOCK, i2s.i2s_n_bytes, lambda c, r, k, s: c, _i2s_tail),
-    "f16": Outtype(ARCH, 1, GGML_TYPE_F16, i2s.BLOCK, lambda r, k: 2 * r * k, _as_f16, lambda s: b""),
+    "i2_s": Outtype(ARCH, 40, GGML_TYPE_I2_S, 1, i2s.i2s_n_bytes, lambda c, r, k, s: c, _i2s_tail),
+    "f16": Outtype(ARCH, 1, GGML_TYPE_F16, 1, lambda r, k: 2 * r * k, _as_f16, lambda s: b""),
     "tq2_0": Outtype("bitnet", 37, tq_packing.GGML_TYPE_TQ2_0, tq_packing.QK, tq_packing.tq2_0_n_bytes,
                      lambda c, r, k, s: tq_packing.pack_tq2_0(_ternary(c, r, k), s), lambda s: b""),
     "tq1_0": Outtype("bitnet", 36, tq_packing.GGML_TYPE_TQ1_0, tq_packing.QK, tq_packing.tq1_0_n_bytes,
@@ -154,7 +159,10 @@ OUTTYPES = {
 # -- tensors ---------------------------------------------------------------------------------------
 def _row_chunks(n_rows: int, k: int) -> Iterator[tuple[int, int]]:
     """(chunk index, rows) covering n_rows; depends only on the shape, so every outtype draws alike."""
-    step = max(1, CHUNK_WEIGHTS // k)
+    # Whole I2_S blocks per chunk (the flattened tensor's blocks may straddle rows), so that a
+    # chunk decodes on its own: rows a multiple of 128 / gcd(k, 128).
+    align = i2s.BLOCK // math.gcd(k, i2s.BLOCK)
+    step = max(align, CHUNK_WEIGHTS // k // align * align)
     for i, start in enumerate(range(0, n_rows, step)):
         yield i, min(step, n_rows - start)
 
@@ -175,6 +183,10 @@ def _normal_table(std: float, float_type: str) -> np.ndarray:
 def _linear(name: str, n_out: int, n_in: int, outtype: Outtype, seed: int) -> TensorJob:
     if n_in % outtype.block:
         raise ValueError(f"{name}: rows of {n_in} weights are not a multiple of {outtype.block}, as this type needs")
+    try:
+        n_bytes = outtype.n_bytes(n_out, n_in)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
     scale = ternary_scale(seed, name, n_in)
 
     def produce():
@@ -183,7 +195,7 @@ def _linear(name: str, n_out: int, n_in: int, outtype: Outtype, seed: int) -> Te
             yield outtype.encode(codes, rows, n_in, scale)
         yield outtype.tail(scale)
 
-    return TensorJob(name, (n_in, n_out), outtype.ggml_type, outtype.n_bytes(n_out, n_in), produce)
+    return TensorJob(name, (n_in, n_out), outtype.ggml_type, n_bytes, produce)
 
 
 def _norm(name: str, n: int, seed: int) -> TensorJob:
@@ -288,6 +300,11 @@ def generate(
         raise ValueError(f"unknown embedding type {embedding_type!r} (choose from {', '.join(EMBEDDING_TYPES)})")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(size, str) and size.lower().startswith("embedding-"):  # dummy_embedding.EMBEDDING_SIZES
+        from bitnet.convert.dummy_embedding import generate_embedding
+
+        return generate_embedding(outfile, size, outtype, seed=seed, n_vocab=n_vocab, n_layer=n_layer,
+                                  embedding_type=embedding_type, name=name, overwrite=overwrite, progress=progress)
     shape = resolve_shape(size, n_vocab, n_layer)
     label = size if isinstance(size, str) else "custom"
     hp = hparams_for(shape, name or f"dummy-bitnet-{label}")
@@ -299,11 +316,10 @@ def write_model(outfile, fields, jobs: list[TensorJob], progress: bool, overwrit
     """Write GGUF key-values ((key, value, kind) triples) and tensors (jobs, produced one by one)
     to outfile, via a temporary file renamed into place; return its path."""
     outfile = Path(outfile)
-    if outfile.is_dir():
-        raise ValueError(f"output {outfile} is a directory; give a file name")
+    check_output_path(outfile)  # no device, FIFO, socket, directory or symlink is ever replaced
     if outfile.exists() and not overwrite:
         raise FileExistsError(f"{outfile} exists; pass --force to overwrite it")
-    with GGUFWriter(outfile) as w:
+    with GGUFWriter(outfile, verify=check_loads) as w:
         for key, value, kind in fields:
             w.add_kv(key, value, kind)
         for job in jobs:
@@ -342,7 +358,7 @@ def _counted(chunks: Iterator, bar) -> Iterator:
 
 
 # -- command line (utils/generate-dummy-bitnet-model.py) -------------------------------------------
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
 class _UsageError(Exception):
@@ -362,6 +378,7 @@ def _parser() -> argparse.ArgumentParser:
         "this engine (and i2_s in bitnet.cpp); tq2_0/tq1_0 files are for llama.cpp.",
         epilog="Sizes: "
         + ", ".join(f"{k} ({v.n_embd}x{v.n_ff}, {v.n_layer} layers)" for k, v in MODEL_SIZES.items())
+        + "; embedding-0.6b and embedding-270m (bitnet-embedding-0.6b / -270m: Qwen3 / Gemma3, i2_s or f16)"
         + ". An existing output file is kept unless --force is given.",
     )
     p.add_argument(
@@ -418,7 +435,8 @@ def _run(argv) -> int:
     if args.seed < 0:
         raise _UsageError(f"--seed must be >= 0, got {args.seed}")
     try:
-        resolve_shape(args.model_size, args.vocab_size, args.n_layers)
+        if args.model_size.lower() not in ("embedding-0.6b", "embedding-270m"):  # dummy_embedding.py
+            resolve_shape(args.model_size, args.vocab_size, args.n_layers)
     except ValueError as e:
         raise _UsageError(e) from None
     t0 = time.perf_counter()
@@ -437,9 +455,9 @@ def main(argv=None) -> int:
     except _UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("error: interrupted; no output file was written (an existing one is unchanged)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code(e)
     except (ValueError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return EXIT_FAILURE

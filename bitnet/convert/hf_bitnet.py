@@ -31,7 +31,8 @@ from bitnet.convert.hparams import HParams, read_config
 from bitnet.convert.pickle_reader import PickleCheckpoint, find_pickle_files
 from bitnet.convert.safetensors_reader import INDEX_FILE, SINGLE_FILE, Checkpoint, TensorSource
 from bitnet.convert.ternary import absmean_ternarize, effective_scale, unpack_hf_packed
-from bitnet.gguf_writer import GGML_TYPE_I2_S, GGUFWriter
+from bitnet.convert.output_check import check_loads
+from bitnet.gguf_writer import GGML_TYPE_I2_S, GGUFWriter, check_output_path
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class TernaryEncoding:
 
 # llama.cpp's quantizer gives each 256-block d = max|w|: the scale, or 0 for an all-zero block.
 TERNARY_ENCODINGS = {
-    "i2_s": TernaryEncoding(GGML_TYPE_I2_S, i2s.BLOCK, i2s.i2s_n_bytes, i2s.pack_i2s),
+    "i2_s": TernaryEncoding(GGML_TYPE_I2_S, 1, i2s.i2s_n_bytes, i2s.pack_i2s),  # whole tensor % 128: i2s.py
     "tq2_0": TernaryEncoding(tq.GGML_TYPE_TQ2_0, tq.QK, tq.tq2_0_n_bytes,
                              lambda t, s: tq.pack_tq2_0(t, tq.llama_cpp_block_scales(t, s))),
     "tq1_0": TernaryEncoding(tq.GGML_TYPE_TQ1_0, tq.QK, tq.tq1_0_n_bytes,
@@ -173,10 +174,14 @@ class _Planner:
         if enc is not None:
             if in_f % enc.block:
                 raise ValueError(
-                    f"{hf}: {self.outtype.upper()} needs input features that are a multiple of {enc.block}, this "
-                    f"tensor has {in_f}; use --outtype f16 (or bf16/f32)"
+                    f"{hf}: {self.outtype.upper()} packs each row in blocks of {enc.block} and cannot hold rows of "
+                    f"{in_f} input features; use --outtype i2_s or f16 (or bf16/f32)"
                 )
-            return TensorJob(gguf_name, ne, enc.ggml_type, enc.n_bytes(out_f, in_f), lambda: [enc.pack(*load())])
+            try:
+                n_bytes = enc.n_bytes(out_f, in_f)
+            except ValueError as e:
+                raise ValueError(f"{hf}: {e}") from None
+            return TensorJob(gguf_name, ne, enc.ggml_type, n_bytes, lambda: [enc.pack(*load())])
         ggml_type, _, elem_bytes = FLOAT_TYPES[self.outtype]
 
         def produce():
@@ -273,10 +278,7 @@ def open_checkpoint(model_dir: Path, allow_pickle: bool = False) -> TensorSource
 
 
 def _check_outfile(outfile: Path, model_dir: Path, ckpt: TensorSource) -> None:
-    if outfile.is_dir():
-        raise ValueError(f"output {outfile} is a directory; give a file name")
-    if not outfile.parent.is_dir():
-        raise FileNotFoundError(f"output directory {outfile.parent} does not exist")
+    check_output_path(outfile)  # no device, FIFO, socket, directory or symlink is ever replaced
     if not outfile.exists():
         return
     inputs = [p for p in model_dir.iterdir() if p.is_file() and p.suffix != ".gguf"] + ckpt.paths
@@ -315,7 +317,7 @@ def convert(
     _check_outfile(outfile, model_dir, ckpt)
 
     arch = hp.family.tq_arch if outtype.startswith("tq") else hp.family.gguf_arch
-    with GGUFWriter(outfile) as w:
+    with GGUFWriter(outfile, verify=check_loads) as w:
         w.add_kv("general.architecture", arch, "string")
         w.add_kv("general.name", hp.name or model_dir.resolve().name, "string")
         w.add_kv("general.file_type", FILE_TYPES[outtype], "u32")

@@ -70,6 +70,15 @@ def _positive_int(config: dict, key: str, default: int | None = None) -> int:
     return value
 
 
+def _bool(config: dict, key: str, default: bool = False) -> bool:
+    value = config.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"config.json: {key} must be true or false, got {value!r:.80}")
+    return value
+
+
 def _positive_float(config: dict, key: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ValueError(f"config.json: {key} must be a positive finite number, got {value!r:.80}")
@@ -126,7 +135,7 @@ def _quantization(config: dict, family: Family) -> _Quantization:
         raise ValueError(f"config.json: layers kept in float ({', '.join(kept_float)}) are not supported")
     eps = quant.get("rms_norm_eps")
     eps = 1e-6 if eps is None else _positive_float(config, "quantization_config.rms_norm_eps", eps)
-    return _Quantization(linear_class, bool(quant.get("use_rms_norm")), eps)
+    return _Quantization(linear_class, _bool(quant, "use_rms_norm"), eps)
 
 
 def parse_config(config: dict) -> HParams:
@@ -151,7 +160,7 @@ def parse_config(config: dict) -> HParams:
     act = config.get("hidden_act", family.default_act)
     if act not in ACTIVATIONS:
         raise ValueError(f"config.json: hidden_act {act!r} is not supported (only {', '.join(ACTIVATIONS)})")
-    if config.get("attention_bias") or config.get("mlp_bias"):
+    if _bool(config, "attention_bias") or _bool(config, "mlp_bias"):
         raise ValueError("config.json: attention/MLP biases are not supported")
     name = config.get("_name_or_path")
     return HParams(
@@ -167,7 +176,7 @@ def parse_config(config: dict) -> HParams:
         rope_theta=_rope_theta(config, family.default_rope_theta),
         rms_eps=_positive_float(config, "rms_norm_eps", config.get("rms_norm_eps", family.default_rms_eps)),
         hidden_act=act,
-        tied=bool(config.get("tie_word_embeddings", False)),
+        tied=_bool(config, "tie_word_embeddings"),
         linear_class=quant.linear_class,
         family=family,
         linear_norms=quant.linear_norms,

@@ -5,7 +5,11 @@ Layout:
     block   128 consecutive codes -> 32 bytes, most significant bits first:
                 byte[m] = c[m] << 6 | c[32 + m] << 4 | c[64 + m] << 2 | c[96 + m]   (m = 0..31)
     tail    32 bytes after the n/4 code bytes: f32 scale (little-endian), then 28 zero bytes
-    total   n/4 + 32 bytes; ne0 (k) % 128 == 0 so that every row starts on a block
+    total   n/4 + 32 bytes
+Blocks ignore row boundaries, as bitnet.cpp's quantize_i2_s packs them: with k = 8640 (67.5
+blocks) every second row starts in the middle of a block. n must be a multiple of 128: bitnet.cpp
+drops a partial last block (its bytes stay zero, which reads as -1 weights), so such a tensor
+cannot be held and is refused.
 """
 
 from __future__ import annotations
@@ -19,13 +23,21 @@ TAIL_BYTES = 32
 
 
 def i2s_n_bytes(n_rows: int, k: int) -> int:
-    _check_k(k)
+    _check_shape(n_rows, k)
     return n_rows * k // 4 + TAIL_BYTES
 
 
-def _check_k(k: int) -> None:
-    if k <= 0 or k % BLOCK:
-        raise ValueError(f"I2_S needs the row length (ne0) to be a positive multiple of {BLOCK}, got {k}")
+def i2s_can_hold(n_rows: int, k: int) -> bool:
+    return n_rows > 0 and k > 0 and (n_rows * k) % BLOCK == 0
+
+
+def _check_shape(n_rows: int, k: int) -> None:
+    if not i2s_can_hold(n_rows, k):
+        raise ValueError(
+            f"I2_S cannot hold a {n_rows}x{k} tensor: it packs the flattened tensor in blocks of {BLOCK} "
+            f"and {n_rows * k} elements leave a partial last block (bitnet.cpp would drop it); "
+            "use --outtype f16 or f32 for this model"
+        )
 
 
 def pack_i2s(ternary: np.ndarray, scale: float) -> bytes:
@@ -33,7 +45,7 @@ def pack_i2s(ternary: np.ndarray, scale: float) -> bytes:
     t = np.asarray(ternary)
     if t.ndim != 2:
         raise ValueError(f"pack_i2s expects a 2-D array, got shape {t.shape}")
-    _check_k(t.shape[1])
+    _check_shape(*t.shape)
     codes = (t.astype(np.int8, copy=False) + np.int8(1)).view(np.uint8)
     if codes.size and codes.max() > 2:
         raise ValueError("pack_i2s: values must be -1, 0 or 1")

@@ -28,7 +28,32 @@ DTYPES = {
 }  # fmt: skip
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# Sanity limits on a header, so that a small hostile one cannot buy minutes or gigabytes: real
+# checkpoints have a few thousand tensors per shard (headers of a few MB), names under 100
+# characters and at most 5 dimensions.
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+MAX_ENTRIES = 1 << 17  # JSON objects in one header (tensors, __metadata__ and the entries' own)
+MAX_DIMS = 8
+MAX_NAME_CHARS = 1024
+MAX_DIM = 1 << 62
+
+
+def _shown(name: str) -> str:
+    """A name as an error message quotes it: at most 80 characters."""
+    return repr(name[:80] + "..." if len(name) > 80 else name)
+
+
+class _ObjectCounter:
+    """json object_pairs_hook that stops the parse once a header holds too many objects."""
+
+    def __init__(self, path: Path):
+        self.path, self.count = path, 0
+
+    def __call__(self, pairs: list) -> dict:
+        self.count += 1
+        if self.count > MAX_ENTRIES:
+            raise ValueError(f"{self.path}: header lists more than {MAX_ENTRIES} entries; not a real checkpoint")
+        return dict(pairs)
 
 
 class SafetensorsFile:
@@ -45,9 +70,9 @@ class SafetensorsFile:
             if n_header > min(size - 8, MAX_HEADER_BYTES):
                 raise ValueError(f"{self.path}: header length {n_header} does not fit in the file ({size} bytes)")
             try:
-                header = json.loads(f.read(n_header))
+                header = json.loads(f.read(n_header), object_pairs_hook=_ObjectCounter(self.path))
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-                raise ValueError(f"{self.path}: header is not valid JSON ({e})") from None
+                raise ValueError(f"{self.path}: header is not valid JSON ({str(e)[:200]})") from None
         if not isinstance(header, dict):
             raise ValueError(f"{self.path}: header is not a JSON object")  # noqa: TRY004 (bad file content)
         header.pop("__metadata__", None)
@@ -56,29 +81,35 @@ class SafetensorsFile:
         self._map = None
 
     def _check_entry(self, name: str, entry, n_data: int) -> tuple[str, tuple[int, ...], int, int]:
+        if len(name) > MAX_NAME_CHARS:
+            raise ValueError(f"{self.path}: tensor name {_shown(name)} is {len(name)} characters long, over the "
+                             f"limit of {MAX_NAME_CHARS}")
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if isinstance(shape, list) and len(shape) > MAX_DIMS:  # before any work on the list
+            raise ValueError(f"{self.path}: tensor {_shown(name)} has {len(shape)} dimensions (at most {MAX_DIMS})")
         try:
             dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-            ok = all(isinstance(v, int) and v >= 0 for v in (*shape, begin, end)) and isinstance(dtype, str)
+            ok = all(type(v) is int and 0 <= v <= MAX_DIM for v in (*shape, begin, end)) and isinstance(dtype, str)
         except (TypeError, KeyError, ValueError):
             ok = False
         if not ok:
-            raise ValueError(f"{self.path}: malformed header entry for tensor {name!r}")
+            raise ValueError(f"{self.path}: malformed header entry for tensor {_shown(name)}")
         if not begin <= end <= n_data:
             raise ValueError(
-                f"{self.path}: tensor {name!r} data [{begin}, {end}) lies outside the file's {n_data} data bytes "
-                "(truncated download?)"
+                f"{self.path}: tensor {_shown(name)} data [{begin}, {end}) lies outside the file's {n_data} data "
+                "bytes (truncated download?)"
             )
         if dtype in DTYPES and end - begin != math.prod(shape) * DTYPES[dtype].itemsize:  # exact, no overflow
             raise ValueError(
-                f"{self.path}: tensor {name!r} has {end - begin} bytes, not {dtype} of shape {list(shape)}"
+                f"{self.path}: tensor {_shown(name)} has {end - begin} bytes, not {dtype} of shape {list(shape)}"
             )
-        return dtype, shape, begin, end
+        return dtype[:32], shape, begin, end
 
     def raw(self, name: str) -> np.ndarray:
         """The tensor in its storage dtype (BF16 as uint16), a read-only view into the map."""
         dtype, shape, begin, end = self.entries[name]
         if dtype not in DTYPES:
-            raise ValueError(f"{self.path}: tensor {name!r} has dtype {dtype}, not one of {', '.join(DTYPES)}")
+            raise ValueError(f"{self.path}: tensor {_shown(name)} has dtype {dtype!r}, not one of {', '.join(DTYPES)}")
         if self._map is None:
             with open(self.path, "rb") as f:
                 self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -130,17 +161,21 @@ class Checkpoint(TensorSource):
         return self.files[file_name]
 
     def _read_index(self, root: Path) -> dict[str, str]:
+        if (root / INDEX_FILE).stat().st_size > MAX_HEADER_BYTES:
+            raise ValueError(f"{root / INDEX_FILE}: over {MAX_HEADER_BYTES} bytes; not a real safetensors index")
         try:
-            weight_map = json.loads((root / INDEX_FILE).read_text(encoding="utf-8"))["weight_map"]
+            text = (root / INDEX_FILE).read_text(encoding="utf-8")
+            weight_map = json.loads(text, object_pairs_hook=_ObjectCounter(root / INDEX_FILE))["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
-            raise ValueError(f"{root / INDEX_FILE}: not a valid safetensors index ({e})") from None
+            raise ValueError(f"{root / INDEX_FILE}: not a valid safetensors index ({str(e)[:200]})") from None
         if not isinstance(weight_map, dict):
             raise ValueError(f"{root / INDEX_FILE}: 'weight_map' is not a JSON object")
         for name, file_name in weight_map.items():
             if not isinstance(file_name, str) or Path(file_name).name != file_name:
-                raise ValueError(f"{root / INDEX_FILE}: shard {file_name!r} for {name!r} is not a file name")
+                raise ValueError(f"{root / INDEX_FILE}: shard {_shown(str(file_name))} for {_shown(name)} is not a "
+                                 "file name")
             if name not in self._open(root, file_name).entries:
-                raise ValueError(f"{root / INDEX_FILE}: tensor {name!r} is not in its shard {file_name}")
+                raise ValueError(f"{root / INDEX_FILE}: tensor {_shown(name)} is not in its shard {_shown(file_name)}")
         return dict(weight_map)
 
     def names(self) -> list[str]:

@@ -393,9 +393,11 @@ def main(argv=None) -> int:
     except _UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from bitnet.gguf_writer import interrupted_exit_code
+
         print("error: interrupted; no output file was written (an existing one is unchanged)", file=sys.stderr)
-        return 130
+        return interrupted_exit_code(e)
     except (ValueError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 1

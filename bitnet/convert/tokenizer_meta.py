@@ -24,6 +24,7 @@ from typing import Any
 # The vocabulary conventions are defined once, beside the tokenizer that reads them back.
 from bitnet.tokenizer import (
     LLAMA3_SPLIT_REGEX,
+    QWEN2_SPLIT_REGEX,
     TOKEN_TYPE_CONTROL,
     TOKEN_TYPE_NORMAL,
     TOKEN_TYPE_UNUSED,
@@ -57,15 +58,17 @@ def _token_content(value: Any) -> str | None:
     return None
 
 
-def _check_supported(tok: dict) -> None:
+def _check_supported(tok: dict) -> str:
+    """The llama.cpp pre-tokenizer name of a byte-level BPE tokenizer.json we reproduce, or ValueError."""
     model = tok.get("model") or {}
     kind = model.get("type") or ("BPE" if "merges" in model else None)
     if kind != "BPE":
         raise ValueError(f"tokenizer model {kind or 'unknown'!r} is not supported yet (only byte-level BPE)")
     if model.get("byte_fallback"):
         raise ValueError("tokenizer model 'BPE' with byte_fallback (SentencePiece-style) is not supported yet")
-    if tok.get("normalizer") is not None:
-        raise ValueError(f"tokenizer normalizer {tok['normalizer'].get('type')!r} is not supported yet")
+    normalizer = (tok.get("normalizer") or {}).get("type")
+    if normalizer not in (None, "NFC"):
+        raise ValueError(f"tokenizer normalizer {normalizer!r} is not supported yet")
     if (tok.get("decoder") or {}).get("type") != "ByteLevel":
         raise ValueError("tokenizer decoder is not ByteLevel: only byte-level BPE is supported yet")
     pre = tok.get("pre_tokenizer") or {}
@@ -76,12 +79,19 @@ def _check_supported(tok: dict) -> None:
         if s.get("type") == "Split"
     ]
     byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
+    # (normalizer, split regex) -> llama.cpp's name: Llama-3's, and Qwen2's (NFC, single digits).
+    known = {(None, LLAMA3_SPLIT_REGEX): "llama-bpe", ("NFC", QWEN2_SPLIT_REGEX): "qwen2"}
+    pre_name = known.get((normalizer, regexes[0][0])) if len(regexes) == 1 else None
     if (
-        regexes != [(LLAMA3_SPLIT_REGEX, "Isolated", False)]
+        pre_name is None
+        or regexes[0][1:] != ("Isolated", False)
         or len(byte_level) != 1
         or byte_level[0].get("use_regex", True)
     ):
-        raise ValueError("tokenizer pre-tokenizer is not Llama-3's (Split regex + ByteLevel): not supported yet")
+        raise ValueError(
+            "tokenizer pre-tokenizer is not Llama-3's or Qwen2's (Split regex + ByteLevel): not supported yet"
+        )
+    return pre_name
 
 
 def _parse_merges(raw: list) -> list[str]:
@@ -98,14 +108,21 @@ def _parse_merges(raw: list) -> list[str]:
 
 def _build_vocab(tok: dict, n_vocab: int | None) -> tuple[list[str], list[int]]:
     by_id: dict[int, tuple[str, int]] = {}
-    for text, idx in tok["model"]["vocab"].items():
-        by_id[int(idx)] = (text, TOKEN_TYPE_NORMAL)
+    vocab = tok["model"]["vocab"]
+    if not isinstance(vocab, dict) or not vocab:
+        raise ValueError("tokenizer.json: the model's vocab is empty or not an object; not a usable tokenizer")
+    for text, idx in vocab.items():
+        by_id[_token_index(idx, text)] = (text, TOKEN_TYPE_NORMAL)
     for added in tok.get("added_tokens", []):
-        idx, text = int(added["id"]), added["content"]
+        idx, text = _token_index(added["id"], added["content"]), added["content"]
+        if not isinstance(text, str):
+            raise ValueError(f"tokenizer.json: added token {idx} has no text")
         if idx in by_id and by_id[idx][0] != text:
             raise ValueError(f"tokenizer.json: added token {text!r} reuses id {idx} of {by_id[idx][0]!r}")
         by_id[idx] = (text, TOKEN_TYPE_CONTROL if added.get("special") else TOKEN_TYPE_USER_DEFINED)
     n_tok = max(by_id) + 1 if by_id else 0
+    if n_vocab is not None and n_vocab > MAX_VOCAB:
+        raise ValueError(f"model vocab_size {n_vocab} is over the engine's limit of {MAX_VOCAB}")
     if n_vocab is not None:
         if n_vocab < n_tok:
             raise ValueError(f"model vocab_size {n_vocab} is smaller than the tokenizer's {n_tok} tokens")
@@ -116,6 +133,17 @@ def _build_vocab(tok: dict, n_vocab: int | None) -> tuple[list[str], list[int]]:
         tokens.append(text)
         types.append(kind)
     return tokens, types
+
+
+MAX_VOCAB = 1 << 22  # the engine's limit on a vocabulary (src/model.cpp kMaxVocab)
+MAX_TOKEN_ID = MAX_VOCAB - 1
+
+
+def _token_index(value: Any, text: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_ID:
+        raise ValueError(f"tokenizer.json: token {str(text)[:40]!r} has id {value!r:.40}, not an integer in "
+                         f"[0, {MAX_TOKEN_ID}]")
+    return value
 
 
 def _default_add_bos(tok: dict, bos: str | None) -> bool:
@@ -135,8 +163,12 @@ def _config_id(configs: list[dict], key: str) -> int | None:
         value = cfg.get(key)
         if isinstance(value, list) and value:
             value = value[0]
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if value is None or value == []:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} in generation_config.json or config.json must be an integer token id, "
+                             f"got {value!r:.40}")
+        return value
     return None
 
 
@@ -162,11 +194,11 @@ def _bpe_vocab(root: Path, n_vocab: int | None) -> Vocab:
             )
         raise ValueError(f"{root}: no tokenizer.json found")
     tok = _read_json(tok_path)
-    _check_supported(tok)
+    pre_name = _check_supported(tok)
     tokens, types = _build_vocab(tok, n_vocab)
     fields: list[Field] = [
         ("tokenizer.ggml.model", "gpt2", "string"),
-        ("tokenizer.ggml.pre", "llama-bpe", "string"),
+        ("tokenizer.ggml.pre", pre_name, "string"),
         ("tokenizer.ggml.tokens", tokens, "string_array"),
         ("tokenizer.ggml.token_type", types, "i32_array"),
         ("tokenizer.ggml.merges", _parse_merges(tok["model"].get("merges", [])), "string_array"),
@@ -206,10 +238,12 @@ def gguf_tokenizer_fields(model_dir, n_vocab: int | None = None, kind: str = "bp
     ids = {t: i for i, t in enumerate(tokens) if types[i] != TOKEN_TYPE_UNUSED}
 
     def special_id(name: str) -> int | None:
+        found = _config_id(id_configs, f"{name}_token_id")  # checked even when the text below wins
+        if found is not None and not 0 <= found < len(tokens):
+            raise ValueError(f"{name} token id {found} is outside the vocab (0..{len(tokens) - 1})")
         text = _token_content(cfg.get(name + "_token"))
         if text is not None and text in ids:
             return ids[text]
-        found = _config_id(id_configs, f"{name}_token_id")
         return found if found is not None else vocab.model_ids.get({"pad": "padding", "unk": "unknown"}.get(name, name))
 
     special = {"bos": special_id("bos"), "eos": special_id("eos"), "eot": ids.get("<|eot_id|>"),

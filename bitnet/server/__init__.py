@@ -6,7 +6,8 @@ Layout: settings.py (what a server is asked to be), schemas.py (request bodies),
 (endpoints), scheduler.py + slots.py + jobs.py (the engine thread, its sequences, the requests
 travelling to it), sse.py (streams), auth.py and limits.py (API keys, body cap), metrics.py
 (Prometheus), errors.py (OpenAI-shaped errors), app.py (assembly), cli.py (the script),
-benchmark.py (concurrent streaming clients, for utils/server_benchmark.py and the soak test).
+benchmark.py (concurrent streaming clients, for utils/server_benchmark.py and the soak test),
+webui/ (the chat page at /), ray_serve.py (--ray: replicas on Ray Serve) and ray_benchmark.py.
 Needs the `server` extra: pip install "bitnet[server]".
 """
 

@@ -104,18 +104,29 @@ def run_load(url: str, n_clients: int, requests_per_client: int, max_tokens: int
     return result
 
 
-def start_server(model: str, parallel: int, threads: int, ctx: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, parallel: int, threads: int, ctx: int,
+                 extra: tuple[str, ...] = (), timeout_s: float = 300) -> tuple[subprocess.Popen, str]:  # fmt: skip
+    """run_inference_server.py (with `extra` flags, e.g. --ray) on a free port; (process, URL) once it
+    says it is listening. Its stderr is read on until it exits, so that its log never blocks it."""
     argv = [sys.executable, "-m", "bitnet.server", "-m", model, "--parallel", str(parallel), "-t", str(threads),
-            "-c", str(ctx), "--port", "0"]
+            "-c", str(ctx), "--port", "0", *extra]
     package_root = str(Path(__file__).resolve().parent.parent.parent)  # this checkout's bitnet, installed or not
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})  # fmt: skip
-    line = proc.stderr.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"the server did not start: {line}{proc.stderr.read()}")
-    return proc, line.split("listening on ")[1].split()[0]
+    seen: list[str] = []
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "listening on" in line:
+                threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+                return proc, line.split("listening on ")[1].split()[0]
+    finally:
+        timer.cancel()
+    proc.kill()
+    raise RuntimeError("the server did not start: " + "".join(seen[-10:]))
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -205,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-engine-baseline", action="store_true",
                    help="skip the engine-alone measurement (batched decode without the server)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--ray", action="store_true",
+                   help="measure run_inference_server.py --ray with each of --replicas replicas (of --parallel "
+                        "slots each) instead, against the server without Ray (bitnet/server/ray_benchmark.py)")
+    p.add_argument("--replicas", type=int, nargs="+", default=[1, 2], help="with --ray: replica counts (default: 1 2)")
     return p
 
 
@@ -213,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.model).is_file():
         print(f"error: model file not found: {args.model}", file=sys.stderr)
         return 1
+    if args.ray:
+        from bitnet.server.ray_benchmark import run as run_ray
+
+        return run_ray(args)
     parallels = sorted(set(args.parallel) | {1})  # the baseline is always measured
     rows = measure_all(args, parallels)
     base = next(r for r in rows if r["parallel"] == 1)["tokens_per_s_mean"]

@@ -40,6 +40,7 @@ EPILOG = """\
 examples:
   python run_inference_server.py -m models/BitNet-b1.58-2B-4T/ggml-model-i2_s.gguf
   python run_inference_server.py -m model.gguf --host 0.0.0.0 --port 8080 --parallel 4 --api-key-file keys.txt
+  python run_inference_server.py -m model.gguf --ray --replicas 2 -t 1     # two replicas on a local Ray cluster
   curl -N http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}'
 
@@ -65,6 +66,8 @@ def build_parser() -> ArgumentParser:
                     "-1 = only the context limits it (default: -1)")
     p.add_flag("parallel", metavar="N", type=int_at_least(1, 1024), default=1,
                help="requests served at once, decoded together (default: 1)")
+    p.add_flag("n_max", metavar="N", type=int_at_least(1, 128), default=8,
+               help="most choices (n) one request may ask for (default: 8)")
     p.add_flag("queue_size", metavar="N", type=int_at_least(0, 1 << 20), default=64,
                help="requests that may wait for a free slot; more get 503 (default: 64)")
     p.add_flag("batch_size", metavar="N", type=int_at_least(1, INT32_MAX), default=64,
@@ -78,7 +81,18 @@ def build_parser() -> ArgumentParser:
              help="read the API keys from FILE, one per line")
     p.add_flag("cors_origins", metavar="ORIGIN", nargs="+", default=None,
                help="let web pages from these origins call the server ('*' = any); default: none")
+    p.add_argument("--allowed-hosts", dest="allowed_hosts", metavar="NAME", nargs="+", default=None,
+               help="without --api-key, also answer requests whose Host is NAME (IP addresses, localhost "
+                    "and the --host name always are; '*' = any); a defence against DNS rebinding")
+    p.add_argument("--special-in-messages", dest="special_in_messages", action="store_true",
+                   help="tokenize special-token text in chat messages (e.g. '<|eot_id|>') as the special token; "
+                        "by default it is plain text, so a user cannot forge the template's role markers")
+    p.add_argument("--header-timeout", dest="header_timeout", metavar="S", type=float, default=10.0,
+               help="close a connection whose request headers take longer than S seconds (default: 10)")
+    p.add_argument("--body-timeout", dest="body_timeout", metavar="S", type=float, default=60.0,
+               help="answer 408 to a request whose body takes longer than S seconds (default: 60)")
     p.add_flag("metrics", action="store_true", help="serve Prometheus metrics at /metrics")
+    p.add_flag("no_webui", action="store_true", help="do not serve the chat page at / (default: served)")
     p.add_flag("max_request_bytes", metavar="N", type=int_at_least(1, INT32_MAX), default=None,
                help="largest request body accepted, else 413 (default: 2 x the prompt cap "
                     "max(1 MiB, 64 bytes x -c), + 1 MiB)")
@@ -87,7 +101,46 @@ def build_parser() -> ArgumentParser:
                help="pin the model file: refuse to load it unless its SHA-256 is HEX (64 hex digits)")
     p.add_flag("log_level", choices=LOG_LEVELS, default="warning",
                help="server log detail; info adds a line per request (default: warning)")
+    add_ray_flags(p)
     return p
+
+
+def add_ray_flags(p: ArgumentParser) -> None:
+    g = p.add_argument_group("Ray Serve (pip install -e \".[ray]\"; bitnet/server/ray_serve.py)")
+    add_flag(g, "ray", action="store_true",
+             help="serve replicas of the app on Ray Serve (each: -t threads, --parallel slots), "
+                  "Serve's HTTP proxy listening on --host/--port")
+    add_flag(g, "ray_address", metavar="ADDR", default=None,
+             help="join the Ray cluster at ADDR ('auto': the one started on this machine by 'ray start'); "
+                  "default: start a local cluster, ended with the server")
+    add_flag(g, "replicas", metavar="N", type=int_at_least(1, 1 << 16), default=None,
+             help="a fixed number of replicas (default: autoscale from --min-replicas to --max-replicas)")
+    add_flag(g, "min_replicas", metavar="N", type=int_at_least(0, 1 << 16), default=None,
+             help="autoscaling: fewest replicas (default: 1)")
+    add_flag(g, "max_replicas", metavar="N", type=int_at_least(1, 1 << 16), default=None,
+             help="autoscaling: most replicas (default: --min-replicas, at least 1)")
+    add_flag(g, "target_ongoing_requests", metavar="N", type=int_at_least(1, 1 << 20), default=None,
+             help="autoscaling: requests per replica, running or queued, that it aims for (default: --parallel)")
+
+
+def ray_options(args, parser: ArgumentParser):
+    """The Ray Serve part of the flags, checked (None without --ray)."""
+    ray_flags = ("ray_address", "replicas", "min_replicas", "max_replicas", "target_ongoing_requests")
+    if not args.ray:
+        given = [f for f in ray_flags if getattr(args, f) is not None]
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} needs --ray")
+        return None
+    from bitnet.server.ray_serve import RayOptions
+
+    if args.replicas is not None and (args.max_replicas is not None or args.min_replicas is not None):
+        parser.error("--replicas (a fixed number) and --min-replicas/--max-replicas (autoscaling) exclude each other")
+    min_replicas = args.min_replicas if args.min_replicas is not None else 1
+    max_replicas = args.max_replicas if args.max_replicas is not None else max(1, min_replicas)
+    if max_replicas < min_replicas:
+        parser.error(f"--max-replicas {max_replicas} is below --min-replicas {min_replicas}")
+    return RayOptions(address=args.ray_address, replicas=args.replicas, min_replicas=min_replicas,
+                      max_replicas=max_replicas, target_ongoing_requests=args.target_ongoing_requests)
 
 
 def read_api_keys(args) -> tuple[str, ...]:
@@ -146,44 +199,71 @@ def run(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))
     from bitnet.cli.run_inference import check_model_path
-    from bitnet.server.settings import ServerSettings
 
     check_model_path(args.model)
-    origins = tuple(o.strip() for value in args.cors_origins or () for o in value.split(",") if o.strip())
-    settings = ServerSettings(
-        model_path=args.model, model_sha256=args.model_sha256, alias=args.alias, n_threads=args.threads,
-        n_ctx=args.ctx_size, n_predict=args.n_predict, n_parallel=args.parallel, queue_size=args.queue_size,
-        batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
-        max_request_bytes=args.max_request_bytes,
-    )  # fmt: skip
+    ray = ray_options(args, parser)
+    settings = settings_from_args(args, api_keys)
+    for flag in ("header_timeout", "body_timeout"):
+        if not 0 < getattr(args, flag) <= 3600:
+            parser.error(f"--{flag.replace('_', '-')} must be in (0, 3600] seconds")
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
+    if ray is not None:  # Serve's proxy binds the port itself: a port in use has been reported by now
+        sock.close()
     if not api_keys and not _is_loopback(args.host):
         print(f"warning: listening on {args.host} without --api-key: anyone who can reach port {port} can use "
               "this server", file=sys.stderr, flush=True)
-    return serve(settings, sock, f"http://{'[' + host + ']' if ':' in host else host}:{port}", args.log_level)
+    if ray is not None:
+        from bitnet.server.ray_serve import serve_on_ray
+
+        return serve_on_ray(settings, ray, args.host, port)
+    return serve(settings, sock, f"http://{'[' + host + ']' if ':' in host else host}:{port}", args.log_level,
+                 args.header_timeout, args.special_in_messages)
 
 
-def serve(settings, sock: socket.socket, url: str, log_level: str) -> int:
+def settings_from_args(args, api_keys: tuple[str, ...]):
+    """The ServerSettings of the flags: the one description of a server, plain or on Ray Serve."""
+    from bitnet.server.settings import ServerSettings
+
+    origins = tuple(o.strip() for value in args.cors_origins or () for o in value.split(",") if o.strip())
+    return ServerSettings(
+        model_path=args.model, model_sha256=args.model_sha256, alias=args.alias, n_threads=args.threads,
+        n_ctx=args.ctx_size, n_predict=args.n_predict, n_parallel=args.parallel, queue_size=args.queue_size,
+        n_max=args.n_max, batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
+        max_request_bytes=args.max_request_bytes, webui=not args.no_webui, host=args.host,
+        allowed_hosts=tuple(h.strip() for value in args.allowed_hosts or () for h in value.split(",") if h.strip()),
+        body_timeout_s=args.body_timeout,
+    )  # fmt: skip
+
+
+def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeout_s: float = 10.0,
+          special_in_messages: bool = False) -> int:
     import uvicorn
 
     from bitnet.server.app import create_app
+    from bitnet.server.hardening import header_timeout_protocol
 
     logging.basicConfig(format="%(levelname)s:     %(message)s", level=log_level.upper())
     failure: list[str] = []
 
     def on_loaded(error: str | None) -> None:
         if error is None:
+            from bitnet import engine
+
             m = app.state.scheduler.model
-            print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; {settings.n_parallel} "
-                  f"slot(s) of {m.n_ctx} tokens, {m.n_threads} thread(s))", file=sys.stderr, flush=True)
+            m.special_in_messages = special_in_messages  # set before /health says ready
+            m._chat.warm_up()  # the chat template's worker process, before the first chat needs it
+            print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; kernels {engine.isa()}; "
+                  f"{settings.n_parallel} slot(s) of {m.n_ctx} tokens, {m.n_threads} thread(s))",
+                  file=sys.stderr, flush=True)
         else:
             failure.append(error)
             server.should_exit = True
 
     app = create_app(settings, on_loaded)
     config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=None,
-                            access_log=log_level in ("debug", "info"))
+                            access_log=log_level in ("debug", "info"), timeout_keep_alive=5,
+                            http=header_timeout_protocol(header_timeout_s), h11_max_incomplete_event_size=64 << 10)
     server = uvicorn.Server(config)
     # uvicorn drains on SIGTERM, then raises the signal again under the handler it found: make
     # that one a no-op so that a requested shutdown ends here, with exit status 0.

@@ -5,6 +5,7 @@ our one-line message. No handler ever sends a traceback to a client."""
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,8 +17,9 @@ from bitnet.cli.common import one_line
 
 log = logging.getLogger("bitnet.server")
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-               405: "invalid_request_error", 413: "invalid_request_error", 500: "server_error",
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 405: "invalid_request_error", 408: "invalid_request_error",
+               413: "invalid_request_error", 415: "invalid_request_error", 500: "server_error",
                503: "server_error"}  # fmt: skip
 
 
@@ -45,15 +47,32 @@ def validation_message(errors: list[dict]) -> tuple[str, str | None]:
     if not errors:
         return "the request is not valid", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = _public_loc(first.get("loc", ()))
     param = ".".join(loc) or None
-    msg = first.get("msg", "invalid value")
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     value = first.get("input")
     shown = ""
     if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
         shown = f", got {value!r}"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{param + ': ' if param else ''}{msg}{shown}{more}", param
+
+
+def json_error_text(exc: ValueError) -> str:
+    """Why json.loads refused a body, in our words (Python's own advice is for programmers)."""
+    text = str(exc)
+    if "integer string conversion" in text:
+        return "an integer has more than 4300 digits"
+    return text[:200]
+
+
+# Parts of a pydantic error location that name its internals (validator functions, the members
+# of a union) rather than a field of the request.
+_INTERNAL_LOC = re.compile(r"^(function-[\w-]+(\[.*\])?|[a-z-]+\[.*\]|str|int|float|bool|list|dict|none)$")
+
+
+def _public_loc(loc) -> list[str]:
+    return [str(p) for p in loc if p != "body" and not (isinstance(p, str) and _INTERNAL_LOC.match(p))]
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,5 +1,6 @@
 """The HTTP endpoints: OpenAI's (/v1/chat/completions, /v1/completions, /v1/models) and
-llama.cpp server's (/health, /tokenize, /detokenize, /apply-template, /metrics, /slots).
+llama.cpp server's (/health, /tokenize, /detokenize, /apply-template, /metrics, /slots; /completion
+and /props are in llama_routes.py).
 
 Handlers never call the engine: they check the request (schemas.py), prepare it with the
 model's own request logic (Model.prepare_chat / prepare_completion, in a worker thread since
@@ -16,12 +17,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
-from bitnet.completions import ResultBuilder
-from bitnet.errors import BitnetError
+from bitnet import constraints
+from bitnet.errors import BitnetError, ContextOverflow
 from bitnet.generation import Emission
 from bitnet.server import sse
-from bitnet.server.errors import ApiError, error_body
-from bitnet.server.jobs import Failed, Finished, Job
+from bitnet.server.errors import ApiError, error_body, json_error_text
+from bitnet.server.jobs import Cancelled, Failed
+from bitnet.server.runs import Run
 from bitnet.server.scheduler import NotReady, QueueFull, Scheduler
 from bitnet.server.schemas import (
     ApplyTemplateRequest,
@@ -63,7 +65,7 @@ async def read_body(request: Request, schema: type[BaseModel]) -> BaseModel:
     except RecursionError:
         raise ApiError(400, "the request body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN/Infinity, a huge integer
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+        raise ApiError(400, f"the request body is not valid JSON: {json_error_text(exc)}") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
     return schema.model_validate(data)
@@ -73,8 +75,24 @@ async def _in_worker(fn, *args, **kwargs):
     """Run a model method that tokenizes (no engine calls) off the event loop; its errors are 400s."""
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
+    except ContextOverflow as exc:
+        raise ContextOverflowApiError(exc) from None
     except BitnetError as exc:
         raise ApiError(400, str(exc)) from None
+
+
+class ContextOverflowApiError(Exception):
+    """A prompt too long for the context: OpenAI's error shape with llama.cpp's fields added."""
+
+    def __init__(self, exc: ContextOverflow):
+        super().__init__(str(exc))
+        self.exc = exc
+
+    def response(self) -> JSONResponse:
+        body = error_body(400, str(self.exc), code="context_length_exceeded")
+        body["error"].update(type="exceed_context_size_error", n_prompt_tokens=self.exc.n_prompt_tokens,
+                             n_ctx=self.exc.n_ctx)
+        return JSONResponse(body, status_code=400)
 
 
 # ---- generation ---------------------------------------------------------------------------------------
@@ -95,79 +113,122 @@ async def completions(request: Request):
 async def _generate(request: Request, body, chat: bool):
     model = _ready_model(request)
     settings, scheduler = request.app.state.settings, _scheduler(request)
+    n = body.n or 1
+    if n > settings.n_max:
+        raise ApiError(400, f"n is {n} but this server gives at most {settings.n_max} choices (--n-max)", param="n")
     kwargs = body.prepare_kwargs(settings.n_predict)
-    if chat:
-        prepared = await _in_worker(model.prepare_chat, body.messages_as_dicts(), **kwargs)
-    else:
-        prepared = await _in_worker(model.prepare_completion, body.prompt, **kwargs)
-    builder = ResultBuilder(chat, settings.model_id, len(prepared.prompt_ids),
-                            logprobs=prepared.options.logprobs is not None)
-    job = Job(prepared, asyncio.get_running_loop(), on_cancel=scheduler.wake)
+    kwargs.update(await steering_kwargs(model, body))
     try:
-        scheduler.submit(job)
+        if chat:
+            prepared = [await _in_worker(model.prepare_chat, body.messages_as_dicts(), **kwargs)]
+        else:
+            prepared = [await _in_worker(model.prepare_completion, p, **kwargs) for p in body.prompts()]
+    except ContextOverflowApiError as exc:
+        return exc.response()
+    run = Run(prepared, n, scheduler, chat, settings.model_id, null_usage=body.stream and body.include_usage)
+    submit_run(request, run)
+    if body.stream:
+        return sse.EventStreamResponse(_stream_events(run, body.include_usage), on_disconnect=run.cancel)
+    try:
+        await collect(request, run)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return JSONResponse(run.result())
+
+
+async def steering_kwargs(model, body) -> dict:
+    """logit_bias (ids checked against the vocabulary) and the grammar of response_format /
+    json_schema / grammar (compiled and checked in a worker: a bad one is a 400 with the reason)."""
+    kw = {}
+    bias = body.bias_by_id()
+    if bias:
+        bad = next((t for t in bias if t >= model.n_vocab), None)
+        if bad is not None:
+            raise ApiError(400, f"logit_bias: token id {bad} is out of range [0, {model.n_vocab})", param="logit_bias")
+        kw["logit_bias"] = bias
+    try:
+        asked = body.constraint()
+    except ValueError as exc:
+        raise ApiError(400, str(exc), param="response_format") from None
+    if asked is not None:
+        kw["grammar"] = await _in_worker(_compile_grammar, model, *asked)
+    return kw
+
+
+def _compile_grammar(model, kind: str, spec) -> str:
+    compile_spec = constraints.grammar_from_json_schema if kind == "json_schema" else constraints.grammar_from_gbnf
+    grammar = compile_spec(spec)
+    constraints.check_grammar(grammar, model.tokenizer)
+    return grammar
+
+
+def submit_run(request: Request, run: Run) -> None:
+    try:
+        run.submit()
     except QueueFull as exc:
         raise ApiError(503, str(exc), code="server_busy", headers=_retry_after(request)) from None
     except NotReady as exc:
         raise ApiError(503, str(exc), code="unavailable", headers=_retry_after(request)) from None
-    if body.stream:
-        return sse.EventStreamResponse(_stream_events(job, builder, body.include_usage), on_disconnect=job.cancel)
-    return await _collect(request, job, builder)
 
 
-async def _collect(request: Request, job: Job, builder: ResultBuilder) -> Response:
-    """Wait for the whole generation; a client that leaves meanwhile cancels it."""
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, job))
-    ended = False
+async def collect(request: Request, run: Run) -> None:
+    await collect_with(request, run, run.push)
+
+
+async def collect_with(request: Request, run: Run, on_emission) -> None:
+    """Wait for every choice, handing each emission to on_emission(index, emission); a client
+    that leaves meanwhile cancels them, a failure fails all."""
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, run))
     try:
-        while True:
-            event = await job.events.get()
+        while not run.done:
+            index, event = await run.next_event()
             if isinstance(event, Emission):
-                builder.push(event)
-                continue
-            ended = True
-            if isinstance(event, Finished):
-                return JSONResponse(builder.result())
-            if isinstance(event, Failed):
+                on_emission(index, event)
+            elif isinstance(event, Failed):
                 raise ApiError(event.status, event.message)
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
+            elif isinstance(event, Cancelled):
+                raise ClientGone()
     finally:
         watcher.cancel()
-        if not ended:
-            job.cancel()
+        if not run.done:
+            run.cancel()
 
 
-async def _cancel_on_disconnect(request: Request, job: Job) -> None:
+class ClientGone(Exception):
+    """The client left before its answer was ready (answered 499, which nobody reads)."""
+
+
+async def _cancel_on_disconnect(request: Request, run: Run) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
-    job.cancel()
+    run.cancel()
 
 
-async def _stream_events(job: Job, builder: ResultBuilder, include_usage: bool):
-    ended = False
+async def _stream_events(run: Run, include_usage: bool):
     try:
-        for chunk in builder.opening_chunks():
-            yield sse.event(chunk)
-        while True:
+        for builder in run.builders:
+            for chunk in builder.opening_chunks():
+                yield sse.event(chunk)
+        while not run.done:
             try:
-                event = await asyncio.wait_for(job.events.get(), sse.KEEPALIVE_S)
+                index, event = await run.next_event(sse.KEEPALIVE_S)
             except asyncio.TimeoutError:  # waiting for a slot, or a long prefill
                 yield sse.KEEPALIVE
                 continue
             if isinstance(event, Emission):
-                for chunk in builder.push(event):
+                for chunk in run.push(index, event):
                     yield sse.event(chunk)
-                continue
-            ended = True
-            if isinstance(event, Finished):
-                if include_usage:
-                    yield sse.event(builder.usage_chunk())
-                yield sse.DONE
             elif isinstance(event, Failed):  # headers are sent: the error travels as an event
                 yield sse.event(error_body(event.status, event.message))
-            return
+                return
+            elif isinstance(event, Cancelled):
+                return
+        if include_usage:
+            yield sse.event(run.usage_chunk())
+        yield sse.DONE
     finally:
-        if not ended:
-            job.cancel()
+        if not run.done:
+            run.cancel()
 
 
 # ---- model information and text utilities --------------------------------------------------------------

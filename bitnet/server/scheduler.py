@@ -7,7 +7,8 @@ read their events. Each turn of the loop:
   1. admit waiting jobs into free slots (the slot whose cache shares the longest prefix wins);
   2. drop jobs whose client left (their slot is free within one step);
   3. prefill: one chunk of at most batch_size prompt tokens per slot still reading its prompt,
-     so a cancel is seen between chunks and a long prompt does not stall the others;
+     so a cancel is seen between chunks and a long prompt does not stall the others; the n
+     choices of one prompt compute it once (jobs.PromptShare): the others copy its KV cache;
   4. decode: ONE batched pass (bitnet.engine.decode_multi) gives the next token of every
      generating slot: several sequences for about the price of one, bit-identical to decoding
      each alone, which is why continuous batching keeps greedy output exact.
@@ -71,6 +72,11 @@ class Scheduler:
             self._thread.join(timeout)
 
     def submit(self, job: Job) -> None:
+        self.submit_all([job])
+
+    def submit_all(self, jobs: list[Job]) -> None:
+        """Queue the jobs of one request (its choices, its prompts) together: they take one place
+        in the queue's count, so a request with n choices is not refused for its own size."""
         with self._cond:
             if self.state != "ready" or self._stopping:
                 raise NotReady(self.status_message())
@@ -79,7 +85,7 @@ class Scheduler:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(f"all {len(self._slots)} slots are busy and {len(self._pending)} requests are "
                                 "waiting; retry later")
-            self._pending.append(job)
+            self._pending.extend(jobs)
             self.metrics.queue_depth.set(len(self._pending))
             self._cond.notify_all()
 
@@ -191,10 +197,50 @@ class Scheduler:
             generation.close()
             self._fail(slot, exc)
             return
-        self.metrics.cached_prompt_tokens.inc(slot.n_reused)
         if job.request.options.max_tokens == 0:  # nothing to generate: no need to read the prompt
+            self.metrics.cached_prompt_tokens.inc(slot.n_reused)
             job.emit(generation.finish("length"))
             self._finish(slot)
+            return
+        share = job.share
+        if share is None:
+            self.metrics.cached_prompt_tokens.inc(slot.n_reused)
+        elif share.logits is not None:  # a sibling choice computed the prompt already
+            self._take_shared_prompt(slot)
+        elif share.owner is None:
+            share.owner = job
+            self.metrics.cached_prompt_tokens.inc(slot.n_reused)
+        else:
+            slot.state = "waiting"
+
+    def _take_shared_prompt(self, slot: Slot) -> None:
+        """Start generating from a sibling's computed prompt (its KV cache copied); computes the
+        prompt itself when no slot holds it any more."""
+        share = slot.job.share
+        holder = share.holder(self._slots)
+        if holder is None:
+            slot.state = "prefill"
+            return
+        try:
+            slot.take_prompt_from(holder)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(slot, exc)
+            return
+        self.metrics.cached_prompt_tokens.inc(slot.n_reused)
+        slot.state = "generating"
+        self._advance(slot, share.logits)
+
+    def _start_waiting(self) -> None:
+        """Slots waiting for a sibling's prompt: take it once computed, compute it if the sibling left."""
+        for slot in self._slots:
+            if slot.state != "waiting":
+                continue
+            share = slot.job.share
+            if share.logits is not None:
+                self._take_shared_prompt(slot)
+            elif share.owner is None or share.owner.cancelled:
+                share.owner = slot.job
+                slot.state = "prefill"
 
     def _drop_cancelled(self) -> None:
         for slot in self._slots:
@@ -217,7 +263,11 @@ class Scheduler:
                 continue
             if logits is not None:
                 slot.state = "generating"
+                share = slot.job.share
+                if share is not None and share.logits is None:
+                    share.logits, share.source = logits.copy(), slot
                 self._advance(slot, logits)
+        self._start_waiting()
 
     def _decode(self) -> None:
         active = [s for s in self._slots if s.state == "generating" and s.next_token is not None]
@@ -274,7 +324,10 @@ class Scheduler:
         n_prompt = len(job.request.prompt_ids)
         self.metrics.prompt_tokens.inc(n_prompt)
         self.metrics.request_seconds.observe(time.monotonic() - job.t_submitted)
-        done = Finished(n_prompt=n_prompt, n_cached=slot.n_reused, n_gen=gen.n_gen)
+        t_first = slot.t_first_token or time.monotonic()
+        done = Finished(n_prompt=n_prompt, n_cached=slot.n_reused, n_gen=gen.n_gen,
+                        prompt_ms=(t_first - slot.t_started) * 1e3, gen_ms=(time.monotonic() - t_first) * 1e3,
+                        slot=slot.index)
         self._release(slot)
         job.emit(done)
 
@@ -291,6 +344,9 @@ class Scheduler:
         job.emit(Failed(500, f"the engine failed on this request: {message}"))
 
     def _release(self, slot: Slot) -> None:
+        share = slot.job.share if slot.job is not None else None
+        if share is not None and share.owner is slot.job and share.logits is None:
+            share.owner = None  # a waiting sibling computes the prompt instead
         with self._cond:
             slot.release()
             self._update_gauges()

@@ -7,7 +7,7 @@ of `Model.prepare_completion` / `prepare_chat`, the request logic the Python API
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -48,6 +48,34 @@ class StreamOptions(RequestModel):
     include_usage: bool = False
 
 
+MAX_N = 128  # choices per request; the server's --n-max is the working limit
+MAX_BATCH = 64  # prompts per /v1/completions request
+BiasValue = Annotated[float, Field(ge=-100.0, le=100.0)]
+
+
+class JsonSchemaFormat(RequestModel):
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None  # the schema is always enforced: strict or not, the output conforms
+
+
+class ResponseFormat(RequestModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # llama.cpp's json_object with a schema
+
+    def constraint(self) -> tuple[str, Any] | None:
+        """("json_schema", schema) for the JSON formats, None for text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_schema":
+            if self.json_schema is None or self.json_schema.schema_ is None:
+                raise ValueError("response_format json_schema needs json_schema.schema")
+            return "json_schema", self.json_schema.schema_
+        return "json_schema", self.schema_  # json_object: any object, or llama.cpp's schema
+
+
 class GenerationFields(RequestModel):
     """The fields of both completion endpoints (OpenAI's names, llama.cpp's where they differ)."""
 
@@ -67,8 +95,32 @@ class GenerationFields(RequestModel):
     repeat_penalty: Multiplier | None = None  # llama.cpp's name
     repeat_last_n: Annotated[int, Field(ge=-1, le=INT32_MAX)] | None = None
     stop: Annotated[list[StopString], Field(max_length=MAX_STOPS)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None  # one choice per request
+    n: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
     user: str | None = None
+    logit_bias: dict[str, BiasValue] | None = None  # token id (as a string) -> bias
+    response_format: ResponseFormat | None = None
+    json_schema: dict[str, Any] | None = None  # llama.cpp's
+    grammar: str | None = None  # llama.cpp's GBNF
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _integer_keys(cls, value: dict | None) -> dict | None:
+        for key in value or {}:
+            if not key.strip().isdigit():
+                raise ValueError(f"logit_bias keys must be token ids, got {key[:40]!r}")
+        return value
+
+    def constraint(self) -> tuple[str, Any] | None:
+        """The output constraint asked for: ("json_schema", schema | None) or ("gbnf", text)."""
+        asked = [c for c in (self.response_format.constraint() if self.response_format else None,
+                             ("json_schema", self.json_schema) if self.json_schema is not None else None,
+                             ("gbnf", self.grammar) if self.grammar is not None else None) if c is not None]
+        if len(asked) > 1:
+            raise ValueError("give one of response_format, json_schema and grammar")
+        return asked[0] if asked else None
+
+    def bias_by_id(self) -> dict[int, float] | None:
+        return {int(k): v for k, v in self.logit_bias.items()} if self.logit_bias else None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -148,19 +200,18 @@ class ChatCompletionRequest(GenerationFields):
 
 
 class CompletionRequest(GenerationFields):
-    prompt: Text | list[TokenId] = ""  # also a list holding one string or one list of ids
+    # a string, a list of ids, or a batch: a list of strings / of lists of ids
+    prompt: Text | list[TokenId] | Annotated[list[Text | list[TokenId]], Field(min_length=1, max_length=MAX_BATCH)] = ""
     logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     echo: bool = False
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None
 
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _single_prompt(cls, value: Any) -> Any:
-        if isinstance(value, list) and value and isinstance(value[0], (str, list)):
-            if len(value) != 1:
-                raise ValueError(f"one prompt per request, got a batch of {len(value)}")
-            return value[0]
-        return value
+    def prompts(self) -> list:
+        """The batch of prompts (one for a single prompt)."""
+        p = self.prompt
+        if isinstance(p, list) and p and isinstance(p[0], (str, list)):
+            return list(p)
+        return [p]
 
     @field_validator("echo")
     @classmethod

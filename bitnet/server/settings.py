@@ -23,6 +23,7 @@ class ServerSettings:
     n_ctx: int = 2048
     n_predict: int = -1
     n_parallel: int = 1
+    n_max: int = 8  # choices (n) per request
     queue_size: int = 64  # requests that may wait for a slot; more get 503 + Retry-After
     batch_size: int = 64  # prompt tokens per engine call: a cancel is seen between two of them
     api_keys: tuple[str, ...] = ()
@@ -30,6 +31,12 @@ class ServerSettings:
     metrics: bool = False
     max_request_bytes: int | None = None  # None: 2 x the prompt byte cap + 1 MiB (JSON escapes)
     retry_after_s: int = 1
+    webui: bool = True  # the chat page at / (bitnet/server/webui/)
+    # Hardening (hardening.py): the address served (for the Host check of a keyless server),
+    # extra Host names allowed, and how long a request's body may take to arrive.
+    host: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    body_timeout_s: float = 60.0
 
     @property
     def model_id(self) -> str:

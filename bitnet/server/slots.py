@@ -23,10 +23,11 @@ class Slot:
         self.cached: list[int] = []  # the tokens in the KV cache, in order
         self.job: Job | None = None
         self.generation: Generation | None = None
-        self.state = "idle"  # idle -> prefill -> generating -> idle
+        self.state = "idle"  # idle -> prefill (or waiting for a sibling's prompt) -> generating -> idle
         self.n_reused = 0  # prompt tokens of the current job found in the cache
         self.next_token: int | None = None  # sampled, to be decoded in the next batched step
         self.t_first_token: float | None = None
+        self.t_started = 0.0
         self.last_used = 0.0
 
     # ---- the cache -------------------------------------------------------------------------
@@ -54,6 +55,17 @@ class Slot:
         del self.cached[reuse:]
         self.job, self.generation, self.n_reused = job, generation, reuse
         self.state, self.next_token, self.t_first_token = "prefill", None, None
+        self.t_started = time.monotonic()
+
+    def take_prompt_from(self, holder: Slot) -> None:
+        """Hold the job's whole prompt by copying it from holder's cache (instead of computing it)."""
+        ids = self.job.request.prompt_ids
+        if holder is not self:
+            self.context.copy_prefix_from(holder.context, len(ids))
+        else:
+            self.context.truncate(len(ids))
+        self.cached = list(ids)
+        self.n_reused = len(ids)
 
     @property
     def prompt_left(self) -> int:
@@ -82,6 +94,11 @@ class Slot:
         job, gen = self.job, self.generation
         return {
             "id": self.index,
+            "id_task": job.id if job is not None else -1,  # llama-server's fields, then ours
+            "is_processing": job is not None,
+            "speculative": False,
+            "next_token": {"has_next_token": self.state == "generating", "n_decoded": gen.n_gen if gen else 0,
+                           "n_remain": self._remaining(gen)},
             "state": self.state,
             "n_ctx": self.n_ctx,
             "n_cached": len(self.cached),
@@ -90,3 +107,9 @@ class Slot:
             "n_prompt_tokens_reused": self.n_reused if job is not None else 0,
             "n_generated": gen.n_gen if gen is not None else 0,
         }
+
+    @staticmethod
+    def _remaining(gen: Generation | None) -> int:
+        if gen is None or gen.max_tokens is None:
+            return -1
+        return max(gen.max_tokens - gen.n_gen, 0)

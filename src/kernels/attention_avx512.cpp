@@ -9,11 +9,13 @@
 //   scores: acc[j][u] += q_j[d] (broadcast) * kt[d][16u .. 16u + 16)   for d < hd, u < 4
 //   values: acc[j][u] += w_j[p] (broadcast) * v_p[64h + 16u .. +16)    for keys p in order
 //
-// A query's scores are summed over d in one chain per key, where the scalar reference sums a dot
-// product, and its softmax takes a vector exp and sums 16 lanes at a time: results differ from
-// the reference in the last bits (as attend's do). The weighted values are summed in key order
-// with one FMA each, as attend sums them. Every query's result depends on that query alone, never
-// on the others of its call (the forward pass relies on it: see attention() there).
+// Every operation is the reference's (float_order.h): a query's score is one FMA chain over d per
+// key, its softmax the polynomial exp with the denominator in 16 lanes folded in halves, and the
+// weighted values one FMA chain per dimension in key order, so the bits are the scalar set's.
+// Every query's result depends on that query alone, never on the others of its call (the forward
+// pass relies on it: see attention() there). Any head size: keys are transposed in registers
+// when hd is a multiple of 16, element by element otherwise; a last partial tile of dimensions is
+// masked.
 #include "kernels/simd_x86.h"
 
 #include <algorithm>
@@ -21,6 +23,8 @@
 #include <vector>
 
 #include "kernels/dense.h"
+#include "kernels/float_order.h"
+#include "kernels/float_order_x86.h"
 
 namespace bitnet {
 
@@ -67,6 +71,11 @@ void transpose16(__m512 r[16]) {
 
 // Keys [kb, kb + n) (n <= kKeyBlock) into kt[d * kKeyBlock + c]; lanes c >= n are zero.
 void transpose_keys(const float *k, int64_t stride, int64_t kb, int64_t n, int64_t hd, float *kt) {
+    if (hd % 16 != 0) {
+        for (int64_t d = 0; d < hd; ++d)
+            for (int64_t c = 0; c < kKeyBlock; ++c) kt[d * kKeyBlock + c] = c < n ? k[(kb + c) * stride + d] : 0.0f;
+        return;
+    }
     for (int64_t c0 = 0; c0 < kKeyBlock; c0 += 16)
         for (int64_t d0 = 0; d0 < hd; d0 += 16) {
             __m512 r[16];
@@ -96,42 +105,49 @@ void score_tile(const float *const q[], const float *kt, int64_t hd, float scale
         for (int u = 0; u < 4; ++u) _mm512_storeu_ps(scores[j] + 16 * u, _mm512_mul_ps(acc[j][u], vs));
 }
 
-// Dimensions [d0, d0 + 64) of NQ outputs: out_j = sum over keys p < n of w_j[p] * v_p, in key order.
+inline __mmask16 first_lanes(int64_t left) {
+    return left >= 16 ? static_cast<__mmask16>(0xFFFF) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1u);
+}
+
+// Dimensions [d0, d0 + 64) of NQ outputs (those below hd): out_j = sum over keys p < n of
+// w_j[p] * v_p, in key order.
 template <int NQ>
-void value_tile(const float *const w[], const float *v, int64_t stride, int64_t n, int64_t d0, float *const out[]) {
+void value_tile(const float *const w[], const float *v, int64_t stride, int64_t n, int64_t d0, int64_t hd,
+                float *const out[]) {
     __m512 acc[NQ][4];
+    __mmask16 m[4];
+    for (int u = 0; u < 4; ++u) m[u] = first_lanes(hd - d0 - 16 * u);
     for (int j = 0; j < NQ; ++j)
         for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_setzero_ps();
     for (int64_t p = 0; p < n; ++p) {
         __m512 vv[4];
-        for (int u = 0; u < 4; ++u) vv[u] = _mm512_loadu_ps(v + p * stride + d0 + 16 * u);
+        for (int u = 0; u < 4; ++u) vv[u] = _mm512_maskz_loadu_ps(m[u], v + p * stride + d0 + 16 * u);
         for (int j = 0; j < NQ; ++j) {
             const __m512 wp = _mm512_set1_ps(w[j][p]);
             for (int u = 0; u < 4; ++u) acc[j][u] = _mm512_fmadd_ps(wp, vv[u], acc[j][u]);
         }
     }
     for (int j = 0; j < NQ; ++j)
-        for (int u = 0; u < 4; ++u) _mm512_storeu_ps(out[j] + d0 + 16 * u, acc[j][u]);
+        for (int u = 0; u < 4; ++u) _mm512_mask_storeu_ps(out[j] + d0 + 16 * u, m[u], acc[j][u]);
 }
 
-// e^x for x <= 0 (max-subtracted scores), 16 lanes: x = n ln2 + r with |r| <= ln2 / 2, e^r by
-// Cephes' expf polynomial, then times 2^n (vscalefps: exact, and 0 once it underflows). Within a
-// few ulp of expf; a prompt's scores took 4% of its time through the scalar expf.
+// 2^e for integer-valued e in [-126, 127], exactly (float_order.h: pow2_exact).
+inline __m512 pow2_exact(__m512 e) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(e), _mm512_set1_epi32(127)), 23));
+}
+
+// float_order.h's exp_ref, 16 lanes.
 inline __m512 exp_nonpositive(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));  // e^-104 is below the smallest subnormal
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    x = _mm512_max_ps(x, _mm512_set1_ps(kExpMin));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln 2 in two parts
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+    __m512 p = _mm512_set1_ps(kExpPoly[0]);
+    for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[i]));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
-inline __mmask16 first_lanes(int64_t left) {
-    return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+    const __m512 a = _mm512_max_ps(n, _mm512_set1_ps(-125.0f));
+    return _mm512_mul_ps(_mm512_mul_ps(p, pow2_exact(a)), pow2_exact(_mm512_sub_ps(n, a)));
 }
 
 // Scores of n keys (in place) -> softmax weights, as the reference computes them (max-subtracted
@@ -149,7 +165,7 @@ void softmax_weights(float *s, int64_t n, int64_t n_pad) {
         _mm512_mask_storeu_ps(s + p, m, e);
         vsum = _mm512_add_ps(vsum, e);
     }
-    const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(vsum));
+    const __m512 sum = _mm512_set1_ps(sum_lanes16(vsum));
     for (int64_t p = 0; p < n; p += 16) {
         const __mmask16 m = first_lanes(n - p);
         _mm512_mask_storeu_ps(s + p, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, s + p), sum));
@@ -161,9 +177,6 @@ void softmax_weights(float *s, int64_t n, int64_t n_pad) {
 
 void attend_rows_avx512(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
                         int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out) {
-    if (hd % kDimBlock != 0)  // the tiles' 64 lanes of dimensions; odd head sizes go one query at a time
-        return attend_rows_with(dense_kernels_avx512()->attend, q, k, v, stride, hd, scale, n_rows, row_stride, group,
-                                n_keys, out);
     const query_rows qs{q, row_stride, group, hd}, outs{out, row_stride, group, hd};
     const int64_t n_q = n_rows * group;
     int64_t most = 0;
@@ -211,10 +224,10 @@ void attend_rows_avx512(const float *q, const float *k, const float *v, int64_t 
         }
         for (int64_t d0 = 0; d0 < hd; d0 += kDimBlock) {
             switch (nq) {
-                case 4: value_tile<4>(wp, v, stride, n, d0, op); break;
-                case 3: value_tile<3>(wp, v, stride, n, d0, op); break;
-                case 2: value_tile<2>(wp, v, stride, n, d0, op); break;
-                default: value_tile<1>(wp, v, stride, n, d0, op); break;
+                case 4: value_tile<4>(wp, v, stride, n, d0, hd, op); break;
+                case 3: value_tile<3>(wp, v, stride, n, d0, hd, op); break;
+                case 2: value_tile<2>(wp, v, stride, n, d0, hd, op); break;
+                default: value_tile<1>(wp, v, stride, n, d0, hd, op); break;
             }
         }
     }

@@ -29,13 +29,14 @@ struct dense_kernel_set {
     void (*axpy_f32)(float alpha, const float *x, float *y, int64_t n);
     // One query against n_keys cached keys and values (key p at k + p * stride, value at
     // v + p * stride, hd floats each): out = sum_p softmax_p(scale * q . k_p) * v_p, with the
-    // softmax as max-subtracted exp over sum. scores: n_keys floats of scratch.
+    // softmax as max-subtracted exp over sum, every operation in float_order.h's order (the
+    // same bits in every set). scores: n_keys floats of scratch.
     void (*attend)(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd,
                    float scale, float *scores, float *out);
     // Prompt attention: the `group` query heads of one KV head, for n_rows consecutive rows of one
     // sequence. Query (row i, head t) at q + i * row_stride + t * hd, its output at the same offset
     // of out; row i sees the first n_keys[i] keys and values (as in attend). Each output is
-    // attend's, up to the last bits of its scores.
+    // attend's, bit for bit.
     void (*attend_rows)(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
                         int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out);
     // A ternary layer's int32 sums to its outputs: y[r] = (float)acc[r] / s * w_scale (DESIGN.md
@@ -43,15 +44,13 @@ struct dense_kernel_set {
     void (*scale_sums)(const int32_t *acc, int64_t n, float s, float w_scale, float *y);
 };
 
-// attend from a set's dot_f32 / axpy_f32 (the scalar and AVX2 sets use it as their attend).
-void attend_with(decltype(dense_kernel_set::dot_f32) dot, decltype(dense_kernel_set::axpy_f32) axpy, const float *q,
-                 const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
-                 float *scores, float *out);
-
 // attend_rows from a set's attend, one query at a time (the scalar and AVX2 sets use it).
 void attend_rows_with(decltype(dense_kernel_set::attend) attend, const float *q, const float *k, const float *v,
                       int64_t stride, int64_t hd, float scale, int64_t n_rows, int64_t row_stride, int64_t group,
                       const int64_t *n_keys, float *out);
+// The AVX2 set's attend_rows (attention_avx2.cpp).
+void attend_rows_avx2(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
+                      int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out);
 // The AVX-512 set's attend_rows (attention_avx512.cpp).
 void attend_rows_avx512(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
                         int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out);

@@ -1,22 +1,24 @@
 // AVX2 + FMA + F16C dense kernels (see dense.h for the layout): the lm_head, which decode
 // streams whole once per token (0.66 GB of F16 for the 2B-4T shape, 0.43 GB of Q6_K).
 //
-//   weight row r:  [ w0 .. w7 w8 .. w15 | w16 .. w31 | ... | tail (zero-filled) ]   F32, or F16 /
+//   weight row r:  [ w0 .. w7 w8 .. w15 | w16 .. w31 | ... | tail (lane by lane) ]  F32, or F16 /
 //                    half 0   half 1      next chunk                                BF16 / Q8_0 /
 //                                                                                   Q6_K widened in
 //   acc(r, i)[chain][half] += row half * x_i half                                   registers
 //
-// Each output is summed in the AVX-512 set's order (dense_avx512.cpp): two chains, for the even
-// and the odd 16-element chunks of the row, each chunk as two 8-lane halves here; the chains
-// added, then the 16 lanes halved down as _mm512_reduce_add_ps halves them. So the two x86 sets
-// give the same bits, and a row's four FMA chains hide the FMA latency without a second memory
-// stream. Every output has that one order whatever the tile, so a token's logits do not depend
-// on the batch it came in.
+// Each output is summed in float_order.h's order (the reference's, as every set): two chains, for
+// the even and the odd 16-element chunks of the row, each chunk as two 8-lane halves here; the
+// chains added, then the 16 lanes halved down. A row's four FMA chains hide the FMA latency
+// without a second memory stream. Every output has that one order whatever the tile, so a
+// token's logits do not depend on the batch it came in.
 #include "kernels/simd_x86.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels/dense.h"
+#include "kernels/float_order.h"
+#include "kernels/float_order_x86.h"
 #include "kernels/tuning.h"
 
 namespace bitnet {
@@ -168,14 +170,6 @@ struct load_q6_k {
     }
 };
 
-// The 16 lanes (half 0, half 1) halved down as _mm512_reduce_add_ps does: 8 + 8, 4 + 4, 2 + 2, 1 + 1.
-inline float reduce16(__m256 half0, __m256 half1) {
-    const __m256 s8 = _mm256_add_ps(half0, half1);
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
-
 // R weight rows (starting at row r of w) times M activation rows: y[i * ldy + r + t]. Elements
 // are taken 256 at a time, then in 16-element chunks. acc[t][i][2 * chain + half]: vector v of a
 // 256-element step is half v & 1 of chunk v / 2, whose chain is (v / 2) & 1.
@@ -201,7 +195,7 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
                     acc[t][i][v & 3] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j + 8 * v), acc[t][i][v & 3]);
             });
     }
-    // Whole 16-element chunks, then the last one zero-filled (the AVX-512 set's masked lanes).
+    // Whole 16-element chunks, then the rest lane by lane in scalar fma (float_order.h).
     for (; j + 16 <= k; j += 16) {
         const int chain = static_cast<int>(j / 16) & 1;
         for (int t = 0; t < R; ++t)
@@ -212,25 +206,21 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
                         _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j + 8 * half), acc[t][i][2 * chain + half]);
             }
     }
-    for (; j < k; j += 16) {
-        const int chain = static_cast<int>(j / 16) & 1;
-        for (int half = 0; half < 2; ++half) {
-            const int64_t at = j + 8 * half, n = k - at < 8 ? (k - at > 0 ? k - at : 0) : 8;
-            for (int t = 0; t < R; ++t) {
-                const uint8_t *row = w + (r + t) * row_bytes;
-                alignas(32) float wb[8] = {}, xb[M][8] = {};
-                for (int64_t u = 0; u < n; ++u) wb[u] = Load::one(row, at + u);
-                for (int i = 0; i < M; ++i)
-                    for (int64_t u = 0; u < n; ++u) xb[i][u] = x[i * k + at + u];
-                for (int i = 0; i < M; ++i)
-                    acc[t][i][2 * chain + half] =
-                        _mm256_fmadd_ps(_mm256_load_ps(wb), _mm256_load_ps(xb[i]), acc[t][i][2 * chain + half]);
-            }
-        }
-    }
     for (int t = 0; t < R; ++t)
-        for (int i = 0; i < M; ++i)
-            y[i * ldy + r + t] = reduce16(_mm256_add_ps(acc[t][i][0], acc[t][i][2]), _mm256_add_ps(acc[t][i][1], acc[t][i][3]));
+        for (int i = 0; i < M; ++i) {
+            if (j == k) {
+                y[i * ldy + r + t] =
+                    sum_lanes16(_mm256_add_ps(acc[t][i][0], acc[t][i][2]), _mm256_add_ps(acc[t][i][1], acc[t][i][3]));
+                continue;
+            }
+            float chain[2][kSumLanes];
+            for (int c = 0; c < 4; ++c) _mm256_storeu_ps(&chain[c / 2][8 * (c % 2)], acc[t][i][c]);
+            for (int64_t u = j; u < k; ++u) {
+                float &l = chain[(u / kSumLanes) & 1][u % kSumLanes];
+                l = std::fma(Load::one(w + (r + t) * row_bytes, u), x[i * k + u], l);
+            }
+            y[i * ldy + r + t] = sum_two_chains(chain);
+        }
 }
 
 template <class Load, int M>
@@ -276,19 +266,12 @@ void matmul_q6_k(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const floa
     matmul<load_q6_k>(w, k, r0, r1, x, m, y, ldy);
 }
 
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 // 8 lanes, then the lanes' sums added; the scalar tail after.
 float dot_f32(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
-    float s = hsum(acc);
+    float s = sum_lanes8_folded(acc);
     for (; j < n; ++j) s += a[j] * b[j];
     return s;
 }
@@ -300,14 +283,10 @@ void axpy_f32(float alpha, const float *x, float *y, int64_t n) {
     for (; j < n; ++j) y[j] += alpha * x[j];
 }
 
+// One query: the prompt path (attention_avx2.cpp) with one row of one head, so the same bits.
 void attend(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
-            float *scores, float *out) {
-    attend_with(dot_f32, axpy_f32, q, k, v, stride, n_keys, hd, scale, scores, out);
-}
-
-void attend_rows(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
-                 int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out) {
-    attend_rows_with(attend, q, k, v, stride, hd, scale, n_rows, row_stride, group, n_keys, out);
+            float *, float *out) {
+    attend_rows_avx2(q, k, v, stride, hd, scale, 1, hd, 1, &n_keys, out);
 }
 
 // 8 lanes at a time with the scalar operations (division, then multiply): the same bits.
@@ -322,7 +301,7 @@ void scale_sums(const int32_t *acc, int64_t n, float s, float w_scale, float *y)
 }
 
 const dense_kernel_set kAvx2 = {"avx2",      matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0,
-                                matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows,
+                                matmul_q6_k, dot_f32,    axpy_f32,   attend,      attend_rows_avx2,
                                 scale_sums};
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "kernels/dense.h"
+#include "kernels/float_order_x86.h"
 #include "kernels/tuning.h"
 
 namespace bitnet {
@@ -178,7 +179,7 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
     }
     for (int t = 0; t < R; ++t)
         for (int i = 0; i < M; ++i)
-            y[i * ldy + r + t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][i][0], acc[t][i][1]));
+            y[i * ldy + r + t] = sum_lanes16(_mm512_add_ps(acc[t][i][0], acc[t][i][1]));  // float_order.h
 }
 
 // Weight rows side by side in a batch tile, by its number of activation rows M. Each weight vector
@@ -265,44 +266,10 @@ void axpy_f32(float alpha, const float *x, float *y, int64_t n) {
     }
 }
 
-// Heads of NV x 16 floats: the query and the output accumulator stay in registers, so a key costs
-// NV loads + NV FMAs (and a reduction) and a value NV loads + NV FMAs, with no stores.
-template <int NV>
-void attend_in_registers(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys,
-                         float scale, float *scores, float *out) {
-    __m512 qv[NV];
-    for (int c = 0; c < NV; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
-    float max_s = -INFINITY;
-    for (int64_t p = 0; p < n_keys; ++p) {
-        const float *kp = k + p * stride;
-        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kp));
-        for (int c = 1; c < NV; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kp + 16 * c), acc);
-        scores[p] = _mm512_reduce_add_ps(acc) * scale;
-        max_s = std::max(max_s, scores[p]);
-    }
-    float sum = 0;
-    for (int64_t p = 0; p < n_keys; ++p) {
-        scores[p] = std::exp(scores[p] - max_s);
-        sum += scores[p];
-    }
-    __m512 o[NV];
-    for (int c = 0; c < NV; ++c) o[c] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < n_keys; ++p) {
-        const __m512 w = _mm512_set1_ps(scores[p] / sum);
-        const float *vp = v + p * stride;
-        for (int c = 0; c < NV; ++c) o[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vp + 16 * c), o[c]);
-    }
-    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + 16 * c, o[c]);
-}
-
+// One query: the prompt path with one row of one head (the same operations, so the same bits).
 void attend(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
-            float *scores, float *out) {
-    switch (hd) {
-        case 64: return attend_in_registers<4>(q, k, v, stride, n_keys, scale, scores, out);
-        case 128: return attend_in_registers<8>(q, k, v, stride, n_keys, scale, scores, out);
-        case 256: return attend_in_registers<16>(q, k, v, stride, n_keys, scale, scores, out);
-        default: return attend_with(dot_f32, axpy_f32, q, k, v, stride, n_keys, hd, scale, scores, out);
-    }
+            float *, float *out) {
+    attend_rows_avx512(q, k, v, stride, hd, scale, 1, hd, 1, &n_keys, out);
 }
 
 // 16 lanes at a time (the tail masked) with the scalar operations (division, then multiply).

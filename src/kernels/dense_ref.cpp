@@ -6,6 +6,7 @@
 
 #include "dequant.h"
 #include "kernels/dense.h"
+#include "kernels/float_order.h"
 #include "kernels/ternary.h"
 #include "quant_types.h"
 
@@ -83,23 +84,6 @@ int64_t dense_row_bytes(uint32_t ggml_type, int64_t k) {
     return t == nullptr ? 0 : k / t->block_size * t->type_size;
 }
 
-void attend_with(decltype(dense_kernel_set::dot_f32) dot, decltype(dense_kernel_set::axpy_f32) axpy, const float *q,
-                 const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd, float scale,
-                 float *scores, float *out) {
-    float max_s = -INFINITY;
-    for (int64_t p = 0; p < n_keys; ++p) {
-        scores[p] = dot(q, k + p * stride, hd) * scale;
-        max_s = std::max(max_s, scores[p]);
-    }
-    float sum = 0;
-    for (int64_t p = 0; p < n_keys; ++p) {
-        scores[p] = std::exp(scores[p] - max_s);
-        sum += scores[p];
-    }
-    std::fill(out, out + hd, 0.0f);
-    for (int64_t p = 0; p < n_keys; ++p) axpy(scores[p] / sum, v + p * stride, out, hd);
-}
-
 void attend_rows_with(decltype(dense_kernel_set::attend) attend, const float *q, const float *k, const float *v,
                       int64_t stride, int64_t hd, float scale, int64_t n_rows, int64_t row_stride, int64_t group,
                       const int64_t *n_keys, float *out) {
@@ -126,15 +110,19 @@ void matmul_quant_by_rows(uint32_t ggml_type, decltype(dense_kernel_set::matmul_
 
 namespace {
 
+// float_order.h: element j into lane j % 16 of chain (j / 16) % 2, fused, then the tree.
 template <typename Load>
 void matmul_generic(Load load, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m,
                     float *y, int64_t ldy) {
     for (int64_t r = r0; r < r1; ++r) {
         for (int64_t i = 0; i < m; ++i) {
             const float *xi = x + i * k;
-            float acc = 0.0f;
-            for (int64_t j = 0; j < k; ++j) acc += load(r * k + j) * xi[j];
-            y[i * ldy + r] = acc;
+            float chain[2][kSumLanes] = {};
+            for (int64_t j = 0; j < k; ++j) {
+                float &acc = chain[(j / kSumLanes) & 1][j % kSumLanes];
+                acc = std::fma(load(r * k + j), xi[j], acc);
+            }
+            y[i * ldy + r] = sum_two_chains(chain);
         }
     }
 }
@@ -170,9 +158,29 @@ void matmul_q6_k_ref(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const 
     matmul_quant_by_rows(GGML_Q6_K, matmul_f32_ref, w, k, r0, r1, x, m, y, ldy);
 }
 
+// The reference order of attention (float_order.h), which every set reproduces bit for bit.
 void attend_ref(const float *q, const float *k, const float *v, int64_t stride, int64_t n_keys, int64_t hd,
                 float scale, float *scores, float *out) {
-    attend_with(dot_f32_ref, axpy_f32_ref, q, k, v, stride, n_keys, hd, scale, scores, out);
+    float max_s = -INFINITY;
+    for (int64_t p = 0; p < n_keys; ++p) {
+        const float *kp = k + p * stride;
+        float acc = 0.0f;
+        for (int64_t d = 0; d < hd; ++d) acc = std::fma(q[d], kp[d], acc);
+        scores[p] = acc * scale;
+        max_s = std::fmax(max_s, scores[p]);
+    }
+    float lanes[kSumLanes] = {};
+    for (int64_t p = 0; p < n_keys; ++p) {
+        scores[p] = exp_ref(scores[p] - max_s);
+        lanes[p % kSumLanes] += scores[p];
+    }
+    const float sum = sum_lanes16(lanes);
+    for (int64_t p = 0; p < n_keys; ++p) scores[p] /= sum;
+    for (int64_t d = 0; d < hd; ++d) {
+        float acc = 0.0f;
+        for (int64_t p = 0; p < n_keys; ++p) acc = std::fma(scores[p], v[p * stride + d], acc);
+        out[d] = acc;
+    }
 }
 
 void attend_rows_ref(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,

@@ -253,7 +253,7 @@ static void test_valid_file() {
     expect_json(*f, "t.ints", "[1,-2,3]");
     expect_json(*f, "t.empty", "[]");
     expect_json(*f, "t.bools", "[true,false]");
-    expect_json(*f, "t.floats", "[1.5,-0]");
+    expect_json(*f, "t.floats", "[1.5,-0.0]");
 
     check(f->tensors().size() == 4, "tensor count");
     const gguf_tensor *t = f->tensor("b");
@@ -472,8 +472,8 @@ static void test_tensor_errors() {
     expect_refused("unknown type id 2^32-1", tensor0([](tensor_spec &t) { t.type = 0xffffffffu; }),
                    "unknown ggml type id 4294967295");
     expect_refused(
-        "I2_S ne0 64", [](file_spec &s) { s.tensors[1].ne = {64, 4}; },
-        "tensor 'b' of type I2_S has ne0 = 64, not a multiple of its block size 128");
+        "I2_S 192 elements", [](file_spec &s) { s.tensors[1].ne = {64, 3}; },
+        "tensor 'b' of type I2_S has 192 elements, not a multiple of its block size 128");
     expect_refused("Q4_0 ne0 33", tensor0([](tensor_spec &t) {
                        t.type = GGML_Q4_0;
                        t.ne = {33};
@@ -655,9 +655,9 @@ static void test_quant_table() {
         check(quant_type_find(id) == nullptr, "unknown id " + std::to_string(id));
     }
     n = 7;
-    const int64_t bad_i2s[2] = {64, 4}, huge[2] = {INT64_MAX, 2}, f32_wrap[2] = {int64_t(1) << 62, 1},
+    const int64_t bad_i2s[2] = {64, 3}, huge[2] = {INT64_MAX, 2}, f32_wrap[2] = {int64_t(1) << 62, 1},
                   tl1_wrap[2] = {int64_t(1) << 62, 4}, zero[2] = {4, 0}, neg[1] = {-4};
-    check(!quant_type_tensor_bytes(GGML_I2_S, bad_i2s, 2, &n), "I2_S ne0 % 128 != 0 refused");
+    check(!quant_type_tensor_bytes(GGML_I2_S, bad_i2s, 2, &n), "I2_S of 192 elements (a partial block) refused");
     check(!quant_type_tensor_bytes(GGML_F32, huge, 2, &n), "element overflow refused");
     check(!quant_type_tensor_bytes(GGML_F32, f32_wrap, 2, &n), "byte overflow refused");
     check(!quant_type_tensor_bytes(GGML_TL1, tl1_wrap, 2, &n), "element overflow with small bytes refused");
@@ -667,6 +667,9 @@ static void test_quant_table() {
           "n_dims 0/5 refused");
     check(!quant_type_tensor_bytes(16, i2s, 2, &n), "unknown id refused");
     check(n == 7, "*n_bytes untouched on failure");
+    const int64_t rows_straddle[2] = {64, 4};  // flattened blocks: two 64-element rows per block
+    check(quant_type_tensor_bytes(GGML_I2_S, rows_straddle, 2, &n) && n == 64 * 4 / 4 + 32,
+          "I2_S of 64-element rows sized n/4 + 32");
 }
 
 int main() {

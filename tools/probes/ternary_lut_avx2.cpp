@@ -36,7 +36,7 @@
 #include "kernels/simd_x86.h"
 #include "kernels/ternary.h"
 #include "kernels/ternary_impl.h"
-#include "kernels/ternary_lut.h"
+#include "ternary_lut.h"
 #include "kernels/tuning.h"
 
 namespace bitnet {

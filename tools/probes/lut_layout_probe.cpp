@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "kernels/ternary.h"
-#include "kernels/ternary_lut.h"
+#include "ternary_lut.h"
 #include "weight_arena.h"
 
 #if defined(__x86_64__)
