@@ -8,6 +8,9 @@ Token ids are random (the speed of a dense forward pass does not depend on them)
 With `--compare llama-cpp-python FILE` llama.cpp runs the same tests on FILE (e.g. the TQ2_0
 conversion of the same model) through llama-cpp-python, in a child process right after ours for
 each thread count, so its memory and threads stay out of our figures, and our ratio is printed.
+`--compare llama-bench PATH FILE` does the same with the llama-bench binary at PATH (llama.cpp's,
+ik_llama.cpp's or bitnet.cpp's). `--rounds N` repeats the whole comparison N times, ours and the
+peer taking turns, so that a shared machine's slow minutes fall on both.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from bitnet.errors import BitnetError
 
 TG_PROMPT_TOKENS = 8  # the short prompt before a tg test (not timed)
 TG_WARMUP_TOKENS = 16
-PEERS = ("llama-cpp-python",)
+PEERS = {"llama-cpp-python": 1, "llama-bench": 2}  # engine -> arguments after it
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,13 @@ def time_llama_cpp(path: str, cfg: Config) -> Timings:
     return Timings(pp, tg, peak_rss_mb())
 
 
-def run_peer(peer: str, path: str, cfg: Config) -> Timings:
+def run_peer(peer: str, path: str, cfg: Config, binary: str | None = None) -> Timings:
     """Time a peer engine in a child process; BitnetError with its one-line message on failure."""
+    if peer == "llama-bench":
+        from bitnet.bench_peers import llama_bench
+
+        pp, tg, rss = llama_bench(binary, path, cfg.n_prompt, cfg.n_gen, cfg.n_threads, cfg.repetitions)
+        return Timings(pp, tg, rss)
     args = [sys.executable, "-m", "bitnet.bench", "--peer", peer, path,
             *map(str, (cfg.n_prompt, cfg.n_gen, cfg.n_threads, cfg.repetitions))]
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,9 +140,11 @@ def run_peer(peer: str, path: str, cfg: Config) -> Timings:
     return Timings(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def check_peer(peer: str, path: str) -> None:
+def check_peer(peer: str, path: str, binary: str | None = None) -> None:
     if peer == "llama-cpp-python" and importlib.util.find_spec("llama_cpp") is None:
         raise BitnetError("--compare llama-cpp-python needs the llama_cpp module: pip install llama-cpp-python")
+    if binary is not None and not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise FileNotFoundError(f"--compare llama-bench: no executable at {binary}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--compare model not found: {path}")
 
@@ -195,7 +205,7 @@ def print_table_header(path: str, model, isa: str, args) -> None:
     print(f"model: {path}\n{model.desc}")
     print(f"ISA {isa}; {args.repetitions} timed runs after one warm-up; random token ids")
     if args.compare:
-        print(f"compared with {args.compare[0]} on {args.compare[1]}")
+        print(f"compared with {' '.join(args.compare[:-1])} on {args.compare[-1]}")
     print()
     head = ["engine", "threads", f"pp{args.n_prompt} t/s", f"tg{args.n_gen} t/s", "peak RSS MB"]
     print("| " + " | ".join(f"{h:>{w}}" for h, w in zip(head, WIDTHS)) + " |")
@@ -240,8 +250,11 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="one JSON object per run configuration")
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="cpu (the engine, default) or cuda[:N] (bitnet.gpu, see gpu/README.md; -t is then ignored)")
-    p.add_argument("--compare", nargs=2, metavar=("ENGINE", "GGUF"),
-                   help="also time ENGINE (llama-cpp-python) on GGUF (e.g. the TQ2_0 file) in this run")
+    p.add_argument("--compare", nargs="+", metavar="ENGINE [PATH] GGUF",
+                   help="also time a peer on GGUF (e.g. the TQ2_0 file) in this run: llama-cpp-python GGUF, "
+                        "or llama-bench PATH GGUF (PATH: a llama-bench binary)")
+    p.add_argument("--rounds", type=int_at_least(1, 100), default=1, metavar="N",
+                   help="repeat everything N times, ours and the peer taking turns (default 1)")
     p.add_argument("--embedding", action="store_true", help="time Model.embed instead (bench_embedding.py)")
     p.add_argument("--embd-batch", type=int_at_least(1, 4096), default=32, metavar="B", help="texts per call (32)")
     p.add_argument("--embd-tokens", type=int_at_least(1, 1 << 16), default=128, metavar="L",
@@ -252,8 +265,9 @@ def build_parser():
 def run(args) -> int:
     from bitnet import engine
 
-    if args.compare:
-        check_peer(*args.compare)
+    peer_name, peer_path, peer_binary = peer_args(args.compare)
+    if peer_name:
+        check_peer(peer_name, peer_path, peer_binary)
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"model file not found: {args.model}")
     if args.embedding:
@@ -272,17 +286,27 @@ def run(args) -> int:
         isa, args.threads = gpu.device_name, args.threads[:1]
     if not args.json:
         print_table_header(args.model, model, isa, args)
-    for n_threads in args.threads:
-        cfg = Config(args.n_prompt, args.n_gen, n_threads, args.repetitions)
-        ours = time_bitnet(model, cfg) if gpu is None else gpu.time(cfg)
-        peer = run_peer(args.compare[0], args.compare[1], cfg) if args.compare else None
-        rec = record(args.model, model, isa, cfg, ours, peer, *(args.compare or (None, None)))
-        if args.json:
-            print(json.dumps(rec), flush=True)
-        else:
-            print_rows(table_rows(rec))
+    for round_ in range(args.rounds):
+        for n_threads in args.threads:
+            cfg = Config(args.n_prompt, args.n_gen, n_threads, args.repetitions)
+            ours = time_bitnet(model, cfg) if gpu is None else gpu.time(cfg)
+            peer = run_peer(peer_name, peer_path, cfg, peer_binary) if peer_name else None
+            rec = record(args.model, model, isa, cfg, ours, peer, peer_name, peer_path)
+            if args.rounds > 1:
+                rec["round"] = round_ + 1
+            if args.json:
+                print(json.dumps(rec), flush=True)
+            else:
+                print_rows(table_rows(rec))
     model.close()
     return 0
+
+
+def peer_args(compare: list[str] | None) -> tuple[str | None, str | None, str | None]:
+    """--compare's words as (engine, model file, llama-bench binary or None)."""
+    if not compare:
+        return None, None, None
+    return compare[0], compare[-1], compare[1] if compare[0] == "llama-bench" else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.compare and args.compare[0] not in PEERS:
         parser.error(f"--compare: unknown engine {args.compare[0]!r} (known: {', '.join(PEERS)})")
+    if args.compare and len(args.compare) != PEERS[args.compare[0]] + 1:
+        parser.error("--compare takes llama-cpp-python GGUF, or llama-bench PATH GGUF")
     if args.n_prompt == 0 and args.n_gen == 0:
         parser.error("nothing to run: -p and -n are both 0")
     return run_main(lambda: run(args))

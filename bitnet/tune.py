@@ -11,6 +11,7 @@ whole model):
   head_gemv_rows, head_prefetch_bytes
                    the same, together, for the lm_head GEMV: one or two rows per tile (one memory
                    stream or two) and its own prefetch distance;
+  ternary_gemv_rows  (AVX2 kernels) one or two rows per ternary GEMV tile, the same way;
   amx_min_batch    (AMX CPUs) the smallest batch size at which the tile GEMM beats VNNI.
 """
 
@@ -191,6 +192,11 @@ def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n
             for name, value in head.items():
                 engine.set_tuning(name, value)
             preset.update(head, measured_head_tg_tokens_per_s=head_tg)
+            if engine.isa().startswith("avx2"):
+                rows, rows_tg = tune_settings(ctx, [{"ternary_gemv_rows": r} for r in (1, 2)], rounds, n_tokens,
+                                              logits=True)
+                engine.set_tuning("ternary_gemv_rows", rows["ternary_gemv_rows"])
+                preset.update(rows, measured_ternary_gemv_rows_tg_tokens_per_s=rows_tg)
             if "amx" in engine.available_isas():
                 batch, table = tune_amx_batch(ctx, rounds)
                 preset.update(amx_min_batch=batch, measured_batch=table)

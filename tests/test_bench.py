@@ -138,9 +138,48 @@ def test_e2e_benchmark_compare(tiny_gguf, tmp_path):
     assert "llama-cpp-python" in proc.stdout and "ratio" in proc.stdout
 
 
+# A stand-in for a llama-bench binary: checks the flags it is given and prints llama-bench's JSON.
+FAKE_LLAMA_BENCH = textwrap.dedent("""\
+    #!{python}
+    import json, sys
+    a = sys.argv[1:]
+    flag = dict(zip(a[::2], a[1::2]))
+    assert flag["-o"] == "json" and flag["-m"].endswith(".gguf"), a
+    p, n, r = int(flag["-p"]), int(flag["-n"]), int(flag["-r"])
+    tests = [{{"n_prompt": p, "n_gen": 0, "avg_ts": 100.0, "samples_ts": [100.0] * r}}] if p else []
+    tests += [{{"n_prompt": 0, "n_gen": n, "avg_ts": 10.0, "samples_ts": [10.0] * r}}] if n else []
+    print("build info on stderr", file=sys.stderr)
+    print(json.dumps(tests, indent=2))
+""")
+
+
+def test_e2e_benchmark_compare_llama_bench(tiny_gguf, tmp_path):
+    fake = tmp_path / "llama-bench"
+    fake.write_text(FAKE_LLAMA_BENCH.format(python=sys.executable))
+    fake.chmod(0o755)
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, *TINY_RUN, "-t", "1,2", "--json", "--rounds", "2",
+                "--compare", "llama-bench", fake, tiny_gguf])
+    assert proc.returncode == 0, proc.stderr
+    records = json_lines(proc.stdout)
+    assert [(r["round"], r["n_threads"]) for r in records] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for r in records:
+        assert r["compare_engine"] == "llama-bench" and r["compare_pp_tokens_per_s"] == 100.0
+        assert r["compare_tg_tokens_per_s"] == 10.0 and r["pp_ratio"] > 0 and r["compare_peak_rss_mb"] > 0
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, "-p", "8", "-n", "0", "-r", "1", "-t", "1",
+                "--compare", "llama-bench", fake, tiny_gguf])
+    assert proc.returncode == 0, proc.stderr
+    assert "llama-bench" in proc.stdout and "100.00" in proc.stdout and "ratio" in proc.stdout
+    # Not an executable, or not llama-bench: one line, exit status 1.
+    assert_one_line_error(run([sys.executable, E2E, "-m", tiny_gguf, "--compare", "llama-bench",
+                               tmp_path / "absent", tiny_gguf]), 1)
+    assert_one_line_error(run([sys.executable, E2E, "-m", tiny_gguf, *TINY_RUN, "--compare", "llama-bench",
+                               "/bin/true", tiny_gguf]), 1)
+
+
 @pytest.mark.parametrize("args, code", [
     (["-t", "0"], 2), (["-p", "-1"], 2), (["-p", "0", "-n", "0"], 2), (["--bogus"], 2),
-    (["--compare", "nonesuch", "x.gguf"], 2),
+    (["--compare", "nonesuch", "x.gguf"], 2), (["--compare", "llama-bench", "x.gguf"], 2),
+    (["--compare", "llama-cpp-python", "a", "x.gguf"], 2), (["--rounds", "0"], 2),
 ])
 def test_e2e_benchmark_bad_flags(tiny_gguf, args, code):
     assert_one_line_error(run([sys.executable, E2E, "-m", tiny_gguf, *args]), code)

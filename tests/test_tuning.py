@@ -99,6 +99,27 @@ def test_head_gemv_rows_do_not_change_decode_logits(tiny_gguf):
         engine.set_tuning("head_gemv_rows", 3)
 
 
+@pytest.mark.skipif("avx2" not in engine.available_isas(), reason="no AVX2 on this CPU")
+def test_ternary_gemv_rows_do_not_change_avx2_decode_logits(tiny_gguf):
+    from bitnet.engine import NativeContext, NativeModel
+
+    model = NativeModel(tiny_gguf)
+    before, isa = engine.get_tuning("ternary_gemv_rows"), engine.isa()
+    runs = []
+    try:
+        engine.set_isa("avx2")
+        for rows in (1, 2):
+            engine.set_tuning("ternary_gemv_rows", rows)
+            ctx = NativeContext(model, 32, 2)
+            runs.append(np.stack([ctx.decode([t]) for t in range(3, 15)]))  # one token at a time: the GEMV
+    finally:
+        engine.set_tuning("ternary_gemv_rows", before)
+        engine.set_isa(isa)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    with pytest.raises(BitnetError, match="out of range"):
+        engine.set_tuning("ternary_gemv_rows", 3)
+
+
 def test_autotune_writes_a_preset_the_engine_reads(tmp_path):
     from bitnet.tune import autotune
 

@@ -1,9 +1,10 @@
 // Picks the ternary kernel set once per process: the best one this CPU runs, or the one the
 // BITNET_ISA environment variable names ("scalar", "avx2", "avx512", "neon"; "" or "auto" =
-// best; the variant names "avx512bw" and "avx512vnni" force one AVX-512 flavour).
+// best; the variant names "avx512bw" and "avx512vnni" force one AVX-512 flavour, "avx2maddubs"
+// and "avx2vnni" one AVX2 flavour).
 // This file is compiled without ISA flags, so it runs on any CPU of the architecture.
 //
-//   x86-64:  scalar < avx2 (AVX2 + FMA + F16C) < avx512 (F + BW + VL + DQ; VNNI picked inside)
+//   x86-64:  scalar < avx2 (AVX2 + FMA + F16C; AVX-VNNI picked inside) < avx512 (F + BW + VL + DQ; VNNI picked inside)
 //            < amx (avx512 with VNNI, plus AMX-TILE + AMX-INT8 tiles for batched matmuls)
 //   aarch64: scalar < neon (ASIMD dot product, armv8.2-a+dotprod)
 #include <atomic>
@@ -33,6 +34,12 @@ namespace bitnet {
 // Tables of ISAs this build does not compile: present so that every build links, never picked.
 #if !defined(__x86_64__)
 const ternary_kernel_set *ternary_kernels_avx2() {
+    return nullptr;
+}
+const ternary_kernel_set *ternary_kernels_avx2_maddubs() {
+    return nullptr;
+}
+const ternary_kernel_set *ternary_kernels_avxvnni() {
     return nullptr;
 }
 const ternary_kernel_set *ternary_kernels_avx512() {
@@ -130,6 +137,8 @@ struct isa_entry {
 // when the CPU has VNNI, so "avx512vnni" may reuse it.
 const isa_entry kIsas[] = {
     {"scalar", ternary_kernels_scalar, cpu_has_nothing_special, true},
+    {"avx2maddubs", ternary_kernels_avx2_maddubs, cpu_has_avx2, false},
+    {"avx2vnni", ternary_kernels_avxvnni, cpu_has_avx2, false},  // nullptr without AVX-VNNI
     {"avx2", ternary_kernels_avx2, cpu_has_avx2, true},
     {"avx512bw", ternary_kernels_avx512bw, cpu_has_avx512, false},
     {"avx512vnni", ternary_kernels_avx512, cpu_has_avx512vnni, false},

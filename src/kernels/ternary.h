@@ -28,7 +28,11 @@ struct ternary_kernel_set {
 
 // Per-ISA tables; a table is nullptr when this build has no code for that ISA.
 const ternary_kernel_set *ternary_kernels_scalar();
+// The best AVX2 variant for this CPU: AVX-VNNI (vpdpbusd on ymm) if present, else vpmaddubsw.
 const ternary_kernel_set *ternary_kernels_avx2();
+// The vpmaddubsw variant whatever the CPU has, and the AVX-VNNI one (nullptr without AVX-VNNI).
+const ternary_kernel_set *ternary_kernels_avx2_maddubs();
+const ternary_kernel_set *ternary_kernels_avxvnni();
 // The best AVX-512 variant for this CPU: VNNI (vpdpbusd) if present, else plain AVX-512BW.
 const ternary_kernel_set *ternary_kernels_avx512();
 // The AVX-512BW variant without VNNI, whatever the CPU has (tests run it on VNNI CPUs too).

@@ -25,6 +25,7 @@ const parameter kParameters[] = {
     {"amx_min_batch", "BITNET_AMX_MIN_BATCH", &kernel_tuning::amx_min_batch, 1, 1 << 20},
     {"head_gemv_rows", "BITNET_HEAD_GEMV_ROWS", &kernel_tuning::head_gemv_rows, 1, 2},
     {"head_prefetch_bytes", "BITNET_HEAD_PREFETCH_BYTES", &kernel_tuning::head_prefetch_bytes, 0, 1 << 20},
+    {"ternary_gemv_rows", "BITNET_TERNARY_GEMV_ROWS", &kernel_tuning::ternary_gemv_rows, 1, 2},
 };
 
 // Environment values are read once and re-applied after every preset, so that they always win.

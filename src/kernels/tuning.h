@@ -7,6 +7,7 @@
 //   head_prefetch_bytes  the same for the dense (lm_head) GEMV
 //   amx_min_batch    smallest batch that goes to the AMX tile GEMM instead of VNNI
 //   head_gemv_rows   rows of a dense (lm_head) GEMV tile side by side: 1 or 2 memory streams
+//   ternary_gemv_rows  the same for the AVX2 sets' ternary GEMV (the AVX-512 ones run one row)
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,6 +19,7 @@ struct kernel_tuning {
     int64_t amx_min_batch = 16;
     int64_t head_gemv_rows = 2;
     int64_t head_prefetch_bytes = 8192;
+    int64_t ternary_gemv_rows = 1;
 };
 
 // The parameters in force (defaults, then BITNET_PREFETCH_BYTES / BITNET_AMX_MIN_BATCH on first use).

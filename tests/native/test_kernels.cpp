@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/ternary.h"
+#include "kernels/tuning.h"
 
 using namespace bitnet;
 
@@ -191,6 +192,12 @@ void test_matmul_shapes(const std::vector<const ternary_kernel_set *> &isas) {
                 const problem p = make_problem(g, n, k, m, 0, false);
                 if (m <= 5) check_reference(p, "random");
                 for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "random");
+                if (m == 1) {  // the AVX2 GEMV's other tile (a tuning parameter)
+                    std::string err;
+                    tuning_set("ternary_gemv_rows", 2, &err);
+                    for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "random, 2-row GEMV");
+                    tuning_set("ternary_gemv_rows", 1, &err);
+                }
             }
     // Prompt-sized batches: the AMX tile GEMM's token groups of 16 and blocks of 256, odd ends.
     for (int64_t k : {384, 2560})
@@ -224,8 +231,9 @@ void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
     // Worst-case magnitude: k = 65536, rows of all +1 / all -1 / all 0 weights against rows of
     // all -128 / all 127: |y| = 128 * 65536, every int16 partial sum at its bound.
     const int64_t k = int64_t{1} << 16;
-    // With m = 2 (GEMV-style tiles), m = 16 (batch kernels: AMX tiles) and m = 48 (VNNI GEMM).
-    for (int64_t m : {2, 16, 48}) {
+    // With m = 1 (GEMV), m = 2 (small-batch tiles), m = 16 (batch kernels: AMX tiles) and m = 48
+    // (VNNI GEMM).
+    for (int64_t m : {1, 2, 16, 48}) {
         problem p;
         p.n = 3, p.k = k, p.m = m;
         p.w.resize(3 * k);
@@ -241,6 +249,12 @@ void test_matmul_extremes(const std::vector<const ternary_kernel_set *> &isas) {
                       (long long)i, r, p.ref[i * 3 + r], want[r]);
         }
         for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "worst case k=65536");
+        if (m == 1) {  // the AVX2 GEMV's two-row tile (a tuning parameter)
+            std::string err;
+            tuning_set("ternary_gemv_rows", 2, &err);
+            for (const ternary_kernel_set *isa : isas) check_ranges(isa, p, "worst case k=65536, 2-row GEMV");
+            tuning_set("ternary_gemv_rows", 1, &err);
+        }
     }
 }
 
@@ -418,7 +432,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && std::strcmp(argv[1], "--dispatch-child") == 0) return dispatch_child();
 
     std::vector<const ternary_kernel_set *> isas;  // every SIMD set this CPU runs
-    for (const char *name : {"avx2", "avx512bw", "avx512vnni", "amx", "neon"}) {
+    for (const char *name : {"avx2maddubs", "avx2vnni", "avx512bw", "avx512vnni", "amx", "neon"}) {
         if (const ternary_kernel_set *ks = ternary_kernels_by_name(name))
             isas.push_back(ks);
         else

@@ -93,7 +93,7 @@ void check_matrix(const ternary_matrix &tm, const std::vector<int8_t> &w, const 
 
 int main() {
     std::vector<const ternary_kernel_set *> sets = {ternary_kernels_scalar()};
-    for (const char *name : {"avx2", "avx512bw", "avx512vnni", "amx", "neon"})
+    for (const char *name : {"avx2maddubs", "avx2vnni", "avx512bw", "avx512vnni", "amx", "neon"})
         if (const ternary_kernel_set *ks = ternary_kernels_by_name(name)) sets.push_back(ks);
     std::printf("testing:");
     for (const ternary_kernel_set *ks : sets) std::printf(" %s", ks->name);
