@@ -11,6 +11,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/attention_tiled.h"
 #include "kernels/dense.h"
 #include "kernels/float_order.h"
 #include "kernels/float_order_x86.h"
@@ -21,12 +22,6 @@ namespace {
 
 constexpr int kQueries = 4;    // queries per register tile
 constexpr int kKeyBlock = 16;  // keys per transposed block: two ymm of lanes
-
-struct query_rows {
-    const float *base;
-    int64_t row_stride, group, hd;
-    const float *at(int64_t j) const { return base + (j / group) * row_stride + (j % group) * hd; }
-};
 
 // Keys [kb, kb + n) (n <= kKeyBlock) into kt[d * kKeyBlock + c]; lanes c >= n are zero.
 void transpose_keys(const float *k, int64_t stride, int64_t kb, int64_t n, int64_t hd, float *kt) {
@@ -140,60 +135,29 @@ void values(const float *const w[], const float *v, int64_t stride, int64_t n, i
         for (int j = 0; j < NQ; ++j) value_scalar(w[j], v, stride, n, d, out[j]);
 }
 
+// What attend_rows_tiled runs (attention_tiled.h).
+struct avx2_tiles {
+    static constexpr int key_block = kKeyBlock, queries = kQueries;
+    static void transpose_keys(const float *k, int64_t stride, int64_t kb, int64_t n, int64_t hd, float *kt) {
+        bitnet::transpose_keys(k, stride, kb, n, hd, kt);
+    }
+    template <int NQ>
+    static void scores(const float *const q[], const float *kt, int64_t hd, float scale, float *const s[]) {
+        score_tile<NQ>(q, kt, hd, scale, s);
+    }
+    static void softmax(float *s, int64_t n, int64_t n_pad) { softmax_weights(s, n, n_pad); }
+    template <int NQ>
+    static void values(const float *const w[], const float *v, int64_t stride, int64_t n, int64_t hd,
+                       float *const out[]) {
+        bitnet::values<NQ>(w, v, stride, n, hd, out);
+    }
+};
+
 }  // namespace
 
 void attend_rows_avx2(const float *q, const float *k, const float *v, int64_t stride, int64_t hd, float scale,
                       int64_t n_rows, int64_t row_stride, int64_t group, const int64_t *n_keys, float *out) {
-    const query_rows qs{q, row_stride, group, hd}, outs{out, row_stride, group, hd};
-    const int64_t n_q = n_rows * group;
-    int64_t most = 0;
-    for (int64_t i = 0; i < n_rows; ++i) most = std::max(most, n_keys[i]);
-    const int64_t n_pad = (most + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
-    thread_local std::vector<float> scratch;
-    scratch.resize(static_cast<size_t>(n_q * n_pad + hd * kKeyBlock));
-    float *scores = scratch.data(), *kt = scores + n_q * n_pad;
-    const auto keys_of = [&](int64_t j) { return n_keys[j / group]; };
-
-    for (int64_t kb = 0; kb < most; kb += kKeyBlock) {
-        transpose_keys(k, stride, kb, std::min<int64_t>(kKeyBlock, most - kb), hd, kt);
-        for (int64_t j = 0; j < n_q; j += kQueries) {
-            const int64_t nq = std::min<int64_t>(kQueries, n_q - j);
-            const float *qp[kQueries];
-            float *sp[kQueries];
-            bool any = false;
-            for (int64_t t = 0; t < nq; ++t) {
-                qp[t] = qs.at(j + t);
-                sp[t] = scores + (j + t) * n_pad + kb;
-                any = any || keys_of(j + t) > kb;
-            }
-            if (!any) continue;  // causal: these queries see none of this block
-            switch (nq) {
-                case 4: score_tile<4>(qp, kt, hd, scale, sp); break;
-                case 3: score_tile<3>(qp, kt, hd, scale, sp); break;
-                case 2: score_tile<2>(qp, kt, hd, scale, sp); break;
-                default: score_tile<1>(qp, kt, hd, scale, sp); break;
-            }
-        }
-    }
-    for (int64_t j = 0; j < n_q; ++j) softmax_weights(scores + j * n_pad, keys_of(j), n_pad);
-
-    for (int64_t j = 0; j < n_q; j += kQueries) {
-        const int64_t nq = std::min<int64_t>(kQueries, n_q - j);
-        const float *wp[kQueries];
-        float *op[kQueries];
-        int64_t n = 0;
-        for (int64_t t = 0; t < nq; ++t) {
-            wp[t] = scores + (j + t) * n_pad;
-            op[t] = const_cast<float *>(outs.at(j + t));
-            n = std::max(n, keys_of(j + t));
-        }
-        switch (nq) {
-            case 4: values<4>(wp, v, stride, n, hd, op); break;
-            case 3: values<3>(wp, v, stride, n, hd, op); break;
-            case 2: values<2>(wp, v, stride, n, hd, op); break;
-            default: values<1>(wp, v, stride, n, hd, op); break;
-        }
-    }
+    attend_rows_tiled<avx2_tiles>(q, k, v, stride, hd, scale, n_rows, row_stride, group, n_keys, out);
 }
 
 }  // namespace bitnet
