@@ -194,21 +194,3 @@ def test_e2e_benchmark_failures(tiny_gguf, tmp_path):
     proc = run([sys.executable, E2E, "-m", tiny_gguf, "--compare", "llama-cpp-python", tiny_gguf], env)
     assert_one_line_error(proc, 1)
     assert "pip install llama-cpp-python" in proc.stderr
-
-
-# ---- base3-layout-probe (native) -----------------------------------------------------------------
-
-def test_base3_layout_probe_kernels_agree():
-    # k = 640: an odd number of I2_S blocks (the GEMV's masked last block) and rows padded to 960
-    # for the base-3 layout; the probe exits 1 if the two kernels' results differ.
-    proc = run([find_binary("base3-layout-probe"), "-k", "640", "--mib", "1", "-t", "2", "-r", "1"])
-    if proc.returncode == 2 and "lacks AVX-512 VBMI" in proc.stderr:
-        pytest.skip("this CPU has no AVX-512 VBMI")
-    assert proc.returncode == 0, proc.stderr
-    assert "both results equal" in proc.stdout
-    assert "base-3 time per pass / I2_S" in proc.stdout
-
-
-@pytest.mark.parametrize("args", [["-k", "100"], ["-t", "0"], ["--frobnicate", "1"], ["-r"]])
-def test_base3_layout_probe_bad_flags(args):
-    assert_one_line_error(run([find_binary("base3-layout-probe"), *args]), 2)

@@ -1,6 +1,6 @@
-"""Smoke tests of lut-layout-probe (tools/probes/lut_layout_probe.cpp, built with
--DBITNET_BUILD_PROBES=ON): the lookup-table kernels (tools/probes/ternary_lut*.cpp) equal the
-scalar I2_S reference bit for bit, and bad flags are one-line errors. Speed is never asserted
+"""Smoke tests of the layout probes (tools/probes/, built with -DBITNET_BUILD_PROBES=ON):
+lut-layout-probe's lookup-table kernels (ternary_lut*.cpp) and base3-layout-probe's base-3 kernel
+equal the scalar I2_S reference bit for bit, and bad flags are one-line errors. Speed is never asserted
 here (DESIGN section 6)."""
 
 import os
@@ -72,3 +72,21 @@ def test_lut_layout_probe_help():
 ])
 def test_lut_layout_probe_bad_flags(args):
     assert_one_line_error(run([find_binary("lut-layout-probe"), *args]), 2)
+
+
+# ---- base3-layout-probe (native) -----------------------------------------------------------------
+
+def test_base3_layout_probe_kernels_agree():
+    # k = 640: an odd number of I2_S blocks (the GEMV's masked last block) and rows padded to 960
+    # for the base-3 layout; the probe exits 1 if the two kernels' results differ.
+    proc = run([find_binary("base3-layout-probe"), "-k", "640", "--mib", "1", "-t", "2", "-r", "1"])
+    if proc.returncode == 2 and "lacks AVX-512 VBMI" in proc.stderr:
+        pytest.skip("this CPU has no AVX-512 VBMI")
+    assert proc.returncode == 0, proc.stderr
+    assert "both results equal" in proc.stdout
+    assert "base-3 time per pass / I2_S" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["-k", "100"], ["-t", "0"], ["--frobnicate", "1"], ["-r"]])
+def test_base3_layout_probe_bad_flags(args):
+    assert_one_line_error(run([find_binary("base3-layout-probe"), *args]), 2)
