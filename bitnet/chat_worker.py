@@ -51,35 +51,24 @@ class TemplateWorker:
         self._compiled: set[str] = set()  # templates the running worker has compiled
 
     def render(self, request: dict, deadline_s: float = RENDER_DEADLINE_S) -> tuple[str, str]:
-        line = (json.dumps(request) + "\n").encode("ascii")  # escapes keep lone surrogates intact
         with self._lock:
             proc = self._ensure_started()
             if request["template"] not in self._compiled:  # compiling is not rendering: its own, longer wait
                 self._compiled.add(request["template"])
-                compiled = self._exchange(proc, {"compile": request["template"]}, START_TIMEOUT_S)
+                compiled = self._exchange(proc, {"compile": request["template"]}, START_TIMEOUT_S,
+                                          f"chat template did not compile within {START_TIMEOUT_S:g} s; refusing it")
                 if compiled[0] != "text":
                     return compiled
                 proc = self._ensure_started()
-            try:
-                proc.stdin.write(line)
-                proc.stdin.flush()
-            except OSError:
-                self._stop()
-                return "limit", "the chat template worker stopped; refusing the template"
-            reply = self._read_line(proc, deadline_s)
-            if reply is None:
-                self._stop()
-                return "limit", (f"chat template did not render within {deadline_s:g} s or within "
-                                 f"{self.memory_bytes >> 20} MiB; refusing it")
-        try:
-            outcome, value = json.loads(reply)
-        except ValueError:
-            return "limit", "the chat template worker answered nonsense; refusing the template"
-        return str(outcome), str(value)
+            return self._exchange(proc, request, deadline_s,
+                                  f"chat template did not render within {deadline_s:g} s or within "
+                                  f"{self.memory_bytes >> 20} MiB; refusing it")
 
-    def _exchange(self, proc: subprocess.Popen, request: dict, deadline_s: float) -> tuple[str, str]:
+    def _exchange(self, proc: subprocess.Popen, request: dict, deadline_s: float, late: str) -> tuple[str, str]:
+        """One request line out, one reply line back within deadline_s; past it the worker is
+        stopped and the answer is ("limit", late)."""
         try:
-            proc.stdin.write((json.dumps(request) + "\n").encode("ascii"))
+            proc.stdin.write((json.dumps(request) + "\n").encode("ascii"))  # escapes keep lone surrogates intact
             proc.stdin.flush()
         except OSError:
             self._stop()
@@ -87,8 +76,11 @@ class TemplateWorker:
         reply = self._read_line(proc, deadline_s)
         if reply is None:
             self._stop()
-            return "limit", f"chat template did not compile within {deadline_s:g} s; refusing it"
-        outcome, value = json.loads(reply)
+            return "limit", late
+        try:
+            outcome, value = json.loads(reply)
+        except ValueError:
+            return "limit", "the chat template worker answered nonsense; refusing the template"
         return str(outcome), str(value)
 
     def close(self) -> None:
@@ -105,6 +97,10 @@ class TemplateWorker:
             return self._proc
         self._compiled = set()
         env = dict(os.environ)
+        # The worker is pure Python (jinja2), it never loads the engine. A preloaded library such as
+        # a sanitizer runtime (CI's ASan job preloads libasan) reserves far more address space than
+        # the worker's RLIMIT_AS allows, and the worker would die at start.
+        env.pop("LD_PRELOAD", None)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "bitnet.chat_worker", str(self.memory_bytes)],
