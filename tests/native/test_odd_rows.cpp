@@ -13,24 +13,16 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "kernels/ternary.h"
 #include "quant_types.h"
 #include "ternary_load.h"
 
 using namespace bitnet;
+using bitnet_test::check;
+using bitnet_test::report;
 
 namespace {
-
-int n_passed = 0, n_failed = 0;
-
-void check(bool ok, const std::string &what) {
-    if (ok) {
-        ++n_passed;
-    } else {
-        ++n_failed;
-        std::printf("FAIL: %s\n", what.c_str());
-    }
-}
 
 // The flattened n*k codes in blocks of `block` (128: canonical; 64: bitnet.cpp's ARM build), with
 // the 32-byte tail holding the scale.
@@ -136,6 +128,5 @@ int main() {
         const std::string why_tq = bind_ternary(tensor_of(GGML_TQ2_0, tq, 384, 1), 384, 1, i2s_layout::canonical, &tm);
         check(why_tq.find("TQ2_0 packs each row in blocks of 256") != std::string::npos, "TQ2_0 k=384 refused: " + why_tq);
     }
-    std::printf("%d passed, %d failed\n", n_passed, n_failed);
-    return n_failed == 0 ? 0 : 1;
+    return report();
 }

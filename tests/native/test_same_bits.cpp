@@ -15,23 +15,15 @@
 #include <vector>
 
 #include "forward.h"
+#include "check.h"
 #include "kernels/ternary.h"
 #include "model.h"
 
 using namespace bitnet;
+using bitnet_test::check;
+using bitnet_test::report;
 
 namespace {
-
-int n_passed = 0, n_failed = 0;
-
-void check(bool ok, const std::string &what) {
-    if (ok) {
-        ++n_passed;
-    } else {
-        ++n_failed;
-        std::printf("FAIL: %s\n", what.c_str());
-    }
-}
 
 // The repository root, from this file's path (tests/native/test_same_bits.cpp).
 std::string repo_root() {
@@ -105,6 +97,5 @@ int main() {
         check(split.size() == want.size() && std::memcmp(split.data(), want.data(), want.size() * sizeof(float)) == 0,
               set + ": logits depend on how the prompt is split into batches");
     }
-    std::printf("%d passed, %d failed\n", n_passed, n_failed);
-    return n_failed == 0 ? 0 : 1;
+    return report();
 }
