@@ -74,7 +74,7 @@ def test_batched_step_rows_equal_each_slot_alone(gpu, tiny_path):
     prompts); the rows a CUDA graph pads a batch with (the scratch slot) change nothing; and
     each row is within the contract of the engine."""
     batched = prefilled(gpu)
-    got = batched.step(batched.contexts, [11, 12, 13]).numpy()
+    got = batched.step(batched.contexts, [11, 12, 13]).cpu().numpy()
     alone = prefilled(gpu)
     for ctx, token, row in zip(alone.contexts, (11, 12, 13), got):
         np.testing.assert_array_equal(ctx.decode([token]), row)
@@ -82,9 +82,9 @@ def test_batched_step_rows_equal_each_slot_alone(gpu, tiny_path):
     # two slots only, in another order, plus two padding rows (scratch slot, position 0)
     padded = prefilled(gpu)
     a, b, _ = padded.contexts
-    put = lambda *v: torch.tensor(v)  # noqa: E731
-    with torch.no_grad():
-        rows = padded.forward_rows(put(13, 11, 0, 0), put(2, 0, 3, 3), put(3, 5, 0, 0)).numpy()
+    put = lambda *v: torch.tensor(v, device=gpu.device)  # noqa: E731
+    with torch.no_grad():  # eager, also on a GPU (where step() above replayed a CUDA graph)
+        rows = padded.forward_rows(put(13, 11, 0, 0), put(2, 0, 3, 3), put(3, 5, 0, 0)).cpu().numpy()
     np.testing.assert_array_equal(rows[0], got[2])
     np.testing.assert_array_equal(rows[1], got[0])
     for ids, token, row in zip(PROMPTS, (11, 12, 13), got):
@@ -103,7 +103,7 @@ def test_copy_prefix_and_truncate(gpu, tiny_path):
     a, b, c = pool.contexts
     b.copy_prefix_from(a, 5)  # a's whole prompt: the same bits in b's cache
     assert b.n_past == 5
-    rows = pool.step([a, b], [7, 7]).numpy()
+    rows = pool.step([a, b], [7, 7]).cpu().numpy()
     np.testing.assert_array_equal(rows[0], rows[1])
     c.copy_prefix_from(a, 3)  # part of it, then a different continuation
     want = engine_logits(tiny_path, PROMPTS[0][:3] + [50])
@@ -168,7 +168,7 @@ def test_f16_cache_within_bound(gpu, tiny_path):
         pool = prefilled(gpu, **kw)
         assert pool.k_cache.dtype == (torch.float16 if "cache_type_k" in kw else torch.float32)
         assert pool.v_cache.dtype == torch.float16
-        got = pool.step(pool.contexts, [11, 12, 13]).numpy()
+        got = pool.step(pool.contexts, [11, 12, 13]).cpu().numpy()
         for ids, token, row in zip(PROMPTS, (11, 12, 13), got):
             want = engine_logits(tiny_path, ids + [token])
             assert np.abs(row - want).max() <= F16_CACHE_BOUND * np.abs(want).max()
@@ -187,7 +187,7 @@ def test_server_device_cuda_batches_greedy_requests_like_the_cpu(tiny_gguf):
     with live_server(tiny_gguf, n_parallel=2, n_ctx=64, device="cuda", wait_ready=False) as server:
         server.wait_ready(60)
         sched = server.scheduler
-        assert sched.device_description == "device cuda (triton-interpreter (CPU)), KV cache f32/f32"
+        assert sched.device_description.startswith("device cuda (") and "KV cache f32/f32" in sched.device_description
         seen = []
         step = sched._decode_multi
 
