@@ -110,9 +110,9 @@ def build_parser() -> ArgumentParser:
                         "TRITON_INTERPRET=1 the GPU code runs on the CPU, slowly, for checking)")
     for short, name, what in (("-ctk", "--cache-type-k", "keys"), ("-ctv", "--cache-type-v", "values")):
         p.add_argument(short, name, dest=name[2:].replace("-", "_"), choices=CACHE_TYPES, default="f32",
-                       help=f"--device cuda: the KV cache's type for {what}; f16 halves that memory but rounds "
-                            "every cached value to f16, so logits move by about 1e-3 relative and greedy text "
-                            "may differ from the CPU's (default: f32, within DESIGN's contract)")
+                       help=f"--device cuda: the KV cache's type for {what}; f16 halves that memory but is not "
+                            "exact: logits move by up to a few %% of the largest, and greedy text may differ "
+                            "from the CPU's (gpu/README.md; default: f32, within DESIGN's contract)")
     p.add_flag("metrics", action="store_true", help="serve Prometheus metrics at /metrics")
     p.add_flag("no_webui", action="store_true", help="do not serve the chat page at / (default: served)")
     p.add_flag("max_request_bytes", metavar="N", type=int_at_least(1, INT32_MAX), default=None,
