@@ -12,8 +12,10 @@ exact integer sums scaled per element; RMSNorm and attention are row_kernels.py'
 per-row kernels; the head's kernel sums each row in a fixed order (its tiles depend on the
 matrix, not on the rows). So a request's greedy text does not change when others come and go.
 
-On a CUDA device the step replays a CUDA graph per power-of-two row count (captured on first
-use): rows beyond the live ones read and write a scratch slot that belongs to no sequence.
+On a CUDA device the step replays a CUDA graph per power-of-two row count (all captured when the
+pool is made): rows beyond the live ones read and write a scratch slot that belongs to no
+sequence, and the attention kernel reads each row's length from the device, so one graph serves
+any positions.
 """
 
 from __future__ import annotations
@@ -97,8 +99,13 @@ class SlotPool:
         self.rope_cos, self.rope_sin = model._put(cos), model._put(sin)
         self.contexts = [SlotContext(self, i) for i in range(self.n_slots)]
         self._scratch = SlotContext(self, self.n_slots)  # runs the step's layers; pads graph batches
-        self._graphs = model.device.type == "cuda" and os.environ.get("BITNET_CUDA_GRAPHS", "1") != "0"
         self._graphed: GraphedRows | None = None
+        if model.device.type == "cuda" and os.environ.get("BITNET_CUDA_GRAPHS", "1") != "0":
+            try:
+                self._graphed = GraphedRows(self)
+            except Exception as exc:  # e.g. an operation that cannot be captured: run eagerly instead
+                warnings.warn(f"bitnet.gpu: CUDA graphs off for batched steps ({type(exc).__name__}: {exc})",
+                              stacklevel=2)
 
     def close(self):
         self.contexts, self.k_cache, self.v_cache, self._graphed = [], None, None, None
@@ -121,8 +128,9 @@ class SlotPool:
             raise BitnetError(f"token id {int(bad[0])} is out of range [0, {self.model.n_vocab})")
         slots = np.array([c.index for c in contexts], dtype=np.int64)
         pos = np.array([c.n_past for c in contexts], dtype=np.int64)
-        logits = self._graph_step(ids, slots, pos) if self._graphs else None
-        if logits is None:
+        if self._graphed is not None:
+            logits = self._graphed.step(ids, slots, pos)
+        else:
             put = lambda a: torch.from_numpy(a).to(self.model.device)  # noqa: E731
             with torch.no_grad():
                 logits = self.forward_rows(put(ids), put(slots), put(pos))
@@ -174,20 +182,6 @@ class SlotPool:
             x = x + run._ffn(layer, rms_norm_rows(x, layer["ffn_norm"], md.rms_eps))
         return kernels.dense_matmul(rms_norm_rows(x, md.output_norm, md.rms_eps), md.output)
 
-    def _graph_step(self, ids, slots, pos) -> torch.Tensor | None:
-        try:
-            if self._graphed is None:
-                self._graphed = GraphedRows(self)
-            with torch.no_grad():
-                return self._graphed.step(ids, slots, pos)
-        except BitnetError:
-            raise
-        except Exception as exc:  # e.g. an operation that cannot be captured: run eagerly instead
-            warnings.warn(f"bitnet.gpu: CUDA graphs off for batched steps ({type(exc).__name__}: {exc})",
-                          stacklevel=3)
-            self._graphs, self._graphed = False, None
-            return None
-
 
 def row_bucket(rows: int, n_slots: int) -> int:
     """Rows of the graph that runs a step of `rows` live rows: a power of two, at most n_slots."""
@@ -198,7 +192,8 @@ def row_bucket(rows: int, n_slots: int) -> int:
 
 
 class GraphedRows:
-    """SlotPool.forward_rows captured as CUDA graphs, one per row bucket, on first use."""
+    """SlotPool.forward_rows captured as CUDA graphs, one per row bucket, all at creation (on the
+    scratch slot alone, so capturing writes no sequence's cache and no step pays for a capture)."""
 
     def __init__(self, pool: SlotPool):
         if pool.model.device.type != "cuda":
@@ -206,25 +201,23 @@ class GraphedRows:
         self.pool = pool
         self.graphs: dict[int, tuple] = {}
         self.mem = None  # one memory pool shared by every bucket's graph
+        for bucket in sorted({row_bucket(n, pool.n_slots) for n in range(1, pool.n_slots + 1)}):
+            self._capture(bucket)
 
     def step(self, ids: np.ndarray, slots: np.ndarray, pos: np.ndarray) -> torch.Tensor:
+        """forward_rows of these rows (a buffer the next step overwrites)."""
         n = ids.size
-        bucket = row_bucket(n, self.pool.n_slots)
-        pad = bucket - n  # rows of the scratch slot at position 0
-        inputs = [np.concatenate([a, np.full(pad, fill, dtype=np.int64)])
-                  for a, fill in ((ids, 0), (slots, self.pool.n_slots), (pos, 0))]
-        if bucket not in self.graphs:
-            self._capture(bucket, inputs)
-        graph, buffers, logits = self.graphs[bucket]
-        for buf, a in zip(buffers, inputs):
-            buf.copy_(torch.from_numpy(a), non_blocking=True)
+        graph, buffers, logits = self.graphs[row_bucket(n, self.pool.n_slots)]
+        pad = buffers[0].shape[0] - n  # rows of the scratch slot at position 0
+        for buf, a, fill in zip(buffers, (ids, slots, pos), (0, self.pool.n_slots, 0)):
+            buf.copy_(torch.from_numpy(np.concatenate([a, np.full(pad, fill, dtype=np.int64)])), non_blocking=True)
         graph.replay()
         return logits[:n]
 
-    def _capture(self, bucket: int, inputs: list[np.ndarray]):
+    def _capture(self, bucket: int):
         pool, dev = self.pool, self.pool.model.device
-        # Warm-up runs with this step's own inputs: they write the K/V the step writes anyway.
-        buffers = [torch.from_numpy(a).to(dev) for a in inputs]
+        buffers = [torch.zeros(bucket, dtype=torch.int64, device=dev) for _ in range(3)]  # ids, slots, positions
+        buffers[1].fill_(pool.n_slots)
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side), torch.no_grad():
