@@ -98,6 +98,36 @@ def test_batched_step_rows_equal_each_slot_alone(gpu, tiny_path):
     np.testing.assert_array_equal(picked[1], got[1])
 
 
+def test_graph_step_pads_with_the_scratch_slot(gpu):
+    """GraphedRows.step (live rows, then scratch rows up to the bucket) through a stand-in for the
+    captured graph that runs forward_rows on the same buffers: the eager step's bits."""
+    from bitnet.gpu.batch import GraphedRows, row_bucket
+
+    assert [row_bucket(n, 6) for n in (1, 2, 3, 4, 5, 6)] == [1, 2, 4, 4, 6, 6]
+    pool = prefilled(gpu, n_slots=4)
+    buffers = [torch.zeros(4, dtype=torch.int64, device=gpu.device) for _ in range(3)]
+    seen = []
+
+    class Replay:
+        out = torch.zeros((4, gpu.n_vocab), device=gpu.device)
+
+        def replay(self):
+            seen.append([b.tolist() for b in buffers])
+            with torch.no_grad():
+                self.out.copy_(pool.forward_rows(*buffers))
+
+    graphed = GraphedRows.__new__(GraphedRows)  # no capture: the stand-in above
+    graphed.pool, graphed.graphs = pool, {4: (Replay(), buffers, Replay.out)}
+    pool._graphed = graphed
+    a, b, c, _ = pool.contexts
+    got = pool.step([c, a, b], [13, 11, 12]).cpu().numpy()
+    assert seen == [[[13, 11, 12, 0], [2, 0, 1, 4], [3, 5, 2, 0]]]  # ids, slots, positions
+    pool._graphed = None
+    for ctx in (a, b, c):
+        ctx.truncate(ctx.n_past - 1)
+    np.testing.assert_array_equal(pool.step([c, a, b], [13, 11, 12]).cpu().numpy(), got)
+
+
 def test_copy_prefix_and_truncate(gpu, tiny_path):
     pool = prefilled(gpu)
     a, b, c = pool.contexts
