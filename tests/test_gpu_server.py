@@ -79,12 +79,13 @@ def test_batched_step_rows_equal_each_slot_alone(gpu, tiny_path):
     for ctx, token, row in zip(alone.contexts, (11, 12, 13), got):
         np.testing.assert_array_equal(ctx.decode([token]), row)
     assert [c.n_past for c in batched.contexts] == [6, 3, 4]
-    # two slots only, in another order, plus two padding rows (scratch slot, position 0)
+    # two slots only, in another order, plus three padding rows (scratch slot, position 0): five
+    # rows take the ternary GEMM kernel where one to four took the GEMV
     padded = prefilled(gpu)
     a, b, _ = padded.contexts
     put = lambda *v: torch.tensor(v, device=gpu.device)  # noqa: E731
     with torch.no_grad():  # eager, also on a GPU (where step() above replayed a CUDA graph)
-        rows = padded.forward_rows(put(13, 11, 0, 0), put(2, 0, 3, 3), put(3, 5, 0, 0)).cpu().numpy()
+        rows = padded.forward_rows(put(13, 11, 0, 0, 0), put(2, 0, 3, 3, 3), put(3, 5, 0, 0, 0)).cpu().numpy()
     np.testing.assert_array_equal(rows[0], got[2])
     np.testing.assert_array_equal(rows[1], got[0])
     for ids, token, row in zip(PROMPTS, (11, 12, 13), got):
