@@ -69,6 +69,35 @@ def prefilled(gpu, n_slots=3, **kw) -> SlotPool:
     return pool
 
 
+def test_row_kernels():
+    """The batched step's RMSNorm (forward.rms_norm's bits) and one-query attention (a softmax
+    reference, within f32 rounding), each row independent of the others; odd widths, a head_dim
+    that is not a power of two, grouped-query heads, f16 caches, lengths over one key block."""
+    from bitnet.gpu.forward import rms_norm
+    from bitnet.gpu.row_kernels import KEY_BLOCK, decode_attention, rms_norm_rows
+
+    gen = torch.Generator().manual_seed(0)
+    dev = "cpu" if INTERPRETED else "cuda"
+    randn = lambda *shape: torch.randn(*shape, generator=gen).to(dev)  # noqa: E731
+    x, w = randn(5, 1100), randn(1100)
+    y = rms_norm_rows(x, w, 1e-5)
+    assert torch.equal(y, rms_norm(x, w, 1e-5)) and torch.equal(rms_norm_rows(x[3:4], w, 1e-5), y[3:4])
+    rows, heads, kv, hd, n_ctx = 3, 6, 2, 40, KEY_BLOCK + 9
+    q, k, v = randn(rows, heads, hd), randn(4, n_ctx, kv * hd), randn(4, n_ctx, kv * hd)
+    slots, lengths = torch.tensor([2, 0, 3], device=dev), torch.tensor([5, n_ctx, 1], device=dev)
+    for cache_k, cache_v in ((k, v), (k.half(), v.half())):
+        out = decode_attention(q, cache_k, cache_v, slots, lengths, 0.125)
+        for r in range(rows):
+            n = int(lengths[r])
+            keys = cache_k[slots[r], :n].float().view(n, kv, 1, hd)
+            values = cache_v[slots[r], :n].float().view(n, kv, 1, hd)
+            p = torch.softmax((q[r].view(1, kv, heads // kv, hd) * keys).sum(-1) * 0.125, dim=0)  # [n, kv, g]
+            want = (p[..., None] * values).sum(0).reshape(-1)
+            assert (out[r] - want).abs().max() <= 1e-5 * want.abs().max()  # f32 rounding (a GPU's exp: ~1 ulp)
+        alone = decode_attention(q[1:2], cache_k, cache_v, slots[1:2], lengths[1:2], 0.125)
+        assert torch.equal(alone, out[1:2])
+
+
 def test_batched_step_rows_equal_each_slot_alone(gpu, tiny_path):
     """Three slots at positions 5, 2, 3 in one step, bit for bit each alone (another pool, same
     prompts); the rows a CUDA graph pads a batch with (the scratch slot) change nothing; and

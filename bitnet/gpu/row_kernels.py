@@ -51,8 +51,8 @@ def rms_norm_rows(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, slot_ptr, len_ptr, o_ptr, slot_stride, n_head, group, HD,
                              KV_DIM, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """Row r's query head h against the first len[r] cache positions of slot[r] (its kv head)."""
-    r = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
+    h = tl.program_id(0)  # a row's heads are neighbours in launch order: their kv head's keys stay in L2
+    r = tl.program_id(1).to(tl.int64)
     base = tl.load(slot_ptr + r).to(tl.int64) * slot_stride + (h // group) * HD
     n_keys = tl.load(len_ptr + r).to(tl.int32)
     d = tl.arange(0, BLOCK_D)
@@ -93,7 +93,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     out = torch.empty((rows, n_head * hd), dtype=torch.float32, device=q.device)
     if rows:
         group = n_head // (kv_dim // hd)
-        _decode_attention_kernel[(rows, n_head)](q.contiguous(), k_cache, v_cache, slots, lengths, out,
+        _decode_attention_kernel[(n_head, rows)](q.contiguous(), k_cache, v_cache, slots, lengths, out,
                                                  n_ctx * kv_dim, n_head, group, hd, kv_dim, scale,
                                                  BLOCK_N=KEY_BLOCK, BLOCK_D=triton.next_power_of_2(hd))
     return out
