@@ -185,6 +185,9 @@ def test_copy_prefix_and_truncate(gpu, tiny_path):
     full.decode([1, 2])
     with pytest.raises(BitnetError, match="context is full"):
         full.decode([3])
+    full.pool.close()
+    with pytest.raises(BitnetError, match="closed"):
+        full.decode([3])
 
 
 def test_device_argmax_equals_engine_greedy_sampler():

@@ -56,6 +56,8 @@ class SlotContext(GpuContext):
         self._graphs, self._graphed = False, None  # single steps go through the pool's step
 
     def decode(self, tokens, all_logits: bool = False, want_logits: bool = True) -> np.ndarray | None:
+        if self.k_cache is None:
+            raise BitnetError("this context (or its pool) is closed")
         ids = np.ascontiguousarray(tokens, dtype=np.int64)
         if ids.ndim == 1 and ids.size == 1:  # a lone step: the batched step's code, one row
             row = self.pool.step([self], ids).cpu().numpy()
@@ -74,7 +76,7 @@ class SlotContext(GpuContext):
         self._n_past = int(n_past)
 
     def close(self):
-        self._n_past = 0  # the cache is the pool's: SlotPool.close frees it
+        self._n_past, self.k_cache, self.v_cache = 0, None, None  # the pool's memory goes with its last view
 
 
 class SlotPool:
@@ -108,6 +110,8 @@ class SlotPool:
                               stacklevel=2)
 
     def close(self):
+        for ctx in self.contexts + [self._scratch]:
+            ctx.close()
         self.contexts, self.k_cache, self.v_cache, self._graphed = [], None, None, None
 
     # ---- one token for each of several slots ----------------------------------------------------
@@ -120,6 +124,8 @@ class SlotPool:
         if any(not isinstance(c, SlotContext) or c.pool is not self for c in contexts) or \
                 len({c.index for c in contexts}) != len(contexts):
             raise BitnetError("a batched step needs distinct slots of one pool")
+        if self.k_cache is None or any(c.k_cache is None for c in contexts):
+            raise BitnetError("this context (or its pool) is closed")
         full = next((c for c in contexts if c.n_past >= self.n_ctx), None)
         if full is not None:
             raise BitnetError(f"context is full: {full.n_past} cached + 1 new token > n_ctx {self.n_ctx}")
