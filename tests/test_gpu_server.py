@@ -237,6 +237,15 @@ def test_f16_cache_within_bound(gpu, tiny_path):
             assert np.abs(row - want).max() <= F16_CACHE_BOUND * np.abs(want).max()
     with pytest.raises(BitnetError, match="KV cache type 'q8_0'"):
         SlotPool(gpu, 1, 8, cache_type_k="q8_0")
+    # Model's context with an f16 cache: the CUDA-graph step's code against the plain step's
+    a, b = (gpu.new_context(8, kv_dtype=torch.float16) for _ in range(2))
+    a.decode([1, 2, 3], want_logits=False)
+    b.decode([1, 2, 3], want_logits=False)
+    want = a.decode([4])
+    with torch.no_grad():
+        got = b.forward_step_static(torch.tensor([4], device=gpu.device), torch.tensor(3, device=gpu.device), 8)
+    assert b.k_cache.dtype == torch.float16
+    assert np.abs(got.cpu().numpy()[0] - want).max() <= FLOAT_EXACT * np.abs(want).max()
 
 
 def test_server_device_cuda_batches_greedy_requests_like_the_cpu(tiny_gguf):
