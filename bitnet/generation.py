@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bitnet.errors import BitnetError
+
 
 @dataclass
 class SamplingOptions:
@@ -150,6 +152,7 @@ class Generation:
         from bitnet.engine import NativeSampler  # the engine only where a generation runs
 
         opts = request.options
+        self.options = opts
         self.tokenizer = tokenizer
         self.max_tokens = opts.max_tokens  # None: until the context is full
         self.n_logprobs = opts.logprobs
@@ -166,11 +169,28 @@ class Generation:
         for t in request.prompt_ids:
             self._sampler.accept(t)
 
-    def step(self, logits: np.ndarray) -> Emission:
-        """Sample the next token from the logits of the last position."""
+    @property
+    def argmax_only(self) -> bool:
+        """Whether the next token is just the argmax of the raw logits (lowest id on ties; NaN
+        and -inf never): greedy, with no penalties, logit_bias, grammar or log-probabilities.
+        Then it may be picked where the logits are (on a GPU) and handed to step() as an int."""
+        o = self.options
+        penalties = o.repeat_last_n != 0 and ((o.repeat_penalty > 0 and o.repeat_penalty != 1)
+                                              or o.frequency_penalty != 0 or o.presence_penalty != 0)
+        return not (o.temperature > 0) and not penalties and self._bias is None and self._constraint is None \
+            and self.n_logprobs is None
+
+    def step(self, logits: np.ndarray | int) -> Emission:
+        """Sample the next token from the logits of the last position (or take the token already
+        picked from them, an int, where argmax_only)."""
         if self.max_tokens is not None and self.n_gen >= self.max_tokens:  # max_tokens=0
             return self.finish("length")
-        token = self._sampler.sample(self._steered(logits))
+        if isinstance(logits, int):
+            if logits < 0:
+                raise BitnetError("no token to pick: every logit is NaN or -inf")
+            token = logits
+        else:
+            token = self._sampler.sample(self._steered(logits))
         if self.tokenizer.is_eog(token):
             return self.finish("stop")
         self._sampler.accept(token)

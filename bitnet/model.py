@@ -168,6 +168,11 @@ class Model:
         if verbose:
             print(f"bitnet: {self.native.desc}", flush=True)
 
+    @property
+    def gpu_model(self):
+        """The GPU backend's weights (bitnet.gpu.GpuModel) where device is not "cpu", else None."""
+        return self._gpu
+
     @staticmethod
     def _verify_sha256(path: Path, expected: str) -> None:
         actual = file_sha256(path)

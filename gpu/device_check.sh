@@ -24,7 +24,7 @@ fi
 
 status=0
 if [ "${1:-}" != "--bench" ]; then
-  python3 -m pytest -q -p no:cacheprovider tests/test_gpu_kernels.py tests/test_gpu_model.py 2>&1 | tee "$out/tests.log"
+  python3 -m pytest -q -p no:cacheprovider tests/test_gpu_kernels.py tests/test_gpu_model.py tests/test_gpu_server.py 2>&1 | tee "$out/tests.log"
   status=${PIPESTATUS[0]}
 fi
 python3 -m bitnet.gpu.device_bench --json "$out/bench.json" || status=1

@@ -37,3 +37,20 @@ def test_bf16_twin_computes_the_same_model():
     theirs = bf.forward(ids, bf.new_cache(1, 8))[0].float()
     corr = np.corrcoef(ours.numpy(), theirs.numpy())[0, 1]
     assert corr > 0.99, corr  # bf16 rounding of activations and weights apart, the same function
+
+
+def test_slot_pool_rates_run(monkeypatch):
+    """pool_rates (the server's decode path in the benchmark) runs, timed here without CUDA."""
+    hp = dataclasses.replace(db.shape_2b4t(1), n_embd=256, n_ff=512, n_head=4, n_head_kv=2, head_dim=64,
+                             n_vocab=512)  # fmt: skip
+    calls = []
+
+    def timed(fn, reps):
+        for _ in range(reps + 1):
+            fn()
+        calls.append(reps)
+        return 1.0
+
+    monkeypatch.setattr(db, "_timed", timed)
+    r = db.pool_rates(db.random_model(hp, "cpu", seed=1), 2, 2)
+    assert r == {"ours_pool": 2.0, "pool_graphs": False} and calls == [2]

@@ -9,7 +9,8 @@ bf16 model holds the same weights as dense bf16 matrices (codes x scale), as a P
 checkpoint would. Reports tokens/s of decode at batch 1, 8 and 64 (n sequences, one token each
 per step) and of a 512-token prefill, for ours eager, ours with CUDA graphs, and bf16 eager, the
 ratios, and the fraction of the GPU's memory bandwidth that decode at batch 1 reaches (weight
-bytes streamed per step / step time, against a device-to-device copy measured in the same run).
+bytes streamed per step / step time, against a device-to-device copy measured in the same run);
+and decode as the server runs it (batch.py's slot pool, same batch sizes).
 """
 
 from __future__ import annotations
@@ -200,6 +201,30 @@ def decode_rates(md: GpuModel, bf: Bf16Model, batch: int, steps: int) -> dict:
     return out
 
 
+def pool_rates(md: GpuModel, batch: int, steps: int) -> dict:
+    """Decode as the server runs it (batch.py's SlotPool: a position per slot, row-wise norm and
+    attention kernels, a CUDA graph per row bucket): tokens/s of `batch` slots stepped together."""
+    from bitnet.gpu.batch import SlotPool
+
+    pool = SlotPool(md, batch, PROMPT + steps + 8)
+    first = pool.contexts[0]
+    first.decode(torch.randint(0, md.n_vocab, (PROMPT,)).numpy(), want_logits=False)
+    for ctx in pool.contexts[1:]:
+        ctx.copy_prefix_from(first, PROMPT)
+    tokens = torch.randint(0, md.n_vocab, (batch,)).numpy()
+
+    def step():
+        if first.n_past >= PROMPT + steps:
+            for ctx in pool.contexts:
+                ctx.truncate(PROMPT)
+        pool.step(pool.contexts, tokens)
+
+    rate = batch / _timed(step, steps)
+    graphed = pool._graphed is not None
+    pool.close()
+    return {"ours_pool": rate, "pool_graphs": graphed}
+
+
 def prefill_rates(md: GpuModel, bf: Bf16Model, n: int, reps: int) -> dict:
     ids = torch.randint(0, md.n_vocab, (1, n), device=md.device)
     ctx = GpuContext(md, n, 1)
@@ -285,6 +310,10 @@ def main(argv=None) -> int:
           f"{bf_bytes / 1e9:.2f} GB (bf16)", flush=True)
     for batch in (1, 8, 64):
         r = decode_rates(md, bf, batch, args.steps)
+        try:
+            r.update(pool_rates(md, batch, args.steps))
+        except Exception as exc:  # reported, not fatal
+            r["ours_pool_error"] = f"{type(exc).__name__}: {exc}"[:300]
         res["decode"][batch] = r
         best = max(r.get("ours_graph", 0), r["ours_eager"])
         line = f"decode batch {batch:2d}: ours eager {r['ours_eager']:9.1f} t/s"
@@ -293,6 +322,8 @@ def main(argv=None) -> int:
         else:
             line += f" (CUDA graph failed: {r['ours_graph_error']})"
         line += f", bf16 eager {r['bf16_eager']:9.1f} t/s; best ours / bf16 = {best / r['bf16_eager']:.2f}x"
+        line += (f"; server's slot pool {r['ours_pool']:9.1f} t/s" + ("" if r["pool_graphs"] else " (eager)")
+                 if "ours_pool" in r else f"; slot pool failed: {r['ours_pool_error']}")
         if batch == 1:
             frac = weight_bytes * best / bw
             r["bandwidth_fraction"] = frac

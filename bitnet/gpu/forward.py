@@ -128,8 +128,14 @@ class GpuModel:
         values = self._put(dense_values(tensor.ggml_type, tensor.data, int(tensor.ne[0]), int(tensor.ne[1])))
         return values.view(torch.bfloat16) if tensor.ggml_type == GGML_BF16 else values
 
-    def new_context(self, n_ctx: int = 0, n_seq: int = 1) -> GpuContext:
-        return GpuContext(self, n_ctx, n_seq)
+    def new_context(self, n_ctx: int = 0, n_seq: int = 1, kv_dtype: torch.dtype = torch.float32) -> GpuContext:
+        return GpuContext(self, n_ctx, n_seq, kv_dtype)
+
+    @property
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return "triton-interpreter (CPU)"
 
     def weight_bytes(self) -> int:
         """Bytes of weights on the device (what one decode step streams, KV cache aside)."""
@@ -160,11 +166,15 @@ def rope_tables(hp: HParams, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class GpuContext:
-    """n_seq sequences (1 by default) advancing in lockstep, each with a contiguous f32 KV cache:
-    [n_layer, n_seq, n_ctx, kv_dim] on the model's device. Several sequences make one batch of
-    rows for every ternary product (batched decoding); one sequence takes a prompt as one batch."""
+    """n_seq sequences (1 by default) advancing in lockstep, each with a contiguous KV cache:
+    [n_layer, n_seq, n_ctx, kv_dim] on the model's device, f32 (DESIGN's contract) or f16 (half
+    the memory; keys and values rounded to f16 as they are stored). Several sequences make one
+    batch of rows for every ternary product (batched decoding); one sequence takes a prompt as one
+    batch."""
 
-    def __init__(self, model: GpuModel, n_ctx: int = 0, n_seq: int = 1):
+    _norm = staticmethod(rms_norm)  # batch.py's slots use a row-wise kernel instead
+
+    def __init__(self, model: GpuModel, n_ctx: int = 0, n_seq: int = 1, kv_dtype: torch.dtype = torch.float32):
         hp = model.hp
         self.model = model
         self.n_ctx = int(n_ctx) if n_ctx and n_ctx > 0 else hp.n_ctx_train
@@ -173,8 +183,8 @@ class GpuContext:
         dev = model.device
         try:
             shape = (hp.n_layer, self.n_seq, self.n_ctx, kv)
-            self.k_cache = torch.zeros(shape, dtype=torch.float32, device=dev)
-            self.v_cache = torch.zeros(shape, dtype=torch.float32, device=dev)
+            self.k_cache = torch.zeros(shape, dtype=kv_dtype, device=dev)
+            self.v_cache = torch.zeros(shape, dtype=kv_dtype, device=dev)
         except torch.OutOfMemoryError:
             raise BitnetError(f"out of device memory allocating {self.n_seq} x {self.n_ctx} tokens of KV cache") \
                 from None
@@ -263,15 +273,15 @@ class GpuContext:
         p0 = self._n_past
         x = md.token_embd[ids.reshape(-1)].float()  # rows: sequence-major
         for il, layer in enumerate(md.layers):
-            x = x + self._attention(layer, il, rms_norm(x, layer["attn_norm"], md.rms_eps), n_seq, p0)
-            x = x + self._ffn(layer, rms_norm(x, layer["ffn_norm"], md.rms_eps))
+            x = x + self._attention(layer, il, self._norm(x, layer["attn_norm"], md.rms_eps), n_seq, p0)
+            x = x + self._ffn(layer, self._norm(x, layer["ffn_norm"], md.rms_eps))
         self._n_past = p0 + m
         if head_rows == "none":
             return None
         rows = x.view(n_seq, m, -1)
         rows = rows if head_rows == "all" else rows[:, -1:]
         n_rows = rows.shape[1]
-        logits = kernels.dense_matmul(rms_norm(rows.reshape(n_seq * n_rows, -1), md.output_norm, md.rms_eps),
+        logits = kernels.dense_matmul(self._norm(rows.reshape(n_seq * n_rows, -1), md.output_norm, md.rms_eps),
                                       md.output)
         return logits.view(n_seq, n_rows, -1)
 
@@ -292,22 +302,22 @@ class GpuContext:
         scale = float(np.float32(1) / np.sqrt(np.float32(hd)))
         x = md.token_embd[ids].float()
         for il, layer in enumerate(md.layers):
-            q, k, v = self._linears(rms_norm(x, layer["attn_norm"], md.rms_eps), layer, GROUPS[0])
+            q, k, v = self._linears(self._norm(x, layer["attn_norm"], md.rms_eps), layer, GROUPS[0])
             q = self._rope_at(q.view(n_seq, hp.n_head, hd), cos, sin)
             k = self._rope_at(k.view(n_seq, n_kv, hd), cos, sin)
-            self.k_cache[il].index_copy_(1, at, k.reshape(n_seq, 1, n_kv * hd))
-            self.v_cache[il].index_copy_(1, at, v.reshape(n_seq, 1, n_kv * hd))
-            keys = self.k_cache[il, :, :n_keys].view(n_seq, n_keys, n_kv, hd).permute(0, 2, 3, 1)  # [S, kv, hd, n]
-            values = self.v_cache[il, :, :n_keys].view(n_seq, n_keys, n_kv, hd).permute(0, 2, 1, 3)  # [S, kv, n, hd]
+            self.k_cache[il].index_copy_(1, at, k.reshape(n_seq, 1, n_kv * hd).to(self.k_cache.dtype))
+            self.v_cache[il].index_copy_(1, at, v.reshape(n_seq, 1, n_kv * hd).to(self.v_cache.dtype))
+            keys = self.k_cache[il, :, :n_keys].float().view(n_seq, n_keys, n_kv, hd).permute(0, 2, 3, 1)
+            values = self.v_cache[il, :, :n_keys].float().view(n_seq, n_keys, n_kv, hd).permute(0, 2, 1, 3)
             scores = torch.matmul(q.view(n_seq, n_kv, group, hd), keys) * scale  # [S, kv, group, n]
             scores = scores.masked_fill(masked, float("-inf"))
             e = torch.exp(scores - scores.amax(-1, keepdim=True))
             att = torch.matmul(e / e.sum(-1, keepdim=True), values).reshape(n_seq, hp.n_head * hd)
             if hp.has_sub_norms:
-                att = rms_norm(att, layer["attn_sub_norm"], md.rms_eps)
+                att = self._norm(att, layer["attn_sub_norm"], md.rms_eps)
             x = x + self._linears(att, layer, ("attn_output",))[0]
-            x = x + self._ffn(layer, rms_norm(x, layer["ffn_norm"], md.rms_eps))
-        return kernels.dense_matmul(rms_norm(x, md.output_norm, md.rms_eps), md.output)
+            x = x + self._ffn(layer, self._norm(x, layer["ffn_norm"], md.rms_eps))
+        return kernels.dense_matmul(self._norm(x, md.output_norm, md.rms_eps), md.output)
 
     def _rope_at(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x [n_seq, heads, head_dim] rotated by one position's cos, sin [1, half]."""
@@ -331,7 +341,7 @@ class GpuContext:
         outs, quantized = [], None
         for w in (layer[name] for name in names):
             if w.input_norm is not None:
-                q, s = kernels.quantize_rows(rms_norm(x, w.input_norm, md.linear_norm_eps))
+                q, s = kernels.quantize_rows(self._norm(x, w.input_norm, md.linear_norm_eps))
             else:
                 q, s = quantized = quantized or kernels.quantize_rows(x)
             outs.append(kernels.ternary_int_matmul(q, s, w.codes, w.n_out, w.n_in, w.row_scales, w.block_scales))
@@ -360,8 +370,8 @@ class GpuContext:
         self.k_cache[il, :, p0 : p0 + m] = k.reshape(n_seq, m, n_kv * hd)
         self.v_cache[il, :, p0 : p0 + m] = v.view(n_seq, m, n_kv * hd)
         n_keys = p0 + m
-        keys = self.k_cache[il, :, :n_keys].view(n_seq, n_keys, n_kv, hd).permute(0, 2, 3, 1)  # [S, kv, hd, n]
-        values = self.v_cache[il, :, :n_keys].view(n_seq, n_keys, n_kv, hd).permute(0, 2, 1, 3)  # [S, kv, n, hd]
+        keys = self.k_cache[il, :, :n_keys].float().view(n_seq, n_keys, n_kv, hd).permute(0, 2, 3, 1)  # [S, kv, hd, n]
+        values = self.v_cache[il, :, :n_keys].float().view(n_seq, n_keys, n_kv, hd).permute(0, 2, 1, 3)
         qg = q.view(n_seq, m, n_kv, group, hd).permute(0, 2, 3, 1, 4)  # [S, kv, group, m, hd]
         scale = float(np.float32(1) / np.sqrt(np.float32(hd)))
         scores = torch.matmul(qg, keys.unsqueeze(2)) * scale  # [S, kv, group, m, n]
@@ -374,7 +384,7 @@ class GpuContext:
         att = torch.matmul(probs, values.unsqueeze(2))  # [S, kv, group, m, hd]
         att = att.permute(0, 3, 1, 2, 4).reshape(n_seq * m, hp.n_head * hd)
         if hp.has_sub_norms:
-            att = rms_norm(att, layer["attn_sub_norm"], self.model.rms_eps)
+            att = self._norm(att, layer["attn_sub_norm"], self.model.rms_eps)
         return self._linears(att, layer, ("attn_output",))[0]
 
     def _ffn(self, layer: dict, h: torch.Tensor) -> torch.Tensor:
@@ -386,5 +396,5 @@ class GpuContext:
         else:
             a = g / (1.0 + torch.exp(-g)) * u
         if hp.has_sub_norms:
-            a = rms_norm(a, layer["ffn_sub_norm"], self.model.rms_eps)
+            a = self._norm(a, layer["ffn_sub_norm"], self.model.rms_eps)
         return self._linears(a, layer, ("ffn_down",))[0]

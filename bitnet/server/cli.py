@@ -8,8 +8,10 @@ and a load failure ends the process with one error line and exit 1.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
+import re
 import signal
 import socket
 import sys
@@ -34,6 +36,9 @@ Serve a ternary (1.58-bit) GGUF model over HTTP with OpenAI's API: /v1/chat/comp
 batching); up to --queue-size more requests wait for a slot, and beyond that the server answers
 503 with Retry-After. Each slot has its own context of -c tokens and keeps it after a request,
 so a request that repeats a prefix (a system prompt, a conversation) skips that prefill.
+--device cuda runs the slots on a GPU (bitnet/gpu, gpu/README.md): one KV cache for all slots,
+one batched step per token (a CUDA graph), greedy tokens picked on the GPU; each request's
+output is the same whichever others share its batch, as on the CPU.
 SIGTERM (or Ctrl+C) stops accepting connections, finishes the requests in flight, then exits."""
 
 EPILOG = """\
@@ -41,6 +46,7 @@ examples:
   python run_inference_server.py -m models/BitNet-b1.58-2B-4T/ggml-model-i2_s.gguf
   python run_inference_server.py -m model.gguf --host 0.0.0.0 --port 8080 --parallel 4 --api-key-file keys.txt
   python run_inference_server.py -m model.gguf --ray --replicas 2 -t 1     # two replicas on a local Ray cluster
+  python run_inference_server.py -m model.gguf --device cuda --parallel 16 -ctk f16 -ctv f16
   curl -N http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}'
 
@@ -48,6 +54,14 @@ exit status: 0 after a clean shutdown, 1 failure (missing or invalid model, port
 2 bad flags, 130 Ctrl+C."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+CACHE_TYPES = ("f32", "f16")  # the GPU cache's types (bitnet.gpu.batch.CACHE_TYPES), by llama.cpp's names
+
+
+def device_name(text: str) -> str:
+    """--device: cpu, cuda or cuda:N."""
+    if re.fullmatch(r"cpu|cuda(:\d{1,4})?", text) is None:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text[:80]!r}")
+    return text
 
 
 def build_parser() -> ArgumentParser:
@@ -91,6 +105,14 @@ def build_parser() -> ArgumentParser:
                help="close a connection whose request headers take longer than S seconds (default: 10)")
     p.add_argument("--body-timeout", dest="body_timeout", metavar="S", type=float, default=60.0,
                help="answer 408 to a request whose body takes longer than S seconds (default: 60)")
+    p.add_argument("--device", default="cpu", metavar="DEV", type=device_name,
+                   help="cpu (the engine, default) or cuda[:N]: the slots on a GPU (gpu/README.md; with "
+                        "TRITON_INTERPRET=1 the GPU code runs on the CPU, slowly, for checking)")
+    for short, name, what in (("-ctk", "--cache-type-k", "keys"), ("-ctv", "--cache-type-v", "values")):
+        p.add_argument(short, name, dest=name[2:].replace("-", "_"), choices=CACHE_TYPES, default="f32",
+                       help=f"--device cuda: the KV cache's type for {what}; f16 halves that memory but is not "
+                            "exact: logits move by up to a few %% of the largest, and greedy text may differ "
+                            "from the CPU's (gpu/README.md; default: f32, within DESIGN's contract)")
     p.add_flag("metrics", action="store_true", help="serve Prometheus metrics at /metrics")
     p.add_flag("no_webui", action="store_true", help="do not serve the chat page at / (default: served)")
     p.add_flag("max_request_bytes", metavar="N", type=int_at_least(1, INT32_MAX), default=None,
@@ -202,6 +224,8 @@ def run(argv: list[str] | None = None) -> int:
 
     check_model_path(args.model)
     ray = ray_options(args, parser)
+    if args.device == "cpu" and "f16" in (args.cache_type_k, args.cache_type_v):
+        parser.error("an f16 KV cache (-ctk/-ctv f16) needs --device cuda: the CPU engine's cache is f32")
     settings = settings_from_args(args, api_keys)
     for flag in ("header_timeout", "body_timeout"):
         if not 0 < getattr(args, flag) <= 3600:
@@ -232,7 +256,8 @@ def settings_from_args(args, api_keys: tuple[str, ...]):
         n_max=args.n_max, batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
         max_request_bytes=args.max_request_bytes, webui=not args.no_webui, host=args.host,
         allowed_hosts=tuple(h.strip() for value in args.allowed_hosts or () for h in value.split(",") if h.strip()),
-        body_timeout_s=args.body_timeout,
+        body_timeout_s=args.body_timeout, device=args.device, cache_type_k=args.cache_type_k,
+        cache_type_v=args.cache_type_v,
     )  # fmt: skip
 
 
@@ -248,14 +273,12 @@ def serve(settings, sock: socket.socket, url: str, log_level: str, header_timeou
 
     def on_loaded(error: str | None) -> None:
         if error is None:
-            from bitnet import engine
-
             m = app.state.scheduler.model
             m.special_in_messages = special_in_messages  # set before /health says ready
             m._chat.warm_up()  # the chat template's worker process, before the first chat needs it
-            print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; kernels {engine.isa()}; "
-                  f"{settings.n_parallel} slot(s) of {m.n_ctx} tokens, {m.n_threads} thread(s))",
-                  file=sys.stderr, flush=True)
+            print(f"bitnet server: listening on {url} ({settings.model_id}: {m.native.desc}; "
+                  f"{app.state.scheduler.device_description}; {settings.n_parallel} slot(s) of {m.n_ctx} tokens, "
+                  f"{m.n_threads} thread(s))", file=sys.stderr, flush=True)
         else:
             failure.append(error)
             server.should_exit = True

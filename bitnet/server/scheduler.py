@@ -11,7 +11,9 @@ read their events. Each turn of the loop:
      choices of one prompt compute it once (jobs.PromptShare): the others copy its KV cache;
   4. decode: ONE batched pass (bitnet.engine.decode_multi) gives the next token of every
      generating slot: several sequences for about the price of one, bit-identical to decoding
-     each alone, which is why continuous batching keeps greedy output exact.
+     each alone, which is why continuous batching keeps greedy output exact. With --device cuda
+     the slots are a GPU slot pool's (bitnet/gpu/batch.py: the same guarantee), and a greedy
+     request's token is picked on the GPU, so only its id crosses to the host.
 
 An engine error fails the request it belongs to (500) and resets that slot; the others go on.
 """
@@ -25,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 
 from bitnet.cli.common import describe_error, one_line
-from bitnet.engine import decode_multi
+from bitnet.engine import NativeContext, decode_multi
 from bitnet.errors import BitnetError
 from bitnet.generation import Emission, Generation
 from bitnet.server.jobs import Cancelled, Failed, Finished, Job
@@ -56,6 +58,9 @@ class Scheduler:
         self._cond = threading.Condition()
         self._pending: deque[Job] = deque()
         self._slots: list[Slot] = []
+        self._pool = None  # the GPU's slot pool (--device cuda)
+        self._decode_multi = _engine_decode_multi  # the device's: (contexts, tokens, argmax_only) -> rows
+        self.device_description = ""
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="bitnet-scheduler", daemon=True)
 
@@ -131,16 +136,35 @@ class Scheduler:
         from bitnet.model import Model
 
         s = self.settings
-        model = Model(s.model_path, n_threads=s.n_threads, n_ctx=s.n_ctx, model_sha256=s.model_sha256)
+        model = Model(s.model_path, n_threads=s.n_threads, n_ctx=s.n_ctx, model_sha256=s.model_sha256,
+                      device=s.device)
         try:
-            slots = [Slot(i, model.native, model.n_ctx, model.n_threads) for i in range(s.n_parallel)]
+            slots = [Slot(i, context) for i, context in enumerate(self._new_contexts(model))]
         except BaseException:
+            if self._pool is not None:
+                self._pool.close()
             model.close()
             raise
         with self._cond:
             self.model, self._slots, self.state = model, slots, "ready"
-        log.info("model ready: %s; %d slot(s) of %d tokens, %d thread(s)", model.native.desc, len(slots),
-                 model.n_ctx, model.n_threads)
+        log.info("model ready: %s; %d slot(s) of %d tokens, %d thread(s); %s", model.native.desc, len(slots),
+                 model.n_ctx, model.n_threads, self.device_description)
+
+    def _new_contexts(self, model) -> list:
+        """One context per slot: the engine's, or a GPU slot pool's (one cache, batched steps)."""
+        s = self.settings
+        if model.gpu_model is None:
+            from bitnet import engine
+
+            self.device_description = f"device cpu, kernels {engine.isa()}"
+            return [NativeContext(model.native, model.n_ctx, model.n_threads) for _ in range(s.n_parallel)]
+        from bitnet.gpu.batch import SlotPool
+
+        self._pool = SlotPool(model.gpu_model, s.n_parallel, model.n_ctx, s.cache_type_k, s.cache_type_v)
+        self._decode_multi = self._pool.decode_multi
+        self.device_description = f"device {s.device} ({model.gpu_model.device_name}), KV cache " \
+                                  f"{s.cache_type_k}/{s.cache_type_v}"
+        return self._pool.contexts
 
     def _turn(self) -> bool:
         """One step of every slot; False when it is time to stop."""
@@ -275,10 +299,7 @@ class Scheduler:
             return
         tokens = [s.next_token for s in active]
         try:
-            if len(active) == 1:
-                rows = [active[0].context.decode(tokens)]
-            else:
-                rows = decode_multi([s.context for s in active], tokens)
+            rows = self._decode_multi([s.context for s in active], tokens, [s.generation.argmax_only for s in active])
         except Exception:  # noqa: BLE001 (a refused batch changes nothing: find whose token it was)
             self._decode_one_by_one(active)
             return
@@ -365,5 +386,14 @@ class Scheduler:
             job.emit(Failed(503, "the server is shutting down"))
         for slot in self._slots:
             slot.context.close()
+        if self._pool is not None:
+            self._pool.close()
         if self.model is not None:
             self.model.close()
+
+
+def _engine_decode_multi(contexts: list, tokens: list[int], argmax_only: list[bool]) -> list:
+    """The CPU's batched step: logits rows (the host samples every one)."""
+    if len(contexts) == 1:
+        return [contexts[0].decode(tokens)]
+    return list(decode_multi(contexts, tokens))

@@ -37,6 +37,11 @@ class ServerSettings:
     host: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     body_timeout_s: float = 60.0
+    # Where the slots run: "cpu" (the engine) or "cuda[:N]" (bitnet/gpu/batch.py's slot pool),
+    # and the GPU's KV cache types (llama.cpp's -ctk / -ctv): f32, or f16 for half the memory.
+    device: str = "cpu"
+    cache_type_k: str = "f32"
+    cache_type_v: str = "f32"
 
     @property
     def model_id(self) -> str:

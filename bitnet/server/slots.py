@@ -10,15 +10,14 @@ import time
 
 import numpy as np
 
-from bitnet.engine import NativeContext, NativeModel
 from bitnet.generation import Generation
 from bitnet.server.jobs import Job
 
 
 class Slot:
-    def __init__(self, index: int, native: NativeModel, n_ctx: int, n_threads: int):
+    def __init__(self, index: int, context):
         self.index = index
-        self.context = NativeContext(native, n_ctx, n_threads)
+        self.context = context  # a NativeContext, or a GPU pool's SlotContext (same interface)
         self.n_ctx = self.context.n_ctx
         self.cached: list[int] = []  # the tokens in the KV cache, in order
         self.job: Job | None = None
