@@ -8,8 +8,8 @@
 // Each output is summed in float_order.h's order, as every set sums it: element j into lane
 // j % 16 of chain (j / 16) % 2, one fused multiply-add per element, the chains added lane by lane,
 // then the 16 lanes halved down (q0 + q2, q1 + q3; their sum; its halves; the last pair). So 8
-// accumulators per (weight row, activation row): a decode tile runs two weight rows (16
-// accumulators), a batch tile one row against kGemmActs activation rows (24 of the 32 registers).
+// accumulators per (weight row, activation row): a decode tile runs one or two weight rows (8 or
+// 16 accumulators), a batch tile one row against kGemmActs activation rows (24 of 32 registers).
 // A quantized weight is widened exactly as dequant.cpp widens it (int -> float, then the same
 // float multiplies in the same order) before its fma, so the logits are those of the widened F32
 // matrix bit for bit. A token's logits do not depend on the batch it came in: one order per output.
@@ -77,8 +77,9 @@ BITNET_NEON_INLINE chunk16 scaled_int8(int8x16_t q, float32x4_t scale) {
 
 // A weight type: kStep elements per step (a multiple of 32, so every step starts on chain 0),
 // each(row, j, f) calling f(index_c<c>, w) for the step's 16-element chunks c (any order that
-// keeps each chain's chunks ascending; j a multiple of kStep). Element-wise types (kElementwise) also give chunk(row, j, w) for the 16-
-// element rest of a row and one(row, j) for its last elements; quantized rows are whole blocks.
+// keeps each chain's chunks ascending; j a multiple of kStep). Element-wise types (kElementwise)
+// also give chunk(row, j) for a row's last whole chunk and one(row, j) for its last elements;
+// quantized rows are whole blocks.
 template <class Load>
 struct by_chunks {
     static constexpr int64_t kStep = 32;
@@ -103,20 +104,28 @@ struct load_f16 : by_chunks<load_f16> {
     BITNET_NEON_INLINE static chunk16 chunk(const uint8_t *row, int64_t j) {
         const uint16x8_t h0 = vld1q_u16(reinterpret_cast<const uint16_t *>(row) + j);
         const uint16x8_t h1 = vld1q_u16(reinterpret_cast<const uint16_t *>(row) + j + 8);
-        return {{vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h0))), vcvt_high_f32_f16(vreinterpretq_f16_u16(h0)),
-                 vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h1))), vcvt_high_f32_f16(vreinterpretq_f16_u16(h1))}};
+        return {{vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h0))),
+                 vcvt_high_f32_f16(vreinterpretq_f16_u16(h0)),
+                 vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h1))),
+                 vcvt_high_f32_f16(vreinterpretq_f16_u16(h1))}};
     }
-    static float one(const uint8_t *row, int64_t j) { return f16_to_f32(reinterpret_cast<const uint16_t *>(row)[j]); }
+    static float one(const uint8_t *row, int64_t j) {
+        return f16_to_f32(reinterpret_cast<const uint16_t *>(row)[j]);
+    }
 };
 struct load_bf16 : by_chunks<load_bf16> {
     static int64_t row_bytes(int64_t k) { return 2 * k; }
     BITNET_NEON_INLINE static chunk16 chunk(const uint8_t *row, int64_t j) {
         const uint16x8_t h0 = vld1q_u16(reinterpret_cast<const uint16_t *>(row) + j);
         const uint16x8_t h1 = vld1q_u16(reinterpret_cast<const uint16_t *>(row) + j + 8);
-        return {{vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h0), 16)), vreinterpretq_f32_u32(vshll_high_n_u16(h0, 16)),
-                 vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h1), 16)), vreinterpretq_f32_u32(vshll_high_n_u16(h1, 16))}};
+        return {{vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h0), 16)),
+                 vreinterpretq_f32_u32(vshll_high_n_u16(h0, 16)),
+                 vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h1), 16)),
+                 vreinterpretq_f32_u32(vshll_high_n_u16(h1, 16))}};
     }
-    static float one(const uint8_t *row, int64_t j) { return bf16_to_f32(reinterpret_cast<const uint16_t *>(row)[j]); }
+    static float one(const uint8_t *row, int64_t j) {
+        return bf16_to_f32(reinterpret_cast<const uint16_t *>(row)[j]);
+    }
 };
 
 // Q8_0: blocks of 32 = f16 d + 32 int8; w = d * q (dequant.cpp's one multiply). A block is one
@@ -176,7 +185,8 @@ struct load_q6_k {
     BITNET_NEON_INLINE static void each(const uint8_t *row, int64_t j, F &&f) {
         const uint8_t *sb = row + j / 256 * 210;
         alignas(16) float scale[16];  // d * (float)sc[c]
-        const chunk16 sc = scaled_int8(vld1q_s8(reinterpret_cast<const int8_t *>(sb + 192)), f16_splat(sb + 208));
+        const chunk16 sc =
+            scaled_int8(vld1q_s8(reinterpret_cast<const int8_t *>(sb + 192)), f16_splat(sb + 208));
         for (int q = 0; q < 4; ++q) vst1q_f32(scale + 4 * q, sc.q[q]);
         half_lanes<0, 0>(sb, scale, f);
         half_lanes<0, 1>(sb, scale, f);
@@ -208,7 +218,8 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
     auto add = [&](auto t, int64_t j, auto chain, const chunk16 &wv) BITNET_NEON_INLINE_LAMBDA {
         unroll<M>([&](auto i) BITNET_NEON_INLINE_LAMBDA {
             unroll<4>([&](auto q) BITNET_NEON_INLINE_LAMBDA {
-                acc[t][i][chain][q] = vfmaq_f32(acc[t][i][chain][q], wv.q[q], vld1q_f32(x + i * k + j + 4 * q));
+                acc[t][i][chain][q] =
+                    vfmaq_f32(acc[t][i][chain][q], wv.q[q], vld1q_f32(x + i * k + j + 4 * q));
             });
         });
     };
@@ -221,7 +232,9 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
         });
     if constexpr (Load::kElementwise) {
         if (j + 16 <= k) {  // a last whole chunk: chain 0, as j is a multiple of 32
-            unroll<R>([&](auto t) BITNET_NEON_INLINE_LAMBDA { add(t, j, index_c<0>{}, Load::chunk(w + (r + t) * row_bytes, j)); });
+            unroll<R>([&](auto t) BITNET_NEON_INLINE_LAMBDA {
+                add(t, j, index_c<0>{}, Load::chunk(w + (r + t) * row_bytes, j));
+            });
             j += 16;
         }
     }
@@ -235,7 +248,9 @@ void tile(const uint8_t *w, int64_t k, int64_t r, const float *x, float *y, int6
             // The rest lane by lane in scalar fma (float_order.h), then the reference's sum.
             if constexpr (Load::kElementwise) {
                 float chain[2][kSumLanes];
-                unroll<8>([&](auto a) BITNET_NEON_INLINE_LAMBDA { vst1q_f32(&chain[a / 4][4 * (a % 4)], acc[t][i][a / 4][a % 4]); });
+                unroll<8>([&](auto a) BITNET_NEON_INLINE_LAMBDA {
+                    vst1q_f32(&chain[a / 4][4 * (a % 4)], acc[t][i][a / 4][a % 4]);
+                });
                 for (int64_t u = j; u < k; ++u) {
                     float &l = chain[(u / kSumLanes) & 1][u % kSumLanes];
                     l = std::fma(Load::one(w + (r + t) * row_bytes, u), x[i * k + u], l);
@@ -254,7 +269,8 @@ void rows_times(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float
 // Decode: one or two weight rows per tile (tuning().head_gemv_rows). Batches: each weight row
 // once per kGemmActs activation rows, the rest in one more pass.
 template <class Load>
-void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y, int64_t ldy) {
+void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
+            int64_t ldy) {
     if (m == 1) {
         int64_t r = r0;
         if (tuning().head_gemv_rows == 2)
@@ -263,7 +279,8 @@ void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
         return;
     }
     int64_t i = 0;
-    for (; i + kGemmActs <= m; i += kGemmActs) rows_times<Load, kGemmActs>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
+    for (; i + kGemmActs <= m; i += kGemmActs)
+        rows_times<Load, kGemmActs>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
     if (m - i == 2) rows_times<Load, 2>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
     if (m - i == 1) rows_times<Load, 1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
 }
