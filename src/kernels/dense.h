@@ -58,6 +58,7 @@ void attend_rows_avx512(const float *q, const float *k, const float *v, int64_t 
 const dense_kernel_set *dense_kernels_scalar();
 const dense_kernel_set *dense_kernels_avx2();    // nullptr where not compiled
 const dense_kernel_set *dense_kernels_avx512();  // nullptr where not compiled
+const dense_kernel_set *dense_kernels_neon();    // nullptr where not compiled (dense_neon.cpp)
 // The set matching the active ternary kernel ISA (scalar stays scalar, so forced-ISA tests
 // exercise the reference path end to end).
 const dense_kernel_set *dense_kernels_active();

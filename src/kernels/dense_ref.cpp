@@ -207,12 +207,17 @@ const dense_kernel_set *dense_kernels_active() {
         return dense_kernels_avx512();
     if (t != nullptr && std::strncmp(t->name, "avx", 3) == 0 && dense_kernels_avx2() != nullptr)
         return dense_kernels_avx2();
+    if (t != nullptr && std::strcmp(t->name, "neon") == 0 && dense_kernels_neon() != nullptr)
+        return dense_kernels_neon();
     return dense_kernels_scalar();
 }
 
 #if !(defined(__x86_64__) || defined(_M_X64))
 const dense_kernel_set *dense_kernels_avx2() { return nullptr; }
 const dense_kernel_set *dense_kernels_avx512() { return nullptr; }
+#endif
+#if !defined(__aarch64__)
+const dense_kernel_set *dense_kernels_neon() { return nullptr; }
 #endif
 
 }  // namespace bitnet

@@ -7,7 +7,7 @@
 # Builds tests/native/test_*.cpp with cmake/aarch64-linux-gnu.cmake into build/aarch64 (gcc) and
 # with cmake/aarch64-linux-gnu-clang.cmake into build/aarch64-clang, then runs each program under
 # `qemu-aarch64 -L /usr/aarch64-linux-gnu` on qemu's default CPU and on `-cpu max` (dotprod: the
-# NEON kernels must be among those test_kernels checks), test_kernels again with BITNET_ISA=neon
+# NEON kernels must be among those test_kernels and test_dense check), test_kernels again with BITNET_ISA=neon
 # and =scalar, and on `-cpu cortex-a53` (ARMv8.0, no dotprod: dispatch must fall back to scalar
 # and refuse BITNET_ISA=neon). Installs the cross toolchain and qemu with apt-get when missing and
 # running as root. Exit status: 0 all passed; 1 a test failed; 2 a build failed; 77 no cross
@@ -126,6 +126,7 @@ for c in "${compilers[@]}"; do
   for prog in "${programs[@]}"; do
     want=""
     [ "$prog" = test_kernels ] && want="testing: scalar, neon "
+    [ "$prog" = test_dense ] && want="testing dense kernels: scalar, neon"
     run "$dir" max "" "$prog" "$want"
   done
   run "$dir" max neon test_kernels "testing: scalar, neon "

@@ -1,6 +1,7 @@
 // Dense (lm_head) kernel tests: every SIMD set this CPU runs against the scalar reference, for
 // F32, F16 and BF16 weights and row lengths around the vector widths; Q8_0 / Q6_K kernels
-// against the same set's F32 kernel on the widened rows; all bit for bit (every set sums in
+// against the same set's F32 kernel on the widened rows; F16 / Q8_0 / Q6_K heads against the scalar
+// set's in batches of 1..8 with rows split unevenly; all bit for bit (every set sums in
 // float_order.h's order). Within one set, a row's result must not depend on the batch it is in:
 // m = 1 equals every row of a batch bit for bit.
 // Prints one line per failure and "N passed, M failed"; exits non-zero on any failure.
@@ -10,11 +11,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "dequant.h"
 #include "kernels/dense.h"
 #include "kernels/ternary.h"
+#include "kernels/tuning.h"
 #include "quant_types.h"
 
 using namespace bitnet;
@@ -138,6 +141,75 @@ void test_quantized_equals_widened(const dense_kernel_set *ks) {
     }
 }
 
+// The head kernels against the scalar set's, bit for bit, on the shapes the tiles split unevenly:
+// F16, Q8_0 and Q6_K weights, 13 rows cut into ranges of 3, 5 and 5 (as threads cut them: odd
+// starts, rows left over by two-row decode tiles), batches of 1..8 activation rows (whole and
+// partial batch tiles), decode tiles of one and of two rows, several K (whole tiles, a half step,
+// a 16-element rest, a scalar tail), and ldy past n: the padding must stay untouched.
+void test_heads_against_reference(const dense_kernel_set *ks) {
+    std::mt19937 gen(13);
+    // Uniform in [-1, 1) from 24 random bits: uniform_real_distribution takes a long-double log per
+    // value, which clang does not fold and qemu emulates in software (seconds per test under qemu).
+    auto u = [&gen]() { return static_cast<float>(static_cast<int32_t>(gen() >> 8) - (1 << 23)) * 0x1p-23f; };
+    const struct {
+        uint32_t id;
+        const char *name;
+        int64_t block, bytes, scale_at;
+        int64_t ks[4];
+    } types[] = {{GGML_F16, "F16", 1, 2, -1, {48, 112, 300, 529}},
+                 {GGML_Q8_0, "Q8_0", 32, 34, 0, {32, 96, 288, 544}},
+                 {GGML_Q6_K, "Q6_K", 256, 210, 208, {256, 512, 768, 1280}}};
+    int64_t rows_before = 0;
+    tuning_get("head_gemv_rows", &rows_before);
+    for (const auto &t : types)
+        for (int64_t k : t.ks) {
+            const int64_t n = 13, ldy = n + 3, row_bytes = k / t.block * t.bytes;
+            std::vector<uint8_t> w(static_cast<size_t>(n * row_bytes));
+            for (uint8_t &b : w) b = static_cast<uint8_t>(gen());
+            if (t.id == GGML_F16)  // finite values
+                for (size_t e = 0; e < w.size() / 2; ++e) {
+                    const uint16_t h = f32_to_f16(u() * 2.0f);
+                    std::memcpy(&w[2 * e], &h, 2);
+                }
+            else
+                for (int64_t b = 0; b < n * k / t.block; ++b) {
+                    const uint16_t d = f32_to_f16(u() * 0.1f);
+                    std::memcpy(&w[static_cast<size_t>(b * t.bytes + t.scale_at)], &d, 2);
+                }
+            std::vector<float> x(static_cast<size_t>(8 * k));
+            for (float &v : x) v = u();
+            auto head = [&](const dense_kernel_set *set, int64_t r0, int64_t r1, int64_t m, float *y) {
+                const float *xs = x.data();
+                if (t.id == GGML_F16)
+                    set->matmul_f16(reinterpret_cast<const uint16_t *>(w.data()), k, r0, r1, xs, m, y, ldy);
+                else if (t.id == GGML_Q8_0)
+                    set->matmul_q8_0(w.data(), k, r0, r1, xs, m, y, ldy);
+                else
+                    set->matmul_q6_k(w.data(), k, r0, r1, xs, m, y, ldy);
+            };
+            for (int64_t m = 1; m <= 8; ++m)
+                for (int64_t gemv_rows : {1, 2}) {
+                    if (gemv_rows == 1 && m > 1) continue;  // the knob only picks decode tiles
+                    std::string error;
+                    tuning_set("head_gemv_rows", gemv_rows, &error);
+                    std::vector<float> want(static_cast<size_t>(m * ldy), -7.0f), got(want.size(), -7.0f);
+                    head(dense_kernels_scalar(), 0, n, m, want.data());
+                    head(ks, 0, 3, m, got.data());
+                    head(ks, 3, 8, m, got.data());
+                    head(ks, 8, n, m, got.data());
+                    for (int64_t i = 0; i < m; ++i)
+                        for (int64_t r = 0; r < ldy; ++r) {
+                            const size_t at = static_cast<size_t>(i * ldy + r);
+                            check(std::memcmp(&got[at], &want[at], sizeof(float)) == 0,
+                                  r < n ? "head differs from the scalar reference" : "head wrote past its rows",
+                                  ks->name, t.name, k, i * 100 + m, r);
+                        }
+                }
+        }
+    std::string error;
+    tuning_set("head_gemv_rows", rows_before, &error);
+}
+
 // attend against the scalar set's, bit for bit (every set follows float_order.h), with scores
 // wide enough apart that some weights underflow to subnormals and zeros (the exp's edge cases).
 void test_attend(const dense_kernel_set *ks) {
@@ -227,6 +299,8 @@ int main() {
         sets.push_back(dense_kernels_avx2());
     if (ternary_kernels_by_name("avx512") != nullptr && dense_kernels_avx512() != nullptr)
         sets.push_back(dense_kernels_avx512());
+    if (ternary_kernels_by_name("neon") != nullptr && dense_kernels_neon() != nullptr)
+        sets.push_back(dense_kernels_neon());
     std::printf("testing dense kernels: scalar");
     for (const dense_kernel_set *ks : sets) std::printf(", %s", ks->name);
     std::printf("\n");
@@ -236,8 +310,10 @@ int main() {
     for (const dense_kernel_set *ks : sets) {
         test_against_reference(ks);
         test_quantized_equals_widened(ks);
-        test_attend(ks);
-        test_attend_rows(ks);
+        test_heads_against_reference(ks);
+        // A set that reuses the scalar attention (NEON) has nothing of its own to check there.
+        if (ks->attend != dense_kernels_scalar()->attend) test_attend(ks);
+        if (ks->attend_rows != dense_kernels_scalar()->attend_rows) test_attend_rows(ks);
         test_scale_sums(ks);
     }
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
