@@ -17,7 +17,7 @@ std::string head_act_problem(const model &m, int mode) {
     if (head_act_block(m.output.type) == 0)
         return std::string("int8 head activations need a Q8_0 or Q6_K output head; this model's head is ") +
                (t != nullptr ? t->name : "of another type") +
-               " (re-encode it: bitnet.convert --quant-embd, or the dummy generator's --embedding-type q6_k)";
+               " (re-encode it: convert-hf-to-gguf-bitnet.py --token-embedding-type q8_0|q6_k, or setup_env.py --quant-embd)";
     return "";
 }
 
