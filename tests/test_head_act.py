@@ -182,3 +182,12 @@ def test_bench_flag(head_model, f16_model):
     bad = subprocess.run([*cmd, "-m", str(f16_model), "--head-act", "int8"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode != 0 and "Q8_0 or Q6_K" in bad.stderr
+
+
+def test_e2e_benchmark_flag(head_model, f16_model):
+    cmd = [sys.executable, str(REPO / "utils" / "e2e_benchmark.py"), "-p", "4", "-n", "2", "-r", "1", "-t", "1",
+           "--json", "--head-act", "int8", "-m"]
+    out = subprocess.run([*cmd, str(head_model)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0 and '"isa": ' in out.stdout and "+int8head" in out.stdout, out.stderr
+    bad = subprocess.run([*cmd, str(f16_model)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 1 and "Q8_0 or Q6_K" in bad.stderr
