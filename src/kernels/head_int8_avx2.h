@@ -38,6 +38,14 @@ inline int32_t hsum_epi32_avx2(__m256i v) {
 
 inline __m256i load256(const void *p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
 
+// acc + the 8 sums of 4 of one block times d_w * d_x (head_int8.h).
+template <class Dot>
+inline __m256 q8_0_block(const uint8_t *block, const int8_t *q, float dx, __m256 acc) {
+    const __m256i wq = load256(block + 2), xq = load256(q);
+    const __m256i isum = Dot::dot(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f16_scale_x86(block) * dx), acc);
+}
+
 template <class Dot>
 void head_q8_0_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const head_acts &a, int64_t m, float *y,
                     int64_t ldy) {
@@ -47,16 +55,17 @@ void head_q8_0_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const h
         for (int64_t i = 0; i < m; ++i) {
             const int8_t *q = a.q + i * k;
             const float *dx = a.d + i * nb;
-            __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-            for (int64_t b = 0; b < nb; ++b) {
+            // Two blocks per step, each into its own register (an indexed pair would live in memory).
+            __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
+            int64_t b = 0;
+            for (; b + 2 <= nb; b += 2) {
                 const uint8_t *block = row + b * 34;
-                if (i == 0 && (b & 1) == 0) _mm_prefetch(reinterpret_cast<const char *>(block + ahead), _MM_HINT_T1);
-                const __m256i wq = load256(block + 2), xq = load256(q + 32 * b);
-                const __m256i isum = Dot::dot(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
-                const __m256 db = _mm256_set1_ps(f16_scale_x86(block) * dx[b]);
-                acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), db, acc[b & 1]);
+                _mm_prefetch(reinterpret_cast<const char *>(block + ahead), _MM_HINT_T1);
+                even = q8_0_block<Dot>(block, q + 32 * b, dx[b], even);
+                odd = q8_0_block<Dot>(block + 34, q + 32 * b + 32, dx[b + 1], odd);
             }
-            y[i * ldy + r] = sum_lanes16(acc[0], acc[1]);
+            if (b < nb) even = q8_0_block<Dot>(row + b * 34, q + 32 * b, dx[b], even);
+            y[i * ldy + r] = sum_lanes16(even, odd);
         }
     }
 }
@@ -72,18 +81,20 @@ inline __m256i q6_quarter(__m256i ql0, __m256i ql1, __m256i qh) {
     return _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_and_si256(top, m30));
 }
 
-// int16 lanes 0-7 = sc[j], 8-15 = sc[j + 1] (j even) from sc16 (int16 lanes t = sc[t]).
-inline __m256i scale_pair(__m256i sc16, int j) {
-    const __m256i both = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j / 2));
-    const __m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
-                                          2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    return _mm256_shuffle_epi8(both, pick);
+// int16 lanes 0-7 = sc[8h + 2G], 8-15 = sc[8h + 2G + 1], from half_sc (int16 lanes t and 8 + t
+// both = sc[8h + t]): one in-lane byte shuffle.
+template <int G>
+inline __m256i scale_pair(__m256i half_sc) {
+    constexpr char a = 4 * G, b = 4 * G + 2;
+    const __m256i pick = _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1,
+                                          b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1);
+    return _mm256_shuffle_epi8(half_sc, pick);
 }
 
 template <int G>
-inline __m256i q6_quarter_sum(__m256i ql0, __m256i ql1, __m256i qh, const int8_t *q, __m256i sc16, int h) {
-    const __m256i pairs = _mm256_maddubs_epi16(q6_quarter<G>(ql0, ql1, qh), load256(q + 128 * h + 32 * G));
-    return _mm256_madd_epi16(pairs, scale_pair(sc16, 8 * h + 2 * G));
+inline __m256i q6_quarter_sum(__m256i ql0, __m256i ql1, __m256i qh, const int8_t *q, __m256i half_sc) {
+    const __m256i pairs = _mm256_maddubs_epi16(q6_quarter<G>(ql0, ql1, qh), load256(q + 32 * G));
+    return _mm256_madd_epi16(pairs, scale_pair<G>(half_sc));
 }
 
 // T_b of head_int8.h for super-block sb and 256 activations q with their 16 sums bsum.
@@ -93,10 +104,13 @@ inline int32_t q6_k_block_sum(const uint8_t *sb, const int8_t *q, const int16_t 
     sum = _mm256_sub_epi32(_mm256_setzero_si256(), sum);
     for (int h = 0; h < 2; ++h) {
         const __m256i ql0 = load256(sb + 64 * h), ql1 = load256(sb + 64 * h + 32), qh = load256(sb + 128 + 32 * h);
-        sum = _mm256_add_epi32(sum, q6_quarter_sum<0>(ql0, ql1, qh, q, sc16, h));
-        sum = _mm256_add_epi32(sum, q6_quarter_sum<1>(ql0, ql1, qh, q, sc16, h));
-        sum = _mm256_add_epi32(sum, q6_quarter_sum<2>(ql0, ql1, qh, q, sc16, h));
-        sum = _mm256_add_epi32(sum, q6_quarter_sum<3>(ql0, ql1, qh, q, sc16, h));
+        const __m256i half_sc = h == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
+                                       : _mm256_permute2x128_si256(sc16, sc16, 0x11);
+        const int8_t *qq = q + 128 * h;
+        sum = _mm256_add_epi32(sum, q6_quarter_sum<0>(ql0, ql1, qh, qq, half_sc));
+        sum = _mm256_add_epi32(sum, q6_quarter_sum<1>(ql0, ql1, qh, qq, half_sc));
+        sum = _mm256_add_epi32(sum, q6_quarter_sum<2>(ql0, ql1, qh, qq, half_sc));
+        sum = _mm256_add_epi32(sum, q6_quarter_sum<3>(ql0, ql1, qh, qq, half_sc));
     }
     return hsum_epi32_avx2(sum);
 }
