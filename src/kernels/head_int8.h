@@ -49,7 +49,8 @@ const head_int8_kernel_set *head_int8_kernels_avx2();        // maddubs; nullptr
 const head_int8_kernel_set *head_int8_kernels_avxvnni();     // vpdpbusd (VEX); nullptr where not compiled
 const head_int8_kernel_set *head_int8_kernels_avx512bw();    // nullptr where not compiled
 const head_int8_kernel_set *head_int8_kernels_avx512vnni();  // nullptr where not compiled
-// The set matching the active ternary kernel set (scalar for scalar and NEON).
+const head_int8_kernel_set *head_int8_kernels_neon();        // sdot; nullptr where not compiled
+// The set matching the active ternary kernel set.
 const head_int8_kernel_set *head_int8_kernels_active();
 
 }  // namespace bitnet

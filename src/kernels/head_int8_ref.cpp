@@ -109,6 +109,7 @@ const head_int8_kernel_set *head_int8_kernels_active() {
     else if (std::strcmp(name, "avx512bw") == 0) set = head_int8_kernels_avx512bw();
     else if (std::strcmp(name, "avx2vnni") == 0) set = head_int8_kernels_avxvnni();
     else if (std::strcmp(name, "avx2") == 0) set = head_int8_kernels_avx2();
+    else if (std::strcmp(name, "neon") == 0) set = head_int8_kernels_neon();
     return set != nullptr ? set : &kScalar;
 }
 
@@ -117,6 +118,9 @@ const head_int8_kernel_set *head_int8_kernels_avx2() { return nullptr; }
 const head_int8_kernel_set *head_int8_kernels_avxvnni() { return nullptr; }
 const head_int8_kernel_set *head_int8_kernels_avx512bw() { return nullptr; }
 const head_int8_kernel_set *head_int8_kernels_avx512vnni() { return nullptr; }
+#endif
+#if !defined(__aarch64__)
+const head_int8_kernel_set *head_int8_kernels_neon() { return nullptr; }
 #endif
 
 }  // namespace bitnet

@@ -153,7 +153,7 @@ int main() {
     for (int64_t k : {256, 768}) test_reference(gen, GGML_Q6_K, k);
     const named_set sets[] = {{"scalar", head_int8_kernels_scalar}, {"avx2", head_int8_kernels_avx2},
                               {"avx2vnni", head_int8_kernels_avxvnni}, {"avx512bw", head_int8_kernels_avx512bw},
-                              {"avx512vnni", head_int8_kernels_avx512vnni}};
+                              {"avx512vnni", head_int8_kernels_avx512vnni}, {"neon", head_int8_kernels_neon}};
     int n_sets = 0;
     for (const named_set &ns : sets) {
         if (ternary_kernels_by_name(ns.isa) == nullptr || ns.get() == nullptr) continue;
