@@ -191,3 +191,14 @@ def test_e2e_benchmark_flag(head_model, f16_model):
     assert out.returncode == 0 and '"isa": ' in out.stdout and "+int8head" in out.stdout, out.stderr
     bad = subprocess.run([*cmd, str(f16_model)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 1 and "Q8_0 or Q6_K" in bad.stderr
+
+
+def test_server_flag(f16_model):
+    proc = subprocess.run([sys.executable, str(REPO / "run_inference_server.py"), "-m", str(f16_model), "--port", "0",
+                           "--head-act", "int8"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Q8_0 or Q6_K" in lines[0], proc.stderr
+    from bitnet.server.cli import build_parser, settings_from_args
+
+    args = build_parser().parse_args(["-m", "x.gguf", "--head-act", "int8"])
+    assert settings_from_args(args, ()).head_act == "int8"

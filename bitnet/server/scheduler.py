@@ -131,7 +131,8 @@ class Scheduler:
         from bitnet.model import Model
 
         s = self.settings
-        model = Model(s.model_path, n_threads=s.n_threads, n_ctx=s.n_ctx, model_sha256=s.model_sha256)
+        model = Model(s.model_path, n_threads=s.n_threads, n_ctx=s.n_ctx, model_sha256=s.model_sha256,
+                      head_act=s.head_act)
         try:
             slots = [Slot(i, model.native, model.n_ctx, model.n_threads) for i in range(s.n_parallel)]
         except BaseException:
