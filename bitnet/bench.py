@@ -248,6 +248,8 @@ def build_parser():
                    help="timed runs per test, after one warm-up (default 5)")
     p.add_argument("--isa", default=None, metavar="NAME", help="force a kernel set (scalar, avx2, ...)")
     p.add_argument("--json", action="store_true", help="one JSON object per run configuration")
+    p.add_argument("--head-act", choices=("exact", "int8"), default="exact",
+                   help="output head activations: exact (default) or int8 per block (Q8_0 / Q6_K heads; not exact)")
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="cpu (the engine, default) or cuda[:N] (bitnet.gpu, see gpu/README.md; -t is then ignored)")
     p.add_argument("--compare", nargs="+", metavar="ENGINE [PATH] GGUF",
@@ -278,6 +280,11 @@ def run(args) -> int:
         engine.set_isa(args.isa)
     model = engine.NativeModel(args.model)
     isa = engine.isa()
+    if args.head_act != "exact":
+        if args.device != "cpu":
+            raise ValueError(f"--head-act {args.head_act} is a CPU engine option, not for --device {args.device}")
+        model.set_head_act(args.head_act)
+        isa += f"+{args.head_act}head"
     gpu = None
     if args.device != "cpu":
         from bitnet.gpu.bench import GpuTimer

@@ -57,6 +57,8 @@ _SIGNATURES = {
     "bitnet_model_meta_key": (_S, [_P, _I32]),
     "bitnet_model_meta_json": (_S, [_P, _S]),
     "bitnet_context_new": (_P, [_P, _I32, _I32]),
+    "bitnet_model_set_head_act": (ctypes.c_int, [_P, _I32]),
+    "bitnet_context_set_head_act": (ctypes.c_int, [_P, _I32]),
     "bitnet_context_free": (None, [_P]),
     "bitnet_context_n_ctx": (_I32, [_P]),
     "bitnet_context_n_past": (_I32, [_P]),
@@ -180,6 +182,17 @@ def _ptr(array: np.ndarray) -> int:
     return array.ctypes.data
 
 
+# The output head's activation modes (include/bitnet.h, enum bitnet_head_act): exact for the stored
+# weights, or int8 per block with integer dot products (faster; its quality cost is in the README).
+HEAD_ACTS = {"exact": 0, "int8": 1}
+
+
+def head_act_code(mode: str) -> int:
+    if mode not in HEAD_ACTS:
+        raise BitnetError(f"unknown head activation mode {mode!r}: use one of {', '.join(HEAD_ACTS)}")
+    return HEAD_ACTS[mode]
+
+
 class NativeModel:
     """Owns a bitnet_model handle."""
 
@@ -195,12 +208,19 @@ class NativeModel:
         self.arch = L.bitnet_model_arch(self._handle).decode()
         self.desc = L.bitnet_model_desc(self._handle).decode()
         self.size_bytes = L.bitnet_model_size_bytes(self._handle)
+        self.head_act = "exact"
 
     @property
     def handle(self):
         if not self._handle:
             raise BitnetError("the model has been closed")
         return self._handle
+
+    def set_head_act(self, mode: str) -> None:
+        """The output head's activations for contexts created from now on: "exact" (default) or
+        "int8" (Q8_0 / Q6_K heads only; see HEAD_ACTS)."""
+        check(lib().bitnet_model_set_head_act(self.handle, head_act_code(mode)))
+        self.head_act = mode
 
     def metadata(self) -> dict:
         """Every GGUF key with its value (arrays as lists)."""
@@ -229,6 +249,10 @@ class NativeContext:
         if not self._handle:
             raise BitnetError(last_error())
         self.n_ctx = lib().bitnet_context_n_ctx(self._handle)
+
+    def set_head_act(self, mode: str) -> None:
+        """This context's output head activations ("exact" or "int8"), as NativeModel.set_head_act."""
+        check(lib().bitnet_context_set_head_act(self._handle, head_act_code(mode)))
 
     @property
     def n_past(self) -> int:

@@ -114,6 +114,9 @@ class Model:
     model_sha256 pins the file: its SHA-256 (64 hex digits) is checked before it is loaded.
     device "cuda" (or "cuda:N") runs the forward pass on a GPU (bitnet.gpu: torch + triton; with
     TRITON_INTERPRET=1 the same code runs on CPU tensors); "cpu" (default) runs the engine.
+    head_act "int8" quantizes the output head's activations to int8 per block (Q8_0 and Q6_K heads
+    only; faster decode, not exact for the stored weights: the README measures its cost); "exact"
+    (default) multiplies the stored weights as they are.
     special_in_messages: tokenize special-token text inside chat messages (e.g. "<|eot_id|>") as
     the special token; by default it is plain text, so that only the chat template's own markers
     are control tokens and a user cannot forge another role's turn.
@@ -121,7 +124,8 @@ class Model:
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None, n_ctx: int = 2048,
                  seed: int | None = None, verbose: bool = False, max_prompt_bytes: int | None = None,
-                 model_sha256: str | None = None, device: str = "cpu", special_in_messages: bool = False):
+                 model_sha256: str | None = None, device: str = "cpu", special_in_messages: bool = False,
+                 head_act: str = "exact"):
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -139,6 +143,15 @@ class Model:
         if model_sha256 is not None and _file_identity(path) != identity:
             self.native.close()
             raise BitnetError(f"{path} changed while it was being verified and loaded; load it again")
+        try:
+            if head_act != "exact" and str(device) != "cpu":
+                raise BitnetError(f"head_act={head_act!r} is a CPU engine option; the {device} backend "
+                                  "has the exact head only")
+            if head_act != "exact":
+                self.native.set_head_act(head_act)
+        except BaseException:
+            self.native.close()
+            raise
         self.metadata = self.native.metadata()
         self.tokenizer = Tokenizer.from_gguf_metadata(self.metadata)
         self.chat_template = self.metadata.get("tokenizer.chat_template")

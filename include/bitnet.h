@@ -97,6 +97,18 @@ BITNET_API int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads
  * serves several continuations. dst's positions past n_past are dropped. */
 BITNET_API int bitnet_context_copy_prefix(bitnet_context *dst, const bitnet_context *src, int32_t n_past);
 
+/* The output head's activations. EXACT (default): f32 activations times the stored weights
+ * widened exactly. INT8: for a Q8_0 or Q6_K head only, the activations are quantized to int8 per
+ * block (32 for Q8_0, 256 for Q6_K; absmax scale, round half to even) and multiplied with integer
+ * dot products, as ggml's Q8_0 / Q8_K dot products do: faster, not exact for the stored weights
+ * (its cost in perplexity and KL is measured in the README). Any other head type, or an unknown
+ * mode, is BITNET_ERR_UNSUPPORTED / BITNET_ERR_ARGUMENT with a message. The model's setting
+ * applies to the contexts created after it; the context's to that context (bitnet_decode_multi
+ * uses ctxs[0]'s). */
+enum bitnet_head_act { BITNET_HEAD_ACT_EXACT = 0, BITNET_HEAD_ACT_INT8 = 1 };
+BITNET_API int bitnet_model_set_head_act(bitnet_model *model, int32_t mode);
+BITNET_API int bitnet_context_set_head_act(bitnet_context *ctx, int32_t mode);
+
 /* Debugging: write every named intermediate tensor of each batch (attn_norm, q, k, v, attn,
  * attn_sub_norm, attn_out, ffn_norm, gate, up, ffn_act, ffn_sub_norm, ffn_out per layer; then
  * output_norm and logits) as <dir>/<layer>-<name>.npy; NULL or "" turns it off. The environment

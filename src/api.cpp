@@ -11,12 +11,14 @@
 #include "bitnet.h"
 #include "debug_dump.h"
 #include "forward.h"
+#include "head_act.h"
 #include "kernels/tuning.h"
 #include "model.h"
 #include "sampler.h"
 
 struct bitnet_model {
     std::unique_ptr<bitnet::model> impl;
+    int32_t head_act = BITNET_HEAD_ACT_EXACT;  // for contexts created from now on
 };
 struct bitnet_context {
     std::unique_ptr<bitnet::context> impl;
@@ -175,6 +177,10 @@ bitnet_context *bitnet_context_new(bitnet_model *model, int32_t n_ctx, int32_t n
                 set_error(BITNET_ERR_MEMORY, error);
                 return nullptr;
             }
+            if (!bitnet::context_set_head_act(*ctx, model->head_act)) {
+                set_error(BITNET_ERR_MEMORY, "out of memory allocating the int8 head's scratch");
+                return nullptr;
+            }
             return new bitnet_context{std::move(ctx)};
         },
         nullptr);
@@ -223,6 +229,33 @@ int bitnet_context_set_threads(bitnet_context *ctx, int32_t n_threads) {
     return guarded(
         [&]() -> int {
             ctx->impl->pool = std::make_unique<bitnet::thread_pool>(n_threads);
+            return BITNET_OK;
+        },
+        BITNET_ERR_MEMORY);
+}
+
+namespace {
+int head_act_check(const bitnet::model &m, int32_t mode) {
+    const std::string why = bitnet::head_act_problem(m, mode);
+    if (why.empty()) return BITNET_OK;
+    return set_error(mode == BITNET_HEAD_ACT_INT8 ? BITNET_ERR_UNSUPPORTED : BITNET_ERR_ARGUMENT, why);
+}
+}  // namespace
+
+int bitnet_model_set_head_act(bitnet_model *model, int32_t mode) {
+    if (model == nullptr) return set_error(BITNET_ERR_ARGUMENT, "model is null");
+    if (int st = head_act_check(*model->impl, mode); st != BITNET_OK) return st;
+    model->head_act = mode;
+    return BITNET_OK;
+}
+
+int bitnet_context_set_head_act(bitnet_context *ctx, int32_t mode) {
+    if (ctx == nullptr) return set_error(BITNET_ERR_ARGUMENT, "context is null");
+    if (int st = head_act_check(*ctx->impl->m, mode); st != BITNET_OK) return st;
+    return guarded(
+        [&]() -> int {
+            if (!bitnet::context_set_head_act(*ctx->impl, mode))
+                return set_error(BITNET_ERR_MEMORY, "out of memory allocating the int8 head's scratch");
             return BITNET_OK;
         },
         BITNET_ERR_MEMORY);

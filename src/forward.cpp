@@ -27,6 +27,7 @@
 #include "bitnet.h"
 #include "debug_dump.h"
 #include "forward_features.h"
+#include "head_act.h"
 #include "kernels/tq.h"
 #include "quant_types.h"
 
@@ -329,6 +330,11 @@ void output_head(context &ctx, int64_t first, int64_t m, float *logits) {
     name_tensor(ctx, "output_norm", -1, ctx.xn.data(), rows, E);
     const dense_matrix &w = md.output;
     const float *x = ctx.xn.data();
+    if (ctx.head_int8 != nullptr) {  // the option of head_act.h
+        head_int8_logits(ctx, x, rows, logits);
+        name_tensor(ctx, "logits", -1, logits, rows, V);
+        return;
+    }
     ctx.pool->parallel_for(V, 256, [&](int64_t r0, int64_t r1) {
         const auto *bytes = static_cast<const uint8_t *>(w.data);
         switch (w.type) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/dense.h"
+#include "kernels/head_int8.h"
 #include "kernels/ternary.h"
 #include "model.h"
 #include "threadpool.h"
@@ -35,6 +36,11 @@ struct context {
     std::vector<float> act_scale;     // per token
     std::vector<int32_t> act_sum;     // per token
     std::string dump_dir;             // debug dumps of named tensors when not empty (debug_dump.h)
+    // The int8-activation head (head_act.h): on when set, with its activation scratch.
+    const head_int8_kernel_set *head_int8 = nullptr;
+    std::vector<int8_t> head_q;
+    std::vector<float> head_d;
+    std::vector<int16_t> head_bsum;
 };
 
 // One row of a batch: a token at position `pos` of sequence `seq` (whose KV cache it joins).

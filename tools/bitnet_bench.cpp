@@ -38,7 +38,9 @@
 #include <thread>
 #include <vector>
 
+#include "bitnet.h"
 #include "forward.h"
+#include "head_act.h"
 #include "kernels/ternary.h"
 #include "model.h"
 #include "quant_types.h"
@@ -59,6 +61,7 @@ struct options {
     std::vector<int64_t> n_batch;  // b<B> tests (none by default)
     std::vector<int64_t> n_threads;
     std::vector<std::string> isas;  // empty: the active set
+    std::vector<std::string> head_acts = {"exact"};  // per thread count, in turns (head_act.h)
     int64_t repetitions = 5;
     int64_t bw_mib = 1024;
     int64_t bw_passes = 5;
@@ -70,10 +73,12 @@ struct options {
 const char *kUsage =
     "usage: bitnet-bench -m MODEL.gguf [-p 512[,128..]] [-n 128[,64..]] [-b 2,3,5] [-t 1,2] [-r 5] [--json]\n"
     "                    [--no-bandwidth] [--bw-mib 1024] [--bw-passes 5] [--bw-token-mib 256]\n"
-    "                    [--isa avx2[,avx512..]]\n"
+    "                    [--isa avx2[,avx512..]] [--head-act exact[,int8]]\n"
     "  -p/-n/-b take comma lists (0 skips the test); -t defaults to the number of hardware threads.\n"
     "  -b B: batched decode steps of B tokens with all B rows of logits (a lookup draft's verification),\n"
-    "        each step's time also given relative to one tg token.\n";
+    "        each step's time also given relative to one tg token.\n"
+    "  --head-act: the output head's activations, in turns per thread count: exact (default), int8\n"
+    "        (Q8_0 / Q6_K heads: int8 per block, integer dot products; rows marked +int8head).\n";
 
 [[noreturn]] void usage_error(const std::string &what) {
     std::fprintf(stderr, "error: %s (bitnet-bench --help for usage)\n", what.c_str());
@@ -136,6 +141,7 @@ const flag_spec kFlags[] = {
     {{"--bw-passes", nullptr}, true, [](options &o, S f, S v) { o.bw_passes = parse_int(f, v, 1); }},
     {{"--bw-token-mib", nullptr}, true, [](options &o, S f, S v) { o.bw_token_mib = parse_int(f, v, 1); }},
     {{"--isa", nullptr}, true, [](options &o, S, S v) { o.isas = split_commas(v); }},
+    {{"--head-act", nullptr}, true, [](options &o, S, S v) { o.head_acts = split_commas(v); }},
     {{"--json", nullptr}, false, [](options &o, S, S) { o.json = true; }},
     {{"--no-bandwidth", nullptr}, false, [](options &o, S, S) { o.bandwidth = false; }},
 };
@@ -446,8 +452,10 @@ void print_result(const options &opt, const bench &b, const result &r) {
     std::fflush(stdout);
 }
 
-// All tests at one thread count with the active kernel set.
-void bench_threads(bench &b, int n_threads, bandwidth_probe *probe) {
+int head_act_mode(const std::string &name) { return name == "int8" ? BITNET_HEAD_ACT_INT8 : BITNET_HEAD_ACT_EXACT; }
+
+// All tests at one thread count with the active kernel set and one head activation mode.
+void bench_threads(bench &b, int n_threads, const std::string &head_act, bandwidth_probe *probe) {
     const options &opt = b.opt;
     int64_t n_ctx = kTgPromptTokens;
     for (int64_t p : opt.n_prompt) n_ctx = std::max(n_ctx, p);
@@ -456,7 +464,8 @@ void bench_threads(bench &b, int n_threads, bandwidth_probe *probe) {
     std::string error;
     std::unique_ptr<context> ctx = context_new(b.m, n_ctx, n_threads, &error);
     if (!ctx) failure(error);
-    const std::string isa = ctx->tk->name;
+    if (!context_set_head_act(*ctx, head_act_mode(head_act))) failure("out of memory for the int8 head");
+    const std::string isa = std::string(ctx->tk->name) + (head_act == "int8" ? "+int8head" : "");
 
     for (int64_t p : opt.n_prompt) {
         if (p == 0) continue;
@@ -525,6 +534,11 @@ int main(int argc, char **argv) {
     std::unique_ptr<model> m = model_load(opt.model_path, &error);
     if (!m) failure(error);
 
+    for (const std::string &head_act : opt.head_acts) {
+        if (head_act != "exact" && head_act != "int8")
+            usage_error("--head-act: '" + head_act + "' is not exact or int8");
+        if (std::string why = head_act_problem(*m, head_act_mode(head_act)); !why.empty()) failure(why);
+    }
     bench b{opt, *m, bytes_per_token(*m), {}, {}};
     int64_t n_tokens = kTgPromptTokens;
     for (int64_t p : opt.n_prompt) n_tokens = std::max(n_tokens, p);
@@ -551,7 +565,8 @@ int main(int argc, char **argv) {
     for (const std::string &isa : isas) {
         if (!isa.empty() && !ternary_kernels_force(isa.c_str()))
             failure("cannot switch to kernel set " + isa);
-        for (int64_t t : opt.n_threads) bench_threads(b, static_cast<int>(t), probe.get());
+        for (int64_t t : opt.n_threads)
+            for (const std::string &head_act : opt.head_acts) bench_threads(b, static_cast<int>(t), head_act, probe.get());
     }
     if (!opt.json) std::printf("\npeak RSS %.0f MB\n", peak_rss_mb());
     return 0;

@@ -42,6 +42,7 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "stop": ("-r", "--reverse-prompt", "--stop"),
     "no_display_prompt": ("--no-display-prompt",),
     "model_sha256": ("--model-sha256",),
+    "head_act": ("--head-act",),
     # run_inference_server.py (llama-server's spellings)
     "host": ("--host",),
     "port": ("--port",),

@@ -91,6 +91,9 @@ def build_parser() -> ArgumentParser:
                help="print only the generated text, not the prompt before it")
     p.add_flag("model_sha256", metavar="HEX", type=sha256_hex, default=None,
                help="pin the model file: refuse to load it unless its SHA-256 is HEX (64 hex digits)")
+    p.add_flag("head_act", choices=("exact", "int8"), default="exact",
+               help="output head activations: exact (default) for the stored weights, or int8 per block "
+                    "with integer dot products (Q8_0 / Q6_K heads only: faster, not exact; see the README)")
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="cpu (the engine, default) or cuda[:N]: the GPU backend (gpu/README.md)")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -312,7 +315,8 @@ def run(argv: list[str] | None = None) -> int:
     from bitnet import Model  # after parsing: --help and flag errors need no engine
 
     model = Model(args.model, n_threads=args.threads, n_ctx=args.ctx_size,
-                  seed=None if args.seed < 0 else args.seed, model_sha256=args.model_sha256, device=args.device)
+                  seed=None if args.seed < 0 else args.seed, model_sha256=args.model_sha256, device=args.device,
+                  head_act=args.head_act)
     try:
         if args.conversation:
             print(startup_line(model, args.verbose), file=sys.stderr, flush=True)

@@ -121,6 +121,9 @@ def build_parser() -> ArgumentParser:
     p.add_flag("alias", metavar="NAME", default=None, help="model id shown to clients (default: the file name)")
     p.add_flag("model_sha256", metavar="HEX", type=sha256_hex, default=None,
                help="pin the model file: refuse to load it unless its SHA-256 is HEX (64 hex digits)")
+    p.add_flag("head_act", choices=("exact", "int8"), default="exact",
+               help="output head activations: exact (default) or int8 per block (Q8_0 / Q6_K heads only: "
+                    "faster, not exact; see the README)")
     p.add_flag("log_level", choices=LOG_LEVELS, default="warning",
                help="server log detail; info adds a line per request (default: warning)")
     add_ray_flags(p)
@@ -251,7 +254,8 @@ def settings_from_args(args, api_keys: tuple[str, ...]):
 
     origins = tuple(o.strip() for value in args.cors_origins or () for o in value.split(",") if o.strip())
     return ServerSettings(
-        model_path=args.model, model_sha256=args.model_sha256, alias=args.alias, n_threads=args.threads,
+        model_path=args.model, model_sha256=args.model_sha256, head_act=args.head_act, alias=args.alias,
+        n_threads=args.threads,
         n_ctx=args.ctx_size, n_predict=args.n_predict, n_parallel=args.parallel, queue_size=args.queue_size,
         n_max=args.n_max, batch_size=args.batch_size, api_keys=api_keys, cors_origins=origins, metrics=args.metrics,
         max_request_bytes=args.max_request_bytes, webui=not args.no_webui, host=args.host,

@@ -137,7 +137,7 @@ class Scheduler:
 
         s = self.settings
         model = Model(s.model_path, n_threads=s.n_threads, n_ctx=s.n_ctx, model_sha256=s.model_sha256,
-                      device=s.device)
+                      device=s.device, head_act=s.head_act)
         try:
             slots = [Slot(i, context) for i, context in enumerate(self._new_contexts(model))]
         except BaseException:

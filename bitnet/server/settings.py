@@ -18,6 +18,7 @@ class ServerSettings:
 
     model_path: str
     model_sha256: str | None = None
+    head_act: str = "exact"  # the output head's activations (bitnet.Model's head_act)
     alias: str | None = None  # the model id clients see; default: the file name
     n_threads: int = 1
     n_ctx: int = 2048
