@@ -60,6 +60,14 @@ def mean_std(samples: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. On Linux its own memory's high-water mark (VmHWM): ru_maxrss of a
+    process that a big one started (the llama-cpp-python child of a benchmark that has just run
+    our model) also holds the parent's peak, which fork/vfork and exec hand down."""
+    from bitnet.bench_peers import vm_hwm_mb
+
+    hwm = vm_hwm_mb("self")
+    if hwm is not None:
+        return hwm
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024
 
