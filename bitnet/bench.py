@@ -195,8 +195,10 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}x" if ours and theirs else "-"
 
 
-def table_rows(rec: dict, ours: bool = True, label: str | None = None) -> list[list[str]]:
-    """Ours (unless ours=False: a second peer of the same slot), the peer and the ratio."""
+def table_rows(rec: dict, ours: bool = True, index: int | None = None) -> list[list[str]]:
+    """Ours (unless ours=False: a later peer of the same slot), the peer and the ratio; index:
+    the peer's number when there are several."""
+    label = f"{rec.get('compare_engine')} #{index}" if index else None
     threads = str(rec["n_threads"])
     rows = [["bitnet", threads, _cell(rec["pp_tokens_per_s"], rec["pp_tokens_per_s_std"]),
              _cell(rec["tg_tokens_per_s"], rec["tg_tokens_per_s_std"]), f"{rec['peak_rss_mb']:.0f}"]][: int(ours)]
@@ -205,7 +207,7 @@ def table_rows(rec: dict, ours: bool = True, label: str | None = None) -> list[l
                      _cell(rec["compare_pp_tokens_per_s"], rec["compare_pp_tokens_per_s_std"]),
                      _cell(rec["compare_tg_tokens_per_s"], rec["compare_tg_tokens_per_s_std"]),
                      f"{rec['compare_peak_rss_mb']:.0f}"])
-        rows.append([f"ratio (bitnet / {label or 'peer'})", threads,
+        rows.append([f"ratio (bitnet / {f'#{index}' if index else 'peer'})", threads,
                      _ratio(rec["pp_tokens_per_s"], rec["compare_pp_tokens_per_s"]),
                      _ratio(rec["tg_tokens_per_s"], rec["compare_tg_tokens_per_s"]), ""])
     return rows
@@ -216,7 +218,7 @@ def print_table_header(path: str, model, isa: str, args) -> None:
     print(f"ISA {isa}; {args.repetitions} timed runs after one warm-up; random token ids")
     peers = peer_args(args.compare)
     for i, (name, path_, binary) in enumerate(peers):
-        label = f"{peer_label(peers, i)}: " if len(peers) > 1 else ""
+        label = f"#{i + 1}: " if len(peers) > 1 else ""
         print(f"compared with {label}{name}{' ' + binary if binary else ''} on {path_}")
     print()
     head = ["engine", "threads", f"pp{args.n_prompt} t/s", f"tg{args.n_gen} t/s", "peak RSS MB"]
@@ -312,7 +314,7 @@ def run(args) -> int:
                 if args.json:
                     print(json.dumps(rec), flush=True)
                 else:
-                    print_rows(table_rows(rec, ours=i == 0, label=peer_label(peers, i) if len(peers) > 1 else None))
+                    print_rows(table_rows(rec, ours=i == 0, index=i + 1 if len(peers) > 1 else None))
     model.close()
     return 0
 
@@ -321,10 +323,6 @@ def peer_args(compare: list[list[str]] | None) -> list[tuple[str, str, str | Non
     """Each --compare's words as (engine, model file, llama-bench binary or None)."""
     return [(c[0], c[-1], c[1] if c[0] == "llama-bench" else None) for c in compare or []]
 
-
-def peer_label(peers: list[tuple[str, str, str | None]], i: int) -> str:
-    """The table's name of peer i when there are several: its engine and number."""
-    return f"{peers[i][0]} #{i + 1}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,8 +191,7 @@ def test_e2e_benchmark_compare_several_peers(tiny_gguf, tmp_path):
     proc = run([sys.executable, E2E, "-m", tiny_gguf, *TINY_RUN, "-t", "1", *two])
     assert proc.returncode == 0, proc.stderr
     names = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("|")][2:]
-    assert names == ["bitnet", "llama-bench #1", "ratio (bitnet / llama-bench #1)",
-                     "llama-bench #2", "ratio (bitnet / llama-bench #2)"]
+    assert names == ["bitnet", "llama-bench #1", "ratio (bitnet / #1)", "llama-bench #2", "ratio (bitnet / #2)"]
     # A bad second peer is a usage error like a bad first one.
     assert_one_line_error(run([sys.executable, E2E, "-m", tiny_gguf, *two[:4], "--compare", "llama-bench",
                                tiny_gguf]), 2)
