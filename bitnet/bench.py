@@ -9,8 +9,9 @@ With `--compare llama-cpp-python FILE` llama.cpp runs the same tests on FILE (e.
 conversion of the same model) through llama-cpp-python, in a child process right after ours for
 each thread count, so its memory and threads stay out of our figures, and our ratio is printed.
 `--compare llama-bench PATH FILE` does the same with the llama-bench binary at PATH (llama.cpp's,
-ik_llama.cpp's or bitnet.cpp's). `--rounds N` repeats the whole comparison N times, ours and the
-peer taking turns, so that a shared machine's slow minutes fall on both.
+ik_llama.cpp's or bitnet.cpp's). Repeat `--compare` to time several peers in the same run. `--rounds N`
+repeats the whole comparison N times, ours and the peers taking turns, so that a shared machine's
+slow minutes fall on all alike.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def mean_std(samples: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. On Linux its own memory's high-water mark (VmHWM): ru_maxrss of a
+    process that a big one started (the llama-cpp-python child of a benchmark that has just run
+    our model) also holds the parent's peak, which fork/vfork and exec hand down."""
+    from bitnet.bench_peers import vm_hwm_mb
+
+    hwm = vm_hwm_mb("self")
+    if hwm is not None:
+        return hwm
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024
 
@@ -154,7 +163,7 @@ def check_peer(peer: str, path: str, binary: str | None = None) -> None:
 
 def record(path: str, model, isa: str, cfg: Config, ours: Timings, peer: Timings | None,
            peer_name: str | None, peer_path: str | None) -> dict:
-    """One JSON object per run configuration."""
+    """One JSON object per run configuration (and peer: with several, ours repeats in each)."""
     pp, pp_std = mean_std(ours.pp)
     tg, tg_std = mean_std(ours.tg)
     out = {
@@ -186,16 +195,19 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}x" if ours and theirs else "-"
 
 
-def table_rows(rec: dict) -> list[list[str]]:
+def table_rows(rec: dict, ours: bool = True, index: int | None = None) -> list[list[str]]:
+    """Ours (unless ours=False: a later peer of the same slot), the peer and the ratio; index:
+    the peer's number when there are several."""
+    label = f"{rec.get('compare_engine')} #{index}" if index else None
     threads = str(rec["n_threads"])
     rows = [["bitnet", threads, _cell(rec["pp_tokens_per_s"], rec["pp_tokens_per_s_std"]),
-             _cell(rec["tg_tokens_per_s"], rec["tg_tokens_per_s_std"]), f"{rec['peak_rss_mb']:.0f}"]]
+             _cell(rec["tg_tokens_per_s"], rec["tg_tokens_per_s_std"]), f"{rec['peak_rss_mb']:.0f}"]][: int(ours)]
     if "compare_engine" in rec:
-        rows.append([rec["compare_engine"], threads,
+        rows.append([label or rec["compare_engine"], threads,
                      _cell(rec["compare_pp_tokens_per_s"], rec["compare_pp_tokens_per_s_std"]),
                      _cell(rec["compare_tg_tokens_per_s"], rec["compare_tg_tokens_per_s_std"]),
                      f"{rec['compare_peak_rss_mb']:.0f}"])
-        rows.append(["ratio (bitnet / peer)", threads,
+        rows.append([f"ratio (bitnet / {f'#{index}' if index else 'peer'})", threads,
                      _ratio(rec["pp_tokens_per_s"], rec["compare_pp_tokens_per_s"]),
                      _ratio(rec["tg_tokens_per_s"], rec["compare_tg_tokens_per_s"]), ""])
     return rows
@@ -204,8 +216,10 @@ def table_rows(rec: dict) -> list[list[str]]:
 def print_table_header(path: str, model, isa: str, args) -> None:
     print(f"model: {path}\n{model.desc}")
     print(f"ISA {isa}; {args.repetitions} timed runs after one warm-up; random token ids")
-    if args.compare:
-        print(f"compared with {' '.join(args.compare[:-1])} on {args.compare[-1]}")
+    peers = peer_args(args.compare)
+    for i, (name, path_, binary) in enumerate(peers):
+        label = f"#{i + 1}: " if len(peers) > 1 else ""
+        print(f"compared with {label}{name}{' ' + binary if binary else ''} on {path_}")
     print()
     head = ["engine", "threads", f"pp{args.n_prompt} t/s", f"tg{args.n_gen} t/s", "peak RSS MB"]
     print("| " + " | ".join(f"{h:>{w}}" for h, w in zip(head, WIDTHS)) + " |")
@@ -252,11 +266,11 @@ def build_parser():
                    help="output head activations: exact (default) or int8 per block (Q8_0 / Q6_K heads; not exact)")
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="cpu (the engine, default) or cuda[:N] (bitnet.gpu, see gpu/README.md; -t is then ignored)")
-    p.add_argument("--compare", nargs="+", metavar="ENGINE [PATH] GGUF",
+    p.add_argument("--compare", nargs="+", action="append", metavar=("ENGINE", "ARG"),
                    help="also time a peer on GGUF (e.g. the TQ2_0 file) in this run: llama-cpp-python GGUF, "
-                        "or llama-bench PATH GGUF (PATH: a llama-bench binary)")
+                        "or llama-bench PATH GGUF (PATH: a llama-bench binary); repeat for several peers")
     p.add_argument("--rounds", type=int_at_least(1, 100), default=1, metavar="N",
-                   help="repeat everything N times, ours and the peer taking turns (default 1)")
+                   help="repeat everything N times, ours and the peers taking turns (default 1)")
     p.add_argument("--embedding", action="store_true", help="time Model.embed instead (bench_embedding.py)")
     p.add_argument("--embd-batch", type=int_at_least(1, 4096), default=32, metavar="B", help="texts per call (32)")
     p.add_argument("--embd-tokens", type=int_at_least(1, 1 << 16), default=128, metavar="L",
@@ -267,9 +281,9 @@ def build_parser():
 def run(args) -> int:
     from bitnet import engine
 
-    peer_name, peer_path, peer_binary = peer_args(args.compare)
-    if peer_name:
-        check_peer(peer_name, peer_path, peer_binary)
+    peers = peer_args(args.compare)
+    for peer in peers:
+        check_peer(*peer)
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"model file not found: {args.model}")
     if args.embedding:
@@ -297,23 +311,25 @@ def run(args) -> int:
         for n_threads in args.threads:
             cfg = Config(args.n_prompt, args.n_gen, n_threads, args.repetitions)
             ours = time_bitnet(model, cfg) if gpu is None else gpu.time(cfg)
-            peer = run_peer(peer_name, peer_path, cfg, peer_binary) if peer_name else None
-            rec = record(args.model, model, isa, cfg, ours, peer, peer_name, peer_path)
-            if args.rounds > 1:
-                rec["round"] = round_ + 1
-            if args.json:
-                print(json.dumps(rec), flush=True)
-            else:
-                print_rows(table_rows(rec))
+            for i, (name, path, binary) in enumerate(peers or [(None, None, None)]):
+                peer = run_peer(name, path, cfg, binary) if name else None
+                rec = record(args.model, model, isa, cfg, ours, peer, name, path)
+                if args.rounds > 1:
+                    rec["round"] = round_ + 1
+                if len(peers) > 1:
+                    rec["compare_index"] = i + 1
+                if args.json:
+                    print(json.dumps(rec), flush=True)
+                else:
+                    print_rows(table_rows(rec, ours=i == 0, index=i + 1 if len(peers) > 1 else None))
     model.close()
     return 0
 
 
-def peer_args(compare: list[str] | None) -> tuple[str | None, str | None, str | None]:
-    """--compare's words as (engine, model file, llama-bench binary or None)."""
-    if not compare:
-        return None, None, None
-    return compare[0], compare[-1], compare[1] if compare[0] == "llama-bench" else None
+def peer_args(compare: list[list[str]] | None) -> list[tuple[str, str, str | None]]:
+    """Each --compare's words as (engine, model file, llama-bench binary or None)."""
+    return [(c[0], c[-1], c[1] if c[0] == "llama-bench" else None) for c in compare or []]
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,10 +337,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.compare and args.compare[0] not in PEERS:
-        parser.error(f"--compare: unknown engine {args.compare[0]!r} (known: {', '.join(PEERS)})")
-    if args.compare and len(args.compare) != PEERS[args.compare[0]] + 1:
-        parser.error("--compare takes llama-cpp-python GGUF, or llama-bench PATH GGUF")
+    for compare in args.compare or []:
+        if compare[0] not in PEERS:
+            parser.error(f"--compare: unknown engine {compare[0]!r} (known: {', '.join(PEERS)})")
+        if len(compare) != PEERS[compare[0]] + 1:
+            parser.error("--compare takes llama-cpp-python GGUF, or llama-bench PATH GGUF")
     if args.n_prompt == 0 and args.n_gen == 0:
         parser.error("nothing to run: -p and -n are both 0")
     return run_main(lambda: run(args))

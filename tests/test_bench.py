@@ -176,6 +176,50 @@ def test_e2e_benchmark_compare_llama_bench(tiny_gguf, tmp_path):
                                "/bin/true", tiny_gguf]), 1)
 
 
+def test_e2e_benchmark_compare_several_peers(tiny_gguf, tmp_path):
+    fake = tmp_path / "llama-bench"
+    fake.write_text(FAKE_LLAMA_BENCH.format(python=sys.executable))
+    fake.chmod(0o755)
+    two = ["--compare", "llama-bench", fake, tiny_gguf, "--compare", "llama-bench", fake, tmp_path / "b.gguf"]
+    (tmp_path / "b.gguf").write_bytes(b"")
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, *TINY_RUN, "-t", "1", "--json", "--rounds", "2", *two])
+    assert proc.returncode == 0, proc.stderr
+    records = json_lines(proc.stdout)
+    assert [(r["round"], r["compare_index"]) for r in records] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [r["compare_model"] for r in records[:2]] == [str(tiny_gguf), str(tmp_path / "b.gguf")]
+    assert records[0]["tg_tokens_per_s"] == records[1]["tg_tokens_per_s"]  # ours timed once per slot
+    proc = run([sys.executable, E2E, "-m", tiny_gguf, *TINY_RUN, "-t", "1", *two])
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("|")][2:]
+    assert names == ["bitnet", "llama-bench #1", "ratio (bitnet / #1)", "llama-bench #2", "ratio (bitnet / #2)"]
+    # A bad second peer is a usage error like a bad first one.
+    assert_one_line_error(run([sys.executable, E2E, "-m", tiny_gguf, *two[:4], "--compare", "llama-bench",
+                               tiny_gguf]), 2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is read from Linux's /proc")
+def test_peer_peak_rss_is_the_peers_own(tmp_path, monkeypatch):
+    # A spawned child's ru_maxrss also holds the parent's peak (handed down through vfork/fork and
+    # exec); with our model in memory the peers' RSS read as ours. Here the parent holds 256 MB.
+    from bitnet import bench, bench_peers
+
+    ballast = bytearray(256 << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page
+    fake = tmp_path / "llama-bench"
+    fake.write_text(FAKE_LLAMA_BENCH.format(python=sys.executable))
+    fake.chmod(0o755)
+    pp, tg, rss = bench_peers.llama_bench(str(fake), str(tmp_path / "m.gguf"), 8, 4, 1, 2)
+    assert pp == [100.0, 100.0] and tg == [10.0, 10.0]
+    assert 0 < rss < 128, rss
+    (tmp_path / "llama_cpp").mkdir()
+    (tmp_path / "llama_cpp" / "__init__.py").write_text(FAKE_LLAMA_CPP)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO)]))
+    peer = bench.run_peer("llama-cpp-python", str(tmp_path / "m.gguf"), bench.Config(8, 4, 1, 2))
+    assert len(peer.pp) == 2 and 0 < peer.peak_rss_mb < 128, peer.peak_rss_mb
+    assert bench.peak_rss_mb() >= 256  # ours still counts its own memory
+    del ballast
+
+
 @pytest.mark.parametrize("args, code", [
     (["-t", "0"], 2), (["-p", "-1"], 2), (["-p", "0", "-n", "0"], 2), (["--bogus"], 2),
     (["--compare", "nonesuch", "x.gguf"], 2), (["--compare", "llama-bench", "x.gguf"], 2),
