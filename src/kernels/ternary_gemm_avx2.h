@@ -124,6 +124,9 @@ void tile(const uint8_t *buf, const int8_t *a, const int32_t *a_sums, int64_t k,
         __m256i acc[R][M];
         for (int p = 0; p < R; ++p)
             for (int i = 0; i < M; ++i) acc[p][i] = _mm256_setzero_si256();
+        // Two steps per iteration: the second finds its activations 4 bytes past the addresses the
+        // first computed (one pointer add per row per two steps, fewer instructions to issue).
+#pragma GCC unroll 2
         for (int64_t j = g * kBlockSteps; j < j_end; ++j) {
             __m256i codes[R];
             for (int p = 0; p < R; ++p)
