@@ -14,7 +14,7 @@
 //    Every result is checked equal to the scalar reference before it is timed. Times are the
 //    thread's CPU time (the machine may be shared), the best of -r runs.
 //
-//   gemm-ceiling-probe [-m 128,512] [-r 5]
+//   gemm-ceiling-probe [-m 128,512] [-r 5] [--shapes NxK,...]   (default: the 2B-4T shapes)
 #include <algorithm>
 #include <cpuid.h>
 #include <cstdint>
@@ -125,22 +125,33 @@ bool cpu_has_avxvnni() {
 }
 
 struct shape {
-    const char *name;
+    std::string name;
     int64_t n, k;
 };
 
 // The 2B-4T layer matrices as forward.cpp runs them (q/k/v and gate/up stacked).
-const shape kShapes[] = {{"qkv", 3840, 2560}, {"o", 2560, 2560}, {"gate+up", 13824, 2560}, {"down", 2560, 6912}};
+const std::vector<shape> kShapes = {
+    {"qkv", 3840, 2560}, {"o", 2560, 2560}, {"gate+up", 13824, 2560}, {"down", 2560, 6912}};
 
-std::vector<int64_t> parse_list(const char *s) {
-    std::vector<int64_t> out;
-    for (const char *p = s; *p;) {
+// "a,b,c" of positive integers (sep ','), or "NxK,..." pairs (sep ',' between, 'x' within); false
+// on anything else.
+bool parse_list(const char *s, std::vector<int64_t> *out) {
+    out->clear();
+    for (const char *p = s;;) {
         char *end = nullptr;
-        out.push_back(std::strtoll(p, &end, 10));
-        p = *end == ',' ? end + 1 : end;
-        if (end == p && *p) break;
+        const long long v = std::strtoll(p, &end, 10);
+        if (end == p || v <= 0 || v > (1 << 24)) return false;
+        out->push_back(v);
+        if (*end == '\0') return true;
+        if (*end != ',' && *end != 'x') return false;
+        p = end + 1;
     }
-    return out;
+}
+
+int usage_error(const char *what) {
+    std::fprintf(stderr, "error: %s (usage: gemm-ceiling-probe [-m 128,512] [-r 5] [--shapes NxK,...], K a multiple "
+                 "of 128)\n", what);
+    return 2;
 }
 
 // Best of `reps` seconds of one i2s_matmul over all rows.
@@ -159,18 +170,28 @@ double time_matmul(const bitnet::ternary_kernel_set *ks, const std::vector<uint8
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::vector<int64_t> ms = {128, 512};
+    std::vector<int64_t> ms = {128, 512}, list;
+    std::vector<shape> shapes = kShapes;
     int reps = 5;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (std::strcmp(argv[i], "-m") == 0) ms = parse_list(argv[i + 1]);
-        else if (std::strcmp(argv[i], "-r") == 0) reps = std::max(1, std::atoi(argv[i + 1]));
-        else {
-            std::fprintf(stderr, "usage: gemm-ceiling-probe [-m 128,512] [-r 5]\n");
-            return 2;
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 >= argc) return usage_error((std::string("flag ") + argv[i] + " needs a value").c_str());
+        const std::string flag = argv[i];
+        if (flag != "-m" && flag != "-r" && flag != "--shapes")
+            return usage_error(("unknown flag " + flag).c_str());
+        if (!parse_list(argv[i + 1], &list)) return usage_error(("bad value for " + flag).c_str());
+        if (flag == "-m") ms = list;
+        if (flag == "-r") reps = static_cast<int>(list[0]);
+        if (flag == "--shapes") {
+            if (list.size() % 2 != 0) return usage_error("--shapes takes NxK pairs");
+            shapes.clear();
+            for (size_t j = 0; j < list.size(); j += 2) {
+                if (list[j + 1] % 128 != 0) return usage_error("K must be a multiple of 128");
+                shapes.push_back({std::to_string(list[j]) + "x" + std::to_string(list[j + 1]), list[j], list[j + 1]});
+            }
         }
     }
     if (!cpu_has_avx2()) {
-        std::fprintf(stderr, "gemm-ceiling-probe: this CPU has no AVX2\n");
+        std::fprintf(stderr, "error: this CPU lacks AVX2\n");
         return 1;
     }
     const double hz = best_rate(clock_hz_once);
@@ -193,7 +214,7 @@ int main(int argc, char **argv) {
     std::string err;
     int64_t gemm_min = 0;
     bitnet::tuning_get("avx2_gemm_min_batch", &gemm_min);
-    for (const shape &s : kShapes) {
+    for (const shape &s : shapes) {
         std::vector<uint8_t> w(static_cast<size_t>(s.n * s.k / 4));
         for (auto &b : w) {  // codes 0..2 only
             uint8_t v = 0;
@@ -218,14 +239,15 @@ int main(int argc, char **argv) {
                     std::fill(y.begin(), y.end(), 0);
                     ks->i2s_matmul(w.data(), s.k, 0, s.n, a.data(), sums.data(), m, y.data(), s.n);
                     if (y != ref) {
-                        std::fprintf(stderr, "gemm-ceiling-probe: %s differs from the scalar reference\n", f.set);
+                        std::fprintf(stderr, "error: %s (%s) differs from the scalar reference at %s, m=%lld\n",
+                                     f.set, use_gemm ? "GEMM" : "tiles", s.name.c_str(), (long long)m);
                         return 1;
                     }
                     t[use_gemm] = time_matmul(ks, w, s, a, sums, m, y, reps);
                 }
                 std::printf("%-11s %-8s n=%-5lld k=%-4lld m=%-4lld GEMM %6.1f GMAC/s %5.1f MAC/cycle (%3.0f%% of "
                             "ceiling) | tiles %6.1f GMAC/s\n",
-                            f.set, s.name, (long long)s.n, (long long)s.k, (long long)m, macs / t[1] / 1e9,
+                            f.set, s.name.c_str(), (long long)s.n, (long long)s.k, (long long)m, macs / t[1] / 1e9,
                             macs / t[1] / hz, 100.0 * macs / t[1] / f.ceiling, macs / t[0] / 1e9);
             }
         }
