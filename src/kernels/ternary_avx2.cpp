@@ -75,8 +75,8 @@ void quantize_row_int8_avx2(const float *x, int64_t k, int8_t *q, float *scale, 
 // Batches of tuning().avx2_gemm_min_batch rows or more go to the register-tiled GEMM
 // (ternary_gemm_avx2.cpp), which decodes each slice of weights once per block of rows; smaller
 // ones to the tiles above, which read the weights once.
-void i2s_matmul_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums,
-                     int64_t m, int32_t *y, int64_t ldy) {
+void i2s_matmul_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
+                     const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
     if (m >= tuning().avx2_gemm_min_batch) i2s_gemm_avx2(w, k, r0, r1, a, a_sums, m, y, ldy);
     else i2s_matmul_tiles<dot_maddubs>(w, k, r0, r1, a, a_sums, m, y, ldy);
 }

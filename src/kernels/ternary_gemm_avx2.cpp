@@ -25,8 +25,8 @@ struct gemm_maddubs {
 
 }  // namespace
 
-void i2s_gemm_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums,
-                   int64_t m, int32_t *y, int64_t ldy) {
+void i2s_gemm_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
+                   const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
     gemm256::gemm<gemm_maddubs>(w, k, r0, r1, a, a_sums, m, y, ldy);
 }
 

@@ -95,8 +95,8 @@ void decode_slice(const uint8_t *w, int64_t k, int64_t r, int64_t n, int64_t n_n
             for (int f = 0; f < 4; ++f)
                 for (int d = 0; d < 8; ++d) {
                     const __m256i codes = _mm256_and_si256(_mm256_srli_epi32(panel[d], 6 - 2 * f), mask);
-                    _mm256_store_si256(reinterpret_cast<__m256i *>(buf + ((b * kBlockSteps + 8 * f + d) * R + p) * 32),
-                                       codes);
+                    uint8_t *out = buf + ((b * kBlockSteps + 8 * f + d) * R + p) * 32;
+                    _mm256_store_si256(reinterpret_cast<__m256i *>(out), codes);
                 }
         }
     }
@@ -145,7 +145,8 @@ void tile(const uint8_t *buf, const int8_t *a, const int32_t *a_sums, int64_t k,
     for (int i = 0; i < M; ++i) {
         const __m256i as = _mm256_set1_epi32(a_sums[i]);
         for (int p = 0; p < R && p * kPanelRows < n_rows; ++p) {
-            const __m256i v = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i *>(sums[p][i])), as);
+            const __m256i sum = _mm256_load_si256(reinterpret_cast<const __m256i *>(sums[p][i]));
+            const __m256i v = _mm256_sub_epi32(sum, as);
             int32_t *out = y + i * ldy + p * kPanelRows;
             const int64_t rows = std::min<int64_t>(kPanelRows, n_rows - p * kPanelRows);
             if (rows == kPanelRows) {
@@ -159,7 +160,8 @@ void tile(const uint8_t *buf, const int8_t *a, const int32_t *a_sums, int64_t k,
     }
 }
 
-using tile_fn = void (*)(const uint8_t *, const int8_t *, const int32_t *, int64_t, int64_t, int32_t *, int64_t);
+using tile_fn = void (*)(const uint8_t *, const int8_t *, const int32_t *, int64_t, int64_t, int32_t *,
+                         int64_t);
 
 // tile<R, 1> .. tile<R, M-1>, for the activation rows left after the full tiles.
 template <class Dot, int R, int... Ms>
@@ -181,8 +183,8 @@ void slice_times_acts(const uint8_t *w, int64_t k, int64_t r, int64_t n, int64_t
 // The whole GEMM: slices of Dot::kSlicePanels panels (a last one of up to 8 rows: one panel with
 // Dot::kOnePanelActs activation rows per tile), activation rows kActBlock at a time.
 template <class Dot>
-void gemm(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums, int64_t m,
-          int32_t *y, int64_t ldy) {
+void gemm(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, const int32_t *a_sums,
+          int64_t m, int32_t *y, int64_t ldy) {
     constexpr int R = Dot::kSlicePanels;
     constexpr int64_t kSliceRows = R * kPanelRows;
     // One buffer per thread, kept across calls (the pool's threads live as long as the context).
@@ -198,9 +200,11 @@ void gemm(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a, 
         for (int64_t r = r0; r < r1; r += kSliceRows) {
             const int64_t n = std::min(kSliceRows, r1 - r), n_next = std::min(kSliceRows, r1 - r - n);
             if (n <= kPanelRows)
-                slice_times_acts<Dot, 1, Dot::kOnePanelActs>(w, k, r, n, n_next, a, a_sums, i0, i1, y, ldy, codes);
+                slice_times_acts<Dot, 1, Dot::kOnePanelActs>(w, k, r, n, n_next, a, a_sums, i0, i1, y, ldy,
+                                                             codes);
             else
-                slice_times_acts<Dot, R, Dot::kTileActs>(w, k, r, n, n_next, a, a_sums, i0, i1, y, ldy, codes);
+                slice_times_acts<Dot, R, Dot::kTileActs>(w, k, r, n, n_next, a, a_sums, i0, i1, y, ldy,
+                                                         codes);
         }
     }
 }

@@ -315,7 +315,8 @@ void test_avx2_gemm(const std::vector<const ternary_kernel_set *> &isas) {
             problem p = make_problem(g, 19, 4096, 20, mode, true);
             std::fill(p.packed.begin(), p.packed.begin() + 4096 / 4 * 3, uint8_t{0xFF});  // rows of code 3
             finish_problem(p);
-            for (const ternary_kernel_set *isa : avx2) check_ranges(isa, p, "gemm raw codes, extreme activations");
+            for (const ternary_kernel_set *isa : avx2)
+                check_ranges(isa, p, "gemm raw codes, extreme activations");
         }
     }
     tuning_set("avx2_gemm_min_batch", before, &err);
