@@ -12,7 +12,9 @@ whole model):
                    the same, together, for the lm_head GEMV: one or two rows per tile (one memory
                    stream or two) and its own prefetch distance;
   ternary_gemv_rows  (AVX2 kernels) one or two rows per ternary GEMV tile, the same way;
-  amx_min_batch    (AMX CPUs) the smallest batch size at which the tile GEMM beats VNNI.
+  amx_min_batch    (AMX CPUs) the smallest batch size at which the tile GEMM beats VNNI;
+  avx2_gemm_min_batch  (AVX2 kernels) the same for the register-tiled GEMM against the
+                   small-batch tiles.
 """
 
 from __future__ import annotations
@@ -121,24 +123,35 @@ def tune_prefetch(ctx, rounds: int, n_tokens: int, tick=lambda: None,
     return best["prefetch_bytes"], table
 
 
-def tune_amx_batch(ctx, rounds: int) -> tuple[int, dict]:
-    """The smallest candidate batch from which AMX is at least as fast as VNNI at every larger
-    candidate too (one noisy win below the crossover must not pull the threshold down)."""
-    amx_s, vnni_s = {}, {}
+def tune_min_batch(ctx, rounds: int, key: str = "amx_min_batch", always: int = 1,
+                   labels: tuple[str, str] = ("amx_ms", "vnni_ms")) -> tuple[int, dict]:
+    """The smallest candidate batch from which the batch kernel that `key` switches on (AMX tiles;
+    the AVX2 register-tiled GEMM) is at least as fast as the kernel below it at every larger
+    candidate too (one noisy win below the crossover must not pull the threshold down). `always`
+    is the key's smallest value; labels name the two kernels' times in the table."""
+    on_s, off_s = {}, {}
     for _ in range(rounds):
         for n in BATCH_CANDIDATES:
-            for threshold, store in ((1, amx_s), (NEVER, vnni_s)):
-                engine.set_tuning("amx_min_batch", threshold)
+            for threshold, store in ((always, on_s), (NEVER, off_s)):
+                engine.set_tuning(key, threshold)
                 t = _batch_seconds(ctx, n)
                 store[n] = min(store.get(n, t), t)
     chosen = NEVER
     for n in reversed(BATCH_CANDIDATES):
-        if amx_s[n] > vnni_s[n]:
+        if on_s[n] > off_s[n]:
             break
         chosen = n
-    table = {str(n): {"amx_ms": round(amx_s[n] * 1e3, 2), "vnni_ms": round(vnni_s[n] * 1e3, 2)}
+    table = {str(n): {labels[0]: round(on_s[n] * 1e3, 2), labels[1]: round(off_s[n] * 1e3, 2)}
              for n in BATCH_CANDIDATES}
     return chosen, table
+
+
+def tune_amx_batch(ctx, rounds: int) -> tuple[int, dict]:
+    return tune_min_batch(ctx, rounds)
+
+
+def tune_avx2_gemm_batch(ctx, rounds: int) -> tuple[int, dict]:
+    return tune_min_batch(ctx, rounds, "avx2_gemm_min_batch", always=2, labels=("gemm_ms", "tiles_ms"))
 
 
 HEAD_CANDIDATES = [{"head_gemv_rows": r, "head_prefetch_bytes": p} for r in HEAD_ROWS_CANDIDATES
@@ -197,6 +210,9 @@ def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n
                                               logits=True)
                 engine.set_tuning("ternary_gemv_rows", rows["ternary_gemv_rows"])
                 preset.update(rows, measured_ternary_gemv_rows_tg_tokens_per_s=rows_tg)
+                gemm_batch, gemm_table = tune_avx2_gemm_batch(ctx, rounds)
+                engine.set_tuning("avx2_gemm_min_batch", gemm_batch)
+                preset.update(avx2_gemm_min_batch=gemm_batch, measured_avx2_gemm_batch=gemm_table)
             if "amx" in engine.available_isas():
                 batch, table = tune_amx_batch(ctx, rounds)
                 preset.update(amx_min_batch=batch, measured_batch=table)
@@ -213,5 +229,7 @@ def autotune(out_dir: Path | None = None, n_threads: int = 2, rounds: int = 3, n
     tmp_path.replace(path)
     engine.lib().bitnet_load_preset(str(path).encode())
     say(f"autotune: prefetch_bytes {preset['prefetch_bytes']}, head_gemv_rows {preset['head_gemv_rows']}, "
-        f"head_prefetch_bytes {preset['head_prefetch_bytes']}, amx_min_batch {preset['amx_min_batch']} -> {path}")
+        f"head_prefetch_bytes {preset['head_prefetch_bytes']}, amx_min_batch {preset['amx_min_batch']}"
+        + (f", avx2_gemm_min_batch {preset['avx2_gemm_min_batch']}" if "avx2_gemm_min_batch" in preset else "")
+        + f" -> {path}")
     return path

@@ -30,6 +30,30 @@ def test_i2s_matmul_is_the_exact_integer_product(isa, n, k, m):
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("flavour", ["avx2maddubs", "avx2vnni"])
+@pytest.mark.parametrize("n,k,m", [(9, 128, 2), (17, 384, 600), (41, 2688, 37), (100, 640, 193)])
+def test_avx2_gemm_is_the_exact_integer_product(flavour, n, k, m):
+    """The AVX2 register-tiled GEMM, both flavours, forced for every batch size (threshold 2)."""
+    if "avx2" not in engine.available_isas():
+        pytest.skip("avx2 not available on this CPU")
+    rng = np.random.default_rng(n * 1000 + k + m)
+    w = rng.integers(-1, 2, size=(n, k), dtype=np.int8)
+    a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+    packed = np.frombuffer(pack_i2s(w, 1.0), dtype=np.uint8)[: n * k // 4]
+    expected = a.astype(np.int64) @ w.astype(np.int64).T
+    before = engine.get_tuning("avx2_gemm_min_batch")
+    engine.set_tuning("avx2_gemm_min_batch", 2)
+    try:
+        for threads in (1, 2, 3):
+            try:
+                got = engine.i2s_matmul(packed, n, k, a, flavour, threads)
+            except engine.BitnetError:
+                pytest.skip(f"{flavour} not available on this CPU")
+            np.testing.assert_array_equal(got, expected)
+    finally:
+        engine.set_tuning("avx2_gemm_min_batch", before)
+
+
 def test_i2s_matmul_extremes_do_not_overflow():
     k, n = 1 << 14, 4
     w = np.ones((n, k), dtype=np.int8)

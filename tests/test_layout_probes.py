@@ -90,3 +90,23 @@ def test_base3_layout_probe_kernels_agree():
 @pytest.mark.parametrize("args", [["-k", "100"], ["-t", "0"], ["--frobnicate", "1"], ["-r"]])
 def test_base3_layout_probe_bad_flags(args):
     assert_one_line_error(run([find_binary("base3-layout-probe"), *args]), 2)
+
+
+# ---- gemm-ceiling-probe (native) -----------------------------------------------------------------
+
+def test_gemm_ceiling_probe_measures_exact_kernels():
+    # Odd shapes: 40 and 17 rows (a 16-row slice plus a part-filled 8-row panel), k of 3 and 5
+    # blocks, batches below, at and above the GEMM's 6-row tile; exits 1 if the AVX2 GEMM or tiles
+    # differ from the scalar reference.
+    proc = run([find_binary("gemm-ceiling-probe"), "--shapes", "40x384,17x640", "-m", "2,7,37", "-r", "1"])
+    if proc.returncode == 1 and "lacks AVX2" in proc.stderr:
+        pytest.skip("this CPU has no AVX2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ceiling maddubs+paddw" in proc.stdout
+    assert sum(line.startswith("avx2maddubs 17x640") for line in proc.stdout.splitlines()) == 3
+
+
+@pytest.mark.parametrize("args", [["--shapes", "40x100"], ["--shapes", "40"], ["-m", "0"], ["-r", "x"],
+                                  ["--frobnicate", "1"], ["-m"]])
+def test_gemm_ceiling_probe_bad_flags(args):
+    assert_one_line_error(run([find_binary("gemm-ceiling-probe"), *args]), 2)

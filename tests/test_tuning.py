@@ -134,3 +134,43 @@ def test_autotune_writes_a_preset_the_engine_reads(tmp_path):
     assert preset["head_gemv_rows"] in (1, 2)
     out = _child(tmp_path)
     assert out.stdout.split() == [str(preset["prefetch_bytes"]), str(preset["amx_min_batch"])], out.stderr
+
+
+@pytest.mark.skipif("avx2" not in engine.available_isas(), reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("isa", ["avx2maddubs", "avx2"])
+def test_avx2_gemm_min_batch_does_not_change_prompt_logits(tiny_model, isa):
+    ids = list(range(3, 40))  # one batch of 37 rows: the GEMM from threshold 2, the tiles at 1 << 20
+    before, isa_before = engine.get_tuning("avx2_gemm_min_batch"), engine.isa()
+    runs = []
+    try:
+        engine.set_isa(isa)
+        for threshold in (2, 1 << 20, 16):
+            engine.set_tuning("avx2_gemm_min_batch", threshold)
+            runs.append(tiny_model.logits(ids))
+    finally:
+        engine.set_tuning("avx2_gemm_min_batch", before)
+        engine.set_isa(isa_before)
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r, runs[0])
+    with pytest.raises(BitnetError, match="out of range"):
+        engine.set_tuning("avx2_gemm_min_batch", 1)
+
+
+@pytest.mark.skipif("avx2" not in engine.available_isas(), reason="no AVX2 on this CPU")
+def test_autotune_under_avx2_tunes_the_gemm_threshold(tmp_path):
+    from bitnet.tune import NEVER, autotune
+
+    keys = ("prefetch_bytes", "amx_min_batch", "head_gemv_rows", "head_prefetch_bytes", "ternary_gemv_rows",
+            "avx2_gemm_min_batch")
+    before, isa_before = {k: engine.get_tuning(k) for k in keys}, engine.isa()
+    try:
+        engine.set_isa("avx2")
+        path = autotune(tmp_path, n_threads=1, rounds=1, n_tokens=2, progress=False, n_layer=1, n_vocab=512)
+        preset = json.loads(path.read_text())
+        assert preset["avx2_gemm_min_batch"] in (4, 8, 12, 16, 24, 32, NEVER)
+        assert engine.get_tuning("avx2_gemm_min_batch") == preset["avx2_gemm_min_batch"]
+        assert set(preset["measured_avx2_gemm_batch"]["16"]) == {"gemm_ms", "tiles_ms"}
+    finally:
+        for k, v in before.items():
+            engine.set_tuning(k, v)
+        engine.set_isa(isa_before)

@@ -6,6 +6,7 @@
 // chain are summed in int16, then madd(.., 1) widens to int32. CPUs with AVX-VNNI run the same
 // tiles with vpdpbusd instead (ternary_avxvnni.cpp).
 #include "kernels/ternary_avx2_tiles.h"
+#include "kernels/ternary_gemm.h"
 
 namespace bitnet {
 namespace {
@@ -71,7 +72,16 @@ void quantize_row_int8_avx2(const float *x, int64_t k, int8_t *q, float *scale, 
     *sum = total;
 }
 
-const ternary_kernel_set kAvx2 = {"avx2", i2s_matmul_tiles<dot_maddubs>, quantize_row_int8_avx2};
+// Batches of tuning().avx2_gemm_min_batch rows or more go to the register-tiled GEMM
+// (ternary_gemm_avx2.cpp), which decodes each slice of weights once per block of rows; smaller
+// ones to the tiles above, which read the weights once.
+void i2s_matmul_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const int8_t *a,
+                     const int32_t *a_sums, int64_t m, int32_t *y, int64_t ldy) {
+    if (m >= tuning().avx2_gemm_min_batch) i2s_gemm_avx2(w, k, r0, r1, a, a_sums, m, y, ldy);
+    else i2s_matmul_tiles<dot_maddubs>(w, k, r0, r1, a, a_sums, m, y, ldy);
+}
+
+const ternary_kernel_set kAvx2 = {"avx2", i2s_matmul_avx2, quantize_row_int8_avx2};
 
 }  // namespace
 

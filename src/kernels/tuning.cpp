@@ -26,6 +26,7 @@ const parameter kParameters[] = {
     {"head_gemv_rows", "BITNET_HEAD_GEMV_ROWS", &kernel_tuning::head_gemv_rows, 1, 2},
     {"head_prefetch_bytes", "BITNET_HEAD_PREFETCH_BYTES", &kernel_tuning::head_prefetch_bytes, 0, 1 << 20},
     {"ternary_gemv_rows", "BITNET_TERNARY_GEMV_ROWS", &kernel_tuning::ternary_gemv_rows, 1, 2},
+    {"avx2_gemm_min_batch", "BITNET_AVX2_GEMM_MIN_BATCH", &kernel_tuning::avx2_gemm_min_batch, 2, 1 << 20},
 };
 
 // Environment values are read once and re-applied after every preset, so that they always win.

@@ -8,6 +8,8 @@
 //   amx_min_batch    smallest batch that goes to the AMX tile GEMM instead of VNNI
 //   head_gemv_rows   rows of a dense (lm_head) GEMV tile side by side: 1 or 2 memory streams
 //   ternary_gemv_rows  the same for the AVX2 sets' ternary GEMV (the AVX-512 ones run one row)
+//   avx2_gemm_min_batch  smallest batch that the AVX2 sets run with the register-tiled GEMM
+//                    (ternary_gemm_avx2.h) instead of the small-batch tiles
 #pragma once
 #include <cstdint>
 #include <string>
@@ -20,6 +22,7 @@ struct kernel_tuning {
     int64_t head_gemv_rows = 2;
     int64_t head_prefetch_bytes = 8192;
     int64_t ternary_gemv_rows = 1;
+    int64_t avx2_gemm_min_batch = 16;
 };
 
 // The parameters in force (defaults, then BITNET_PREFETCH_BYTES / BITNET_AMX_MIN_BATCH on first use).

@@ -277,6 +277,51 @@ void test_matmul_thread_split(const std::vector<const ternary_kernel_set *> &isa
     }
 }
 
+// The AVX2 register-tiled GEMM (ternary_gemm_avx2.h), in both flavours, at every batch size the
+// engine hands it: with tuning avx2_gemm_min_batch = 2 (every batch) and the default. Slices of
+// 16 rows and single 8-row panels, tiles of 6 activation rows with every remainder, blocks of 192
+// activation rows; row counts and ranges off the tile, k of one block and of odd block counts.
+void test_avx2_gemm(const std::vector<const ternary_kernel_set *> &isas) {
+    std::vector<const ternary_kernel_set *> avx2;
+    for (const ternary_kernel_set *ks : isas)
+        if (std::strncmp(ks->name, "avx2", 4) == 0) avx2.push_back(ks);
+    if (avx2.empty()) return;
+    std::string err;
+    int64_t before = 0;
+    tuning_get("avx2_gemm_min_batch", &before);
+    rng g(313);
+    for (int64_t threshold : {int64_t{2}, before}) {
+        tuning_set("avx2_gemm_min_batch", threshold, &err);
+        for (int64_t k : {128, 384, 2688})
+            for (int64_t n : {1, 7, 9, 24, 41})
+                for (int64_t m : {2, 5, 6, 7, 13, 16, 31, 192, 193, 385}) {
+                    if (threshold != 2 && m < threshold) continue;  // the small-batch tiles: tested above
+                    const problem p = make_problem(g, n, k, m, 0, false);
+                    for (const ternary_kernel_set *isa : avx2) check_ranges(isa, p, "gemm");
+                }
+        // m = 600 (several activation blocks and a short last one), rows split as the thread pool
+        // splits them, and raw codes (3 too) against extreme activations: the int16 sums of the
+        // vpmaddubsw flavour at their bound (32 steps of 2 * 3 * 128 per block).
+        const problem big = make_problem(g, 37, 640, 600, 0, false);
+        for (const ternary_kernel_set *isa : avx2) {
+            check_ranges(isa, big, "gemm m=600");
+            std::vector<int32_t> y(big.m * big.n, kSentinel);
+            for (int64_t r0 = 0; r0 < big.n; r0 += 16)
+                isa->i2s_matmul(big.packed.data(), big.k, r0, std::min(big.n, r0 + 16), big.a.data(),
+                                big.a_sums.data(), big.m, y.data(), big.n);
+            check(y == big.ref, "%s gemm thread split in chunks of 16, m=600 differs", isa->name);
+        }
+        for (int mode = 1; mode <= 3; ++mode) {
+            problem p = make_problem(g, 19, 4096, 20, mode, true);
+            std::fill(p.packed.begin(), p.packed.begin() + 4096 / 4 * 3, uint8_t{0xFF});  // rows of code 3
+            finish_problem(p);
+            for (const ternary_kernel_set *isa : avx2)
+                check_ranges(isa, p, "gemm raw codes, extreme activations");
+        }
+    }
+    tuning_set("avx2_gemm_min_batch", before, &err);
+}
+
 // ---------------------------------------------------------------- quantize_row_int8
 
 void check_quantize(const ternary_kernel_set *ks, const std::vector<float> &x, const char *what) {
@@ -448,6 +493,7 @@ int main(int argc, char **argv) {
     test_matmul_shapes(isas);
     test_matmul_extremes(isas);
     test_matmul_thread_split(isas);
+    test_avx2_gemm(isas);
     test_quantize(isas);
     test_dispatch(argv[0]);
 

@@ -75,7 +75,12 @@ int main() {
     std::vector<std::string> sets;
     std::stringstream available(ternary_kernels_available());
     for (std::string name; std::getline(available, name, ',');) sets.push_back(name);
-    std::printf("testing: %s\n", ternary_kernels_available());
+    // Both AVX2 flavours: the one "avx2" does not pick on this CPU too (vpmaddubsw beside AVX-VNNI).
+    for (const char *variant : {"avx2maddubs", "avx2vnni"}) {
+        const ternary_kernel_set *t = ternary_kernels_by_name(variant);
+        if (t != nullptr && t != ternary_kernels_by_name("avx2")) sets.push_back(variant);
+    }
+    std::printf("testing: %s (and the AVX2 flavour it does not pick, if any)\n", ternary_kernels_available());
 
     const char *quick_env = std::getenv("BITNET_SAME_BITS_QUICK");
     const bool quick = quick_env != nullptr && std::strcmp(quick_env, "1") == 0;
