@@ -245,26 +245,7 @@ void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x,
     if (m - i == 1) rows_times<Load, 1>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
 }
 
-void matmul_f32(const float *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
-                int64_t ldy) {
-    matmul<load_f32>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
-}
-void matmul_f16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
-                int64_t ldy) {
-    matmul<load_f16>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
-}
-void matmul_bf16(const uint16_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
-                 int64_t ldy) {
-    matmul<load_bf16>(reinterpret_cast<const uint8_t *>(w), k, r0, r1, x, m, y, ldy);
-}
-void matmul_q8_0(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
-                 int64_t ldy) {
-    matmul<load_q8_0>(w, k, r0, r1, x, m, y, ldy);
-}
-void matmul_q6_k(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
-                 int64_t ldy) {
-    matmul<load_q6_k>(w, k, r0, r1, x, m, y, ldy);
-}
+#include "kernels/dense_entry_points.h"
 
 // 8 lanes, then the lanes' sums added; the scalar tail after.
 float dot_f32(const float *a, const float *b, int64_t n) {
