@@ -17,17 +17,12 @@
 
 #include "kernels/float_order_x86.h"
 #include "kernels/head_int8.h"
+#include "kernels/head_int8_rows_x86.h"
 #include "kernels/simd_x86.h"
 #include "kernels/tuning.h"
 
 namespace bitnet {
 namespace {
-
-inline float f16_scale_x86(const uint8_t *p) {
-    uint16_t h;
-    std::memcpy(&h, p, sizeof h);
-    return _cvtsh_ss(h);
-}
 
 inline int32_t hsum_epi32_avx2(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -117,21 +112,7 @@ inline int32_t q6_k_block_sum(const uint8_t *sb, const int8_t *q, const int16_t 
 
 void head_q6_k_avx2(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const head_acts &a, int64_t m, float *y,
                     int64_t ldy) {
-    const int64_t nb = k / 256, row_bytes = nb * 210, ahead = tuning().head_prefetch_bytes;
-    for (int64_t r = r0; r < r1; ++r) {
-        const uint8_t *row = w + r * row_bytes;
-        for (int64_t i = 0; i < m; ++i) {
-            float acc = 0.0f;
-            for (int64_t b = 0; b < nb; ++b) {
-                const uint8_t *sb = row + b * 210;
-                if (i == 0)
-                    for (int c = 0; c < 210; c += 64) _mm_prefetch(reinterpret_cast<const char *>(sb + c + ahead), _MM_HINT_T1);
-                const int32_t total = q6_k_block_sum(sb, a.q + i * k + 256 * b, a.bsum + i * (k / 16) + 16 * b);
-                acc = std::fma(static_cast<float>(total), f16_scale_x86(sb + 208) * a.d[i * nb + b], acc);
-            }
-            y[i * ldy + r] = acc;
-        }
-    }
+    head_q6_k_rows(w, k, r0, r1, a, m, y, ldy, q6_k_block_sum);
 }
 
 }  // namespace
