@@ -81,6 +81,28 @@ def test_bitnet_bench_missing_model(tmp_path):
     assert_one_line_error(run([find_binary("bitnet-bench"), "-m", tmp_path / "absent.gguf"]), 1)
 
 
+def test_bitnet_bench_finds_the_preset_as_the_package_does(tiny_gguf, tmp_path):
+    """bitnet-bench applies this CPU's preset from where bitnet.engine looks ($BITNET_PRESET_DIR here),
+    says which in its header, takes --preset FILE|none, and skips a broken preset it found itself."""
+    from bitnet import engine
+
+    preset = tmp_path / f"{engine.cpu_signature()}.json"
+    preset.write_text('{"prefetch_bytes": 4096, "head_gemv_rows": 1}')
+    base = [find_binary("bitnet-bench"), "-m", tiny_gguf, *TINY_RUN, "-t", "1", "--no-bandwidth"]
+    env = {"BITNET_PRESET_DIR": str(tmp_path)}
+    proc = run(base, env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"kernel preset: {preset}" in proc.stdout
+    proc = run([*base, "--preset", "none"], env)
+    assert proc.returncode == 0 and "kernel preset: none (built-in defaults)" in proc.stdout
+    preset.write_text('{"prefetch_bytes": ')
+    proc = run(base, env)
+    assert proc.returncode == 0 and "warning: kernel preset skipped" in proc.stderr
+    assert "kernel preset: none (built-in defaults)" in proc.stdout
+    assert_one_line_error(run([*base, "--preset", preset], env), 1)
+    assert_one_line_error(run([*base, "--preset", tmp_path / "absent.json"], env), 1)
+
+
 # ---- utils/e2e_benchmark.py ---------------------------------------------------------------------
 
 

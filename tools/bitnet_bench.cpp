@@ -42,7 +42,9 @@
 #include "forward.h"
 #include "head_act.h"
 #include "kernels/ternary.h"
+#include "kernels/tuning.h"
 #include "model.h"
+#include "preset_search.h"
 #include "quant_types.h"
 #include "threadpool.h"
 
@@ -68,12 +70,13 @@ struct options {
     int64_t bw_token_mib = 256;  // the probe pass after each tg token
     bool json = false;
     bool bandwidth = true;
+    std::string preset = "auto";  // a file, "none" (built-in defaults), or auto: as the Python package finds it
 };
 
 const char *kUsage =
     "usage: bitnet-bench -m MODEL.gguf [-p 512[,128..]] [-n 128[,64..]] [-b 2,3,5] [-t 1,2] [-r 5] [--json]\n"
     "                    [--no-bandwidth] [--bw-mib 1024] [--bw-passes 5] [--bw-token-mib 256]\n"
-    "                    [--isa avx2[,avx512..]] [--head-act exact[,int8]]\n"
+    "                    [--isa avx2[,avx512..]] [--head-act exact[,int8]] [--preset FILE|none]\n"
     "  -p/-n/-b take comma lists (0 skips the test); -t defaults to the number of hardware threads.\n"
     "  -b B: batched decode steps of B tokens with all B rows of logits (a lookup draft's verification),\n"
     "        each step's time also given relative to one tg token.\n"
@@ -144,6 +147,7 @@ const flag_spec kFlags[] = {
     {{"--head-act", nullptr}, true, [](options &o, S, S v) { o.head_acts = split_commas(v); }},
     {{"--json", nullptr}, false, [](options &o, S, S) { o.json = true; }},
     {{"--no-bandwidth", nullptr}, false, [](options &o, S, S) { o.bandwidth = false; }},
+    {{"--preset", nullptr}, true, [](options &o, S, S v) { o.preset = v; }},
 };
 
 const flag_spec *find_flag(const std::string &arg) {
@@ -404,14 +408,16 @@ std::string format_bytes(uint64_t n) {
     return buf;
 }
 
-void print_table_header(const options &opt, const model &m, const token_bytes &b, const char *isa) {
+void print_table_header(const options &opt, const model &m, const token_bytes &b, const char *isa,
+                        const std::string &preset) {
     std::printf("model: %s\n%s\n", opt.model_path.c_str(), m.desc.c_str());
     std::printf("file %s; bytes read per generated token %s (head %s + ternary weights and norms %s)\n",
                 format_bytes(m.file->file_size()).c_str(), format_bytes(b.total()).c_str(),
                 format_bytes(b.head).c_str(), format_bytes(b.other).c_str());
-    std::printf("kernels %s (available: %s); %lld timed runs after one warm-up; bandwidth probe %s\n\n", isa,
+    std::printf("kernels %s (available: %s); %lld timed runs after one warm-up; bandwidth probe %s\n", isa,
                 ternary_kernels_available(), static_cast<long long>(opt.repetitions),
                 opt.bandwidth ? (std::to_string(opt.bw_mib) + " MiB").c_str() : "off");
+    std::printf("kernel preset: %s\n\n", preset.empty() ? "none (built-in defaults)" : preset.c_str());
     std::printf("| %10s | %7s | %-7s | %19s | %8s | %10s | %7s |\n", "isa", "threads", "test", "tokens/s",
                 "GB/s", "probe GB/s", "% of bw");
     std::printf(
@@ -531,6 +537,12 @@ int main(int argc, char **argv) {
                         ternary_kernels_available() + ")");
 
     std::string error;
+    std::string preset = opt.preset == "auto" ? find_preset(cpu_signature()) : opt.preset == "none" ? "" : opt.preset;
+    if (!preset.empty() && !tuning_load_preset(preset, &error)) {
+        if (opt.preset != "auto") failure("--preset: " + error);
+        std::fprintf(stderr, "warning: kernel preset skipped: %s\n", error.c_str());  // as the Python package does
+        preset.clear();
+    }
     std::unique_ptr<model> m = model_load(opt.model_path, &error);
     if (!m) failure(error);
 
@@ -559,7 +571,7 @@ int main(int argc, char **argv) {
     const char *isa_error = nullptr;
     const ternary_kernel_set *active = ternary_kernels_active(&isa_error);
     if (active == nullptr) failure(isa_error ? isa_error : "no ternary kernels for this CPU");
-    if (!opt.json) print_table_header(opt, *m, b.bytes, active->name);
+    if (!opt.json) print_table_header(opt, *m, b.bytes, active->name, preset);
 
     const std::vector<std::string> isas = opt.isas.empty() ? std::vector<std::string>{""} : opt.isas;
     for (const std::string &isa : isas) {
