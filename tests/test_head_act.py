@@ -16,6 +16,7 @@ from bitnet import Model, engine
 from bitnet.convert.dummy import ModelShape, generate
 from bitnet.convert.gguf_reader import read_gguf
 from bitnet.errors import BitnetError
+from tests.context_logits import prompt_logits
 
 REPO = Path(__file__).resolve().parent.parent
 # hidden 512: two Q6_K super-blocks, 16 Q8_0 blocks per row; 2 layers; vocab 1000 (not a multiple of 256).
@@ -54,16 +55,7 @@ def restore_isa():
 
 
 def int8_logits(model: engine.NativeModel, ids: np.ndarray, n_threads: int, splits=()) -> np.ndarray:
-    ctx = engine.NativeContext(model, len(ids), n_threads)
-    try:
-        ctx.set_head_act("int8")
-        parts, start = [], 0
-        for end in [*splits, len(ids)]:
-            parts.append(ctx.decode(ids[start:end], all_logits=True))
-            start = end
-        return np.concatenate(parts)
-    finally:
-        ctx.close()
+    return prompt_logits(model, ids, n_threads, splits, head_act="int8")
 
 
 def test_same_bits_on_every_kernel_set_thread_count_and_split(head_model):

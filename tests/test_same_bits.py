@@ -12,6 +12,7 @@ import pytest
 
 from bitnet import engine
 from bitnet.convert.dummy import ModelShape, generate
+from tests.context_logits import prompt_logits
 
 N_PROMPT = 520
 # (hidden, FFN, layers, heads, kv heads, vocab, ctx, activation, theta)
@@ -44,18 +45,6 @@ if "avx2" in ISAS:
 def model_path(request, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("odd") / f"{request.param}.gguf"
     return generate(out, ODD_SHAPES[request.param], "i2_s", seed=3, progress=False)
-
-
-def prompt_logits(model: engine.NativeModel, ids: np.ndarray, n_threads: int, splits=()) -> np.ndarray:
-    ctx = engine.NativeContext(model, len(ids), n_threads)
-    try:
-        parts, start = [], 0
-        for end in [*splits, len(ids)]:
-            parts.append(ctx.decode(ids[start:end], all_logits=True))
-            start = end
-        return np.concatenate(parts)
-    finally:
-        ctx.close()
 
 
 @pytest.fixture(autouse=True)

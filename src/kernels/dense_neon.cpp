@@ -266,18 +266,14 @@ void rows_times(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float
     for (int64_t r = r0; r < r1; ++r) tile<Load, 1, M>(w, k, r, x, y, ldy);
 }
 
+#include "kernels/dense_gemv_rows.h"
+
 // Decode: one or two weight rows per tile (tuning().head_gemv_rows). Batches: each weight row
 // once per kGemmActs activation rows, the rest in one more pass.
 template <class Load>
 void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y,
             int64_t ldy) {
-    if (m == 1) {
-        int64_t r = r0;
-        if (tuning().head_gemv_rows == 2)
-            for (; r + 2 <= r1; r += 2) tile<Load, 2, 1>(w, k, r, x, y, ldy);
-        for (; r < r1; ++r) tile<Load, 1, 1>(w, k, r, x, y, ldy);
-        return;
-    }
+    if (m == 1) return gemv_rows<Load>(w, k, r0, r1, x, y, ldy);
     int64_t i = 0;
     for (; i + kGemmActs <= m; i += kGemmActs)
         rows_times<Load, kGemmActs>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);
