@@ -15,6 +15,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/dense.h"
 #include "kernels/float_order.h"
@@ -229,11 +231,14 @@ void rows_times(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float
 }
 
 #include "kernels/dense_gemv_rows.h"
+#include "kernels/dense_q6_k_gemv_avx2.h"
 
 // Decode: one or two weight rows per tile (tuning().head_gemv_rows: memory streams). Batches:
 // each weight row once per kGemmActs activation rows, the rest in one more pass.
 template <class Load>
 void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y, int64_t ldy) {
+    if constexpr (std::is_same_v<Load, load_q6_k>)
+        if (m == 1) return gemv_q6_k_fields(w, k, r0, r1, x, y);
     if (m == 1) return gemv_rows<Load>(w, k, r0, r1, x, y, ldy);
     int64_t i = 0;
     for (; i + kGemmActs <= m; i += kGemmActs) rows_times<Load, kGemmActs>(w, k, r0, r1, x + i * k, y + i * ldy, ldy);

@@ -141,6 +141,41 @@ void test_quantized_equals_widened(const dense_kernel_set *ks) {
     }
 }
 
+// Q6_K scales at their edges, against the scalar set bit for bit, decode and batch: d = +-0, f16
+// subnormals, +-65504 and ordinary values, with sub-block scales -128, -1, 0, 1, 127 and random
+// ones, every 6-bit value, and activations with zeros, both signs and wide magnitudes. The decode
+// kernels rebuild w = d * sc * q in other ways (e.g. AVX2's fma(u, D, -32 D)); their products
+// must still be the reference's.
+void test_q6_k_scale_edges(const dense_kernel_set *ks) {
+    std::mt19937 gen(17);
+    const uint16_t ds[] = {0x0000, 0x8000, 0x0001, 0x83ff, 0x7bff, 0xfbff, 0x2e66, 0xb155};
+    const int8_t scs[] = {-128, -1, 0, 1, 127};
+    for (int64_t k : {256, 2560}) {
+        const int64_t n = 24, row_bytes = k / 256 * 210, m = 3;
+        std::vector<uint8_t> w(static_cast<size_t>(n * row_bytes));
+        for (uint8_t &b : w) b = static_cast<uint8_t>(gen());
+        for (int64_t b = 0; b < n * k / 256; ++b) {
+            uint8_t *sb = &w[static_cast<size_t>(b * 210)];
+            std::memcpy(sb + 208, &ds[b % 8], 2);
+            for (int s = 0; s < 16; ++s)
+                if ((b + s) % 3 != 0) sb[192 + s] = static_cast<uint8_t>(scs[(b + s) % 5]);
+        }
+        std::vector<float> x(static_cast<size_t>(m * k));
+        for (size_t i = 0; i < x.size(); ++i) {
+            const float mag = std::ldexp(1.0f, static_cast<int>(gen() % 40) - 20);
+            x[i] = i % 7 == 0 ? 0.0f : (gen() & 1 ? mag : -mag) * (1.0f + static_cast<float>(gen() % 1000) / 1000.0f);
+        }
+        for (int64_t rows : {int64_t{1}, m}) {
+            std::vector<float> want(static_cast<size_t>(rows * n)), got(want.size());
+            dense_kernels_scalar()->matmul_q6_k(w.data(), k, 0, n, x.data(), rows, want.data(), n);
+            ks->matmul_q6_k(w.data(), k, 0, n, x.data(), rows, got.data(), n);
+            for (int64_t i = 0; i < rows * n; ++i)
+                check(std::memcmp(&got[i], &want[i], 4) == 0, "Q6_K scale edges differ from the scalar reference",
+                      ks->name, "Q6_K", k, i / n, i % n);
+        }
+    }
+}
+
 // The head kernels against the scalar set's, bit for bit, on the shapes the tiles split unevenly:
 // F16, Q8_0 and Q6_K weights, 13 rows cut into ranges of 3, 5 and 5 (as threads cut them: odd
 // starts, rows left over by two-row decode tiles), batches of 1..8 activation rows (whole and
@@ -311,6 +346,7 @@ int main() {
         test_against_reference(ks);
         test_quantized_equals_widened(ks);
         test_heads_against_reference(ks);
+        test_q6_k_scale_edges(ks);
         // A set that reuses the scalar attention (NEON) has nothing of its own to check there.
         if (ks->attend != dense_kernels_scalar()->attend) test_attend(ks);
         if (ks->attend_rows != dense_kernels_scalar()->attend_rows) test_attend_rows(ks);
