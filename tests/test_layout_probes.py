@@ -110,3 +110,20 @@ def test_gemm_ceiling_probe_measures_exact_kernels():
                                   ["--frobnicate", "1"], ["-m"]])
 def test_gemm_ceiling_probe_bad_flags(args):
     assert_one_line_error(run([find_binary("gemm-ceiling-probe"), *args]), 2)
+
+
+# ---- head-gemv-probe (native) ----------------------------------------------------------------------
+
+def test_head_gemv_probe_checks_and_measures():
+    # 70 rows of K = 512 (two Q6_K super-blocks, 16 Q8_0 blocks): every x86 set this CPU runs is
+    # checked against the scalar reference (exit 1 on a difference) before one timed pass.
+    proc = run([find_binary("head-gemv-probe"), "--rows", "70", "-k", "512", "--cache-rows", "9", "-r", "1"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| avx")]
+    assert rows and all("differs" not in line for line in rows), proc.stdout
+    assert {line.split("|")[2].strip() for line in rows} == {"f16", "q8_0", "q6_k"}
+
+
+@pytest.mark.parametrize("args", [["-k", "100"], ["-r", "0"], ["--rows", "0"], ["--frobnicate", "1"], ["-r"]])
+def test_head_gemv_probe_bad_flags(args):
+    assert_one_line_error(run([find_binary("head-gemv-probe"), *args]), 2)

@@ -110,7 +110,8 @@ struct load_q8_0 : by_eight<load_q8_0> {
 //   ql[64h .. 64h + 32), ql[64h + 32 .. 64h + 64)  -> low nibbles (p = 0) or high (p = 1): two ymm
 //   qh[32h .. 32h + 32) >> 4p (quarter 2p), >> 4p + 2 (quarter 2p + 1), & 3, << 4: the top bits
 //   the 64 int8 through the stack, so that each 8 widen with one vpmovsxbd from memory
-// K is a whole number of super-blocks, so there is no tail.
+// K is a whole number of super-blocks, so there is no tail. This is the batch path; decode (one
+// activation row) takes dense_q6_k_gemv_avx2.h's, which needs no trip through the stack.
 struct load_q6_k {
     static int64_t row_bytes(int64_t k) { return k / 256 * 210; }
     static int64_t offset(int64_t j) { return j / 256 * 210; }
@@ -233,8 +234,9 @@ void rows_times(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float
 #include "kernels/dense_gemv_rows.h"
 #include "kernels/dense_q6_k_gemv_avx2.h"
 
-// Decode: one or two weight rows per tile (tuning().head_gemv_rows: memory streams). Batches:
-// each weight row once per kGemmActs activation rows, the rest in one more pass.
+// Decode: one or two weight rows per tile (tuning().head_gemv_rows: memory streams), Q6_K its own
+// one-row path. Batches: each weight row once per kGemmActs activation rows, the rest in one more
+// pass.
 template <class Load>
 void matmul(const uint8_t *w, int64_t k, int64_t r0, int64_t r1, const float *x, int64_t m, float *y, int64_t ldy) {
     if constexpr (std::is_same_v<Load, load_q6_k>)
