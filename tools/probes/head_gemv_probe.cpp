@@ -30,15 +30,6 @@ double thread_seconds() {
     return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-uint16_t f16_bits(float f) {  // finite, normal range; round toward zero is fine for test data
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    const uint32_t sign = (u >> 16) & 0x8000u;
-    const int e = static_cast<int>((u >> 23) & 0xff) - 127 + 15;
-    if (e <= 0) return static_cast<uint16_t>(sign);
-    return static_cast<uint16_t>(sign | (static_cast<uint32_t>(e) << 10) | ((u >> 13) & 0x3ffu));
-}
-
 struct head_type {
     const char *name;
     int64_t block, bytes, scale_at;  // scale_at < 0: F16 elements
@@ -50,14 +41,14 @@ std::vector<uint8_t> random_head(const head_type &t, int64_t rows, int64_t k, st
     std::vector<uint8_t> w(static_cast<size_t>(rows * (k / t.block) * t.bytes));
     if (t.scale_at < 0) {
         for (size_t e = 0; e < w.size() / 2; ++e) {
-            const uint16_t h = f16_bits(u(gen));
+            const uint16_t h = bitnet::f32_to_f16(u(gen));
             std::memcpy(&w[2 * e], &h, 2);
         }
         return w;
     }
     for (uint8_t &b : w) b = static_cast<uint8_t>(gen());
     for (int64_t b = 0; b < rows * (k / t.block); ++b) {
-        const uint16_t d = f16_bits(u(gen) * 0.01f);
+        const uint16_t d = bitnet::f32_to_f16(u(gen) * 0.01f);
         std::memcpy(&w[static_cast<size_t>(b * t.bytes + t.scale_at)], &d, 2);
     }
     return w;
